@@ -1,0 +1,87 @@
+"""Audio in: decode files, check samples, and bring any waveform to 16 kHz mono.
+
+Everything downstream (VAD, whisper features) works on 16 kHz mono float32, the rate both silero-vad
+and whisper were trained at. Resampling is polyphase (scipy), in memory; no ffmpeg binary is needed.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SAMPLE_RATE = 16000
+MIN_SAMPLES = 512  # one silero frame: 32 ms at 16 kHz
+
+
+class AudioError(ValueError):
+    """The audio cannot be used as given; the message says why and what to do."""
+
+
+def to_mono_16k(waveform: torch.Tensor | np.ndarray, sample_rate: int) -> torch.Tensor:
+    """Return `waveform` as a 1-D float32 tensor at 16 kHz.
+
+    `waveform` is `[T]`, `[C, T]` or ComfyUI's `[1, C, T]`; channels are averaged. Raises `AudioError`
+    for a batch of several clips, a bad sample rate, non-finite samples, or under 32 ms of audio.
+    """
+    audio = torch.as_tensor(waveform).detach().to("cpu", torch.float32)
+    if audio.ndim == 3:
+        if audio.shape[0] != 1:
+            raise AudioError(f"expected one audio clip, got a batch of {audio.shape[0]}; split the batch first")
+        audio = audio[0]
+    if audio.ndim == 2:
+        audio = audio.mean(dim=0)
+    if audio.ndim != 1:
+        raise AudioError(f"expected audio shaped [T], [C, T] or [1, C, T], got {tuple(waveform.shape)}")
+    if not (isinstance(sample_rate, (int, np.integer)) or float(sample_rate).is_integer()) or sample_rate <= 0:
+        raise AudioError(f"sample rate must be a positive whole number of Hz, got {sample_rate!r}")
+    sample_rate = int(sample_rate)
+    if audio.numel() == 0:
+        raise AudioError("the audio is empty")
+    if not torch.isfinite(audio).all():
+        bad = int((~torch.isfinite(audio)).sum())
+        raise AudioError(f"the audio has {bad} NaN or infinite samples; fix or replace the source audio")
+    if audio.numel() * SAMPLE_RATE < MIN_SAMPLES * sample_rate:
+        raise AudioError(f"the audio is {1000 * audio.numel() / sample_rate:.1f} ms long; at least 32 ms is needed")
+    if sample_rate == SAMPLE_RATE:
+        return audio.contiguous()
+    from scipy.signal import resample_poly
+
+    ratio = Fraction(SAMPLE_RATE, sample_rate)
+    out = resample_poly(audio.numpy(), ratio.numerator, ratio.denominator)
+    return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+
+
+def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
+    """Decode the first audio stream of a file (wav, flac, mp3, m4a, mp4, ...) to `[C, T]` float32."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"audio file not found: {path}")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise AudioError(f"{path} has no audio stream")
+            stream = container.streams.audio[0]
+            chunks = [frame.to_ndarray() for frame in _planar_float(container.decode(stream))]
+            sample_rate = stream.rate
+    except av.error.FFmpegError as exc:
+        raise AudioError(f"cannot decode {path}: {exc}") from exc
+    if not chunks:
+        raise AudioError(f"{path} holds no audio samples")
+    return torch.from_numpy(np.concatenate(chunks, axis=1)), int(sample_rate)
+
+
+def _planar_float(frames):
+    """Convert decoded frames to planar float32 (`[C, n]` arrays), whatever the source format."""
+    import av
+
+    resampler = None
+    for frame in frames:
+        if resampler is None:
+            resampler = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=frame.sample_rate)
+        yield from resampler.resample(frame)
+    if resampler is not None:
+        yield from resampler.resample(None)

@@ -1,0 +1,16 @@
+"""ComfyUI adapters for the latentsync library: read inputs, call the library, wrap outputs."""
+from __future__ import annotations
+
+from ._comfy import ComfyExtension, io
+from .model_folders import register_model_folders
+from .vad import VoiceActivityDetection
+
+NODES: list[type[io.ComfyNode]] = [VoiceActivityDetection]
+
+
+class LatentSyncExtension(ComfyExtension):
+    async def on_load(self) -> None:
+        register_model_folders()
+
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return NODES

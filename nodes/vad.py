@@ -1,0 +1,71 @@
+"""Voice Activity Detection node: AUDIO -> speech segments, a timeline picture, and the editor's timeline."""
+from __future__ import annotations
+
+import torch
+
+from ..latentsync import timeline, vad
+from ..latentsync.audio import to_mono_16k
+from ._comfy import io, progress_reporter
+from .types import Speech
+
+TIMELINE_BINS = 800  # points of waveform/probability sent to the editor's timeline widget
+
+
+class VoiceActivityDetection(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LatentSyncVAD",
+            display_name="Voice Activity Detection (LatentSync)",
+            category="LatentSync/audio",
+            description="Finds where someone speaks (silero-vad, offline). Later nodes use the segments so "
+                        "silent stretches neither drive mouth motion nor cost diffusion time.",
+            is_output_node=True,
+            inputs=[
+                io.Audio.Input("audio", tooltip="The voice track. Any sample rate and channel count; it is "
+                                                "mixed to mono and resampled to 16 kHz in memory."),
+                io.Float.Input("threshold", default=0.5, min=0.05, max=0.95, step=0.01,
+                               tooltip="Speech probability above which a 32 ms frame counts as speech. Lower "
+                                       "it for quiet or noisy voices, raise it to ignore breathing and music."),
+                io.Int.Input("min_speech_ms", default=250, min=0, max=10000, step=10,
+                             tooltip="Speech shorter than this (ms) is dropped as a click or breath."),
+                io.Int.Input("min_silence_ms", default=100, min=0, max=10000, step=10,
+                             tooltip="Pauses shorter than this (ms) do not split a speech segment."),
+                io.Int.Input("padding_ms", default=30, min=0, max=2000, step=10,
+                             tooltip="Each segment is widened by this (ms) on both sides, so word onsets "
+                                     "and endings are kept."),
+                io.Combo.Input("backend", options=list(vad.BACKENDS), default="jit",
+                               tooltip="silero-vad model format: TorchScript (jit) or ONNX Runtime (onnx). "
+                                       "Same segments; ONNX is a little faster on CPU."),
+            ],
+            outputs=[
+                Speech.Output(display_name="speech", tooltip="Speech segments in seconds, for the "
+                                                             "Whisper encode and sampler nodes."),
+                io.Image.Output(display_name="timeline", tooltip="A picture of the waveform with speech "
+                                                                 "spans in green and silero's probability."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, audio, threshold: float, min_speech_ms: int, min_silence_ms: int, padding_ms: int,
+                backend: str) -> io.NodeOutput:
+        waveform, sample_rate = audio["waveform"], audio["sample_rate"]
+        audio16k = to_mono_16k(waveform, sample_rate)
+        segments = vad.detect_speech(audio16k, vad.SAMPLE_RATE, threshold=threshold,
+                                     min_speech_ms=min_speech_ms, min_silence_ms=min_silence_ms,
+                                     padding_ms=padding_ms, backend=backend, progress=progress_reporter())
+        picture = torch.from_numpy(timeline.render_timeline(audio16k, segments)).float().div(255)[None]
+        return io.NodeOutput(segments, picture, ui={"latentsync_vad": [_timeline_payload(audio16k, segments)]})
+
+
+def _timeline_payload(audio16k: torch.Tensor, segments: vad.SpeechSegments) -> dict:
+    """What the editor's timeline widget draws: the segments, a waveform envelope and the probabilities."""
+    lo, hi = timeline.envelope(audio16k, TIMELINE_BINS)
+    peak = max(float(max(abs(lo.min()), abs(hi.max()))), 1e-6)
+    probs = segments.frame_probs
+    step = max(1, probs.size // TIMELINE_BINS)
+    return segments.to_json() | {
+        "envelope": [[round(float(a) / peak, 3), round(float(b) / peak, 3)] for a, b in zip(lo, hi)],
+        "probs": [round(float(p), 3) for p in probs[::step]],
+        "speech_seconds": round(segments.speech_seconds, 3),
+    }

