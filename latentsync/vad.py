@@ -125,7 +125,9 @@ def _silero_model(backend: str):
         silero = import_silero_vad()
         # The model files ship inside the silero-vad wheel; this reads them from there.
         with warnings.catch_warnings():
+            # torch deprecates jit.load and importlib deprecates resources.path; both are silero's calls.
             warnings.filterwarnings("ignore", message=".*torch.jit.load.*", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
             _MODELS[backend] = silero.load_silero_vad(onnx=backend == "onnx")
     return _MODELS[backend]
 

@@ -9,8 +9,8 @@ NODES: list[type[io.ComfyNode]] = [VoiceActivityDetection]
 
 
 class LatentSyncExtension(ComfyExtension):
-    async def on_load(self) -> None:
-        register_model_folders()
-
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        # ComfyUI 0.3.75 never calls ComfyExtension.on_load, so the folders are registered here
+        # (idempotent), before any node lists its model files.
+        register_model_folders()
         return NODES

@@ -47,6 +47,13 @@ class VoiceActivityDetection(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, backend: str) -> bool | str:
+        # ComfyUI 0.3.75 does not check V3 combo values itself; a bad one would only fail mid-run.
+        if backend not in vad.BACKENDS:
+            return f"backend must be one of {', '.join(vad.BACKENDS)}, got {backend!r}"
+        return True
+
+    @classmethod
     def execute(cls, audio, threshold: float, min_speech_ms: int, min_silence_ms: int, padding_ms: int,
                 backend: str) -> io.NodeOutput:
         waveform, sample_rate = audio["waveform"], audio["sample_rate"]

@@ -60,6 +60,11 @@ def install(dest: Path) -> Path:
 
 
 
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -206,6 +211,38 @@ def workflow_to_prompt(workflow: dict, object_info: dict) -> dict:
         prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs,
                                    "_meta": {"title": node.get("title") or info.get("display_name", node["type"])}}
     return prompt
+
+
+_IMPORT_PROBE = """
+import asyncio, importlib.util, json, os, sys, time
+comfyui, pack_dir = sys.argv[1:3]
+sys.path.insert(0, comfyui)
+sys.argv = ["main.py", "--cpu"]  # as the server is started
+import comfy.options; comfy.options.enable_args_parsing()
+import torch, comfy_api.latest, comfy.model_management, comfy.utils, folder_paths  # ComfyUI's own cost
+torch.set_num_threads(2)
+env, before = dict(os.environ), set(sys.modules)
+start = time.perf_counter()
+spec = importlib.util.spec_from_file_location("pack", os.path.join(pack_dir, "__init__.py"),
+                                              submodule_search_locations=[pack_dir])
+pack = importlib.util.module_from_spec(spec); sys.modules["pack"] = pack; spec.loader.exec_module(pack)
+imported = time.perf_counter() - start
+nodes = asyncio.run(asyncio.run(pack.comfy_entrypoint()).get_node_list())
+print(json.dumps({"import_seconds": imported, "load_seconds": time.perf_counter() - start,
+                  "new_modules": sorted(set(sys.modules) - before), "threads": torch.get_num_threads(),
+                  "env_unchanged": env == dict(os.environ), "nodes": [n.GET_SCHEMA().node_id for n in nodes],
+                  "latentsync_paths": folder_paths.get_folder_paths("latentsync")}))
+"""
+
+
+def measure_pack_import(comfyui: Path, pack: Path, python: str = sys.executable) -> dict:
+    """Import the pack the way ComfyUI does, in a fresh process that already has ComfyUI's own modules
+    loaded, and report the time, the modules it added, and whether it touched threads or environment."""
+    out = subprocess.run([python, "-c", _IMPORT_PROBE, str(comfyui), str(Path(pack).resolve())],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"importing the pack failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

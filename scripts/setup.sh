@@ -23,13 +23,16 @@ stamp="$LATENTSYNC_VENV/.installed"
 want="$(cat "$repo/requirements.txt" "$here/requirements-comfyui.txt" "$here/requirements-test.txt" "$here/constraints.txt" | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   [ -x "$LATENTSYNC_VENV/bin/python" ] || "${PYTHON:-python3}" -m venv "$LATENTSYNC_VENV"
-  pip=("$LATENTSYNC_VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$here/constraints.txt")
+  pip() {  # quiet, and without the noise about local index folders that lack a package
+    "$LATENTSYNC_VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$here/constraints.txt" "$@" \
+      2> >(grep -v "is neither a file nor a directory" >&2)
+  }
   echo "[setup] torch (this takes a few minutes the first time)"
-  "${pip[@]}" torch torchvision
+  pip torch torchvision
   # torchaudio and spandrel pin torch loosely; --no-deps keeps pip from touching torch.
-  "${pip[@]}" --no-deps torchaudio spandrel
+  pip --no-deps torchaudio spandrel
   echo "[setup] ComfyUI's requirements, the pack's and the tests'"
-  "${pip[@]}" -r "$here/requirements-comfyui.txt" -r "$repo/requirements.txt" -r "$here/requirements-test.txt"
+  pip -r "$here/requirements-comfyui.txt" -r "$repo/requirements.txt" -r "$here/requirements-test.txt"
   echo "$want" > "$stamp"
 fi
 

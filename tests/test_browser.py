@@ -1,0 +1,100 @@
+"""The graph editor in a real Chromium (Debian's, driven by Playwright): the shipped workflows load,
+queue, and the VAD timeline widget draws the detected segments."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, missing, shared_path
+from latentsync.audio import load_audio
+from latentsync.vad import detect_speech
+
+pytestmark = [pytest.mark.comfyui, pytest.mark.browser]
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SPEECH_GREEN = (0x26, 0x70, 0x4A)
+BACKGROUND = (0x18, 0x18, 0x1C)
+
+
+@pytest.fixture(scope="module")
+def editor(comfy_server, tmp_path_factory):
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        missing("Debian's chromium (apt-get install chromium)")
+    comfy_server.request("POST", "/settings/Comfy.TutorialCompleted", True)
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.errors = []
+        page.on("pageerror", lambda err: page.errors.append(str(err)))
+        page.goto(comfy_server.url)
+        page.wait_for_selector("canvas#graph-canvas", timeout=60_000)
+        page.wait_for_function("() => window.app?.graph && window.LiteGraph?.registered_node_types?.LatentSyncVAD")
+        yield page
+        browser.close()
+
+
+def load_workflow(page, name: str) -> dict:
+    workflow = json.loads((REPO / "workflows" / name).read_text())
+    page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
+    return workflow
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "workflows").glob("*.json")))
+def test_workflow_loads_without_missing_nodes_and_exports_like_our_converter(editor, object_info, name):
+    import comfyui
+
+    workflow = load_workflow(editor, name)
+    editor.wait_for_timeout(500)  # the editor reports schema problems in a toast, asynchronously
+    assert editor.get_by_text("Invalid workflow").count() == 0, "the editor's schema check rejected the file"
+    registered = editor.evaluate("() => Object.keys(LiteGraph.registered_node_types)")
+    assert {node["type"] for node in workflow["nodes"]} <= set(registered)
+    loaded = editor.evaluate("() => window.app.graph._nodes.map(n => [n.id, n.type, n.has_errors ?? false])")
+    assert sorted(loaded) == sorted([n["id"], n["type"], False] for n in workflow["nodes"])
+    exported = editor.evaluate("async () => (await window.app.graphToPrompt()).output")
+    ours = comfyui.workflow_to_prompt(workflow, object_info)
+    assert set(exported) == set(ours)
+    for node_id, node in ours.items():
+        assert exported[node_id]["class_type"] == node["class_type"]
+        spec = object_info[node["class_type"]]["input"]
+        known = {**spec.get("required", {}), **spec.get("optional", {})}
+        assert {k: v for k, v in exported[node_id]["inputs"].items() if k in known} == node["inputs"]
+
+
+def test_vad_workflow_runs_and_the_timeline_draws_the_segments(editor, comfy_server, artifacts):
+    workflow = load_workflow(editor, "vad_preview.json")
+    (loader,) = [n for n in workflow["nodes"] if n["type"] == "LoadAudio"]
+    wav = shared_path("media/latentsync_demo1_audio.wav")
+    shutil.copy(wav, comfy_server.dir("input") / loader["widgets_values"][0])
+    expected = detect_speech(*load_audio(wav)).to_json()["speech"]
+
+    editor.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
+    handle = editor.wait_for_function(
+        """() => { const node = window.app.graph._nodes.find(n => n.type === 'LatentSyncVAD');
+                   const widget = node?.widgets?.find(w => w.name === 'speech_timeline');
+                   return widget?.canvas?.dataset.segments || null; }""", timeout=120_000)
+    assert json.loads(handle.json_value()) == expected
+
+    # Read back what the canvas shows: green inside a segment, background in the longest gap. Rows are
+    # picked clear of the waveform and of the probability line (near the top in speech, the bottom in gaps).
+    duration = detect_speech(*load_audio(wav)).duration
+    gaps = [(a[1], b[0]) for a, b in zip(expected, expected[1:])]
+    gap = max(gaps, key=lambda g: g[1] - g[0])
+    first = expected[0]
+    pixels = editor.evaluate(
+        """([inSpeech, inGap]) => {
+             const node = window.app.graph._nodes.find(n => n.type === 'LatentSyncVAD');
+             const canvas = node.widgets.find(w => w.name === 'speech_timeline').canvas;
+             const ctx = canvas.getContext('2d'), ratio = canvas.width / canvas.clientWidth;
+             const bottom = Math.round((canvas.clientHeight - 17) * ratio);
+             const at = (x, y) => Array.from(ctx.getImageData(Math.round(x * canvas.width), y, 1, 1).data);
+             return [at(inSpeech, bottom), at(inGap, 1)]; }""",
+        [(first[0] + first[1]) / 2 / duration, (gap[0] + gap[1]) / 2 / duration])
+    inside, outside = pixels
+    assert all(abs(a - b) <= 8 for a, b in zip(inside[:3], SPEECH_GREEN)), inside
+    assert all(abs(a - b) <= 8 for a, b in zip(outside[:3], BACKGROUND)), outside
+    editor.screenshot(path=str(Path(artifacts) / "vad_preview_editor.png"))
+    assert not [e for e in editor.errors if "latentsync" in e.lower() or "vad_timeline" in e]

@@ -1,0 +1,119 @@
+"""The pack inside a real ComfyUI 0.3.75 server, driven over its HTTP API."""
+import json
+import shutil
+
+import pytest
+
+from conftest import REPO, VOICES, shared_path
+from latentsync.audio import load_audio
+from latentsync.vad import detect_speech
+
+pytestmark = pytest.mark.comfyui
+
+PACK_NODES = {"LatentSyncVAD"}
+
+
+def vad_prompt(audio_name: str, **settings) -> dict:
+    inputs = {"threshold": 0.5, "min_speech_ms": 250, "min_silence_ms": 100, "padding_ms": 30,
+              "backend": "jit"} | settings
+    return {
+        "1": {"class_type": "LoadAudio", "inputs": {"audio": audio_name}},
+        "2": {"class_type": "LatentSyncVAD", "inputs": {"audio": ["1", 0], **inputs}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 1], "filename_prefix": "vad_test"}},
+    }
+
+
+def put_input(server, source, name=None):
+    target = server.dir("input") / (name or source.name)
+    shutil.copy(source, target)
+    return target.name
+
+
+def test_pack_loaded_without_errors(comfy_server):
+    log = comfy_server.log()
+    assert "comfyui-latentsync" in log
+    assert "IMPORT FAILED" not in log and "Cannot import" not in log
+
+
+def test_every_node_is_listed_with_a_tooltip_on_every_input(object_info):
+    ours = {name for name, info in object_info.items() if info.get("python_module", "").endswith("comfyui-latentsync")}
+    assert ours == PACK_NODES
+    for name in ours:
+        info = object_info[name]
+        assert info["description"] and info["category"].startswith("LatentSync")
+        inputs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+        assert inputs
+        for input_name, spec in inputs.items():
+            assert spec[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
+        assert all(info["output_tooltips"]), f"{name} has an output without a tooltip"
+
+
+def test_js_extension_is_served(comfy_server):
+    extensions = comfy_server.get("/extensions")
+    assert "/extensions/comfyui-latentsync/vad_timeline.js" in extensions
+    status, body = comfy_server.request("GET", "/extensions/comfyui-latentsync/vad_timeline.js")
+    assert status == 200 and "LatentSyncVAD" in body
+
+
+def test_model_folders_are_registered(comfy_server):
+    # An empty folder list still answers 200 for a registered key; unknown keys answer 404.
+    for key in ("latentsync", "whisper"):
+        status, _ = comfy_server.request("GET", f"/models/{key}")
+        assert status == 200, key
+    assert comfy_server.request("GET", "/models/not_a_folder_key")[0] == 404
+
+
+@pytest.mark.parametrize("voice", VOICES)
+def test_vad_prompt_runs_on_the_shared_voices(comfy_server, voice):
+    wav = shared_path(f"media/{voice}")
+    history = comfy_server.run(vad_prompt(put_input(comfy_server, wav)))
+    assert history["status"]["status_str"] == "success", history["status"]
+    ui = history["outputs"]["2"]["latentsync_vad"][0]
+    expected = detect_speech(*load_audio(wav)).to_json()
+    assert {"duration": ui["duration"], "speech": ui["speech"]} == expected
+    assert len(ui["envelope"]) == 800 and ui["probs"] and ui["speech_seconds"] > 0
+    (image,) = history["outputs"]["3"]["images"]
+    assert (comfy_server.dir("output") / image["subfolder"] / image["filename"]).stat().st_size > 1000
+
+
+def test_a_bad_prompt_yields_node_errors_and_the_server_keeps_serving(comfy_server):
+    prompt = vad_prompt("no_such_file.wav", threshold=5.0, backend="nope")
+    status, reply = comfy_server.queue(prompt)
+    assert status == 400
+    assert reply["error"]["type"] == "prompt_outputs_failed_validation"
+    assert {e["type"] for e in reply["node_errors"]["1"]["errors"]} == {"custom_validation_failed"}  # no file
+    errors = {e["type"]: e for e in reply["node_errors"]["2"]["errors"]}
+    assert errors["value_bigger_than_max"]["extra_info"]["input_name"] == "threshold"
+    assert "backend must be one of jit, onnx" in errors["custom_validation_failed"]["details"]
+    del prompt["2"]["inputs"]["audio"]
+    status, reply = comfy_server.queue(prompt)
+    assert status == 400 and "required_input_missing" in json.dumps(reply["node_errors"])
+    assert comfy_server.get("/system_stats")["system"]["comfyui_version"] == "0.3.75"
+
+
+def test_audio_too_short_fails_the_run_with_a_clear_message(comfy_server, tmp_path):
+    import wave
+
+    short = tmp_path / "too_short.wav"
+    with wave.open(str(short), "wb") as out:
+        out.setnchannels(1), out.setsampwidth(2), out.setframerate(16000)
+        out.writeframes(b"\0\0" * 200)  # 12.5 ms
+    history = comfy_server.run(vad_prompt(put_input(comfy_server, short)))
+    assert history["status"]["status_str"] == "error"
+    (error,) = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
+    assert error["node_type"] == "LatentSyncVAD" and "32 ms" in error["exception_message"]
+    # ...and the next prompt still runs.
+    wav = shared_path("media/latentsync_demo1_audio.wav")
+    assert comfy_server.run(vad_prompt(put_input(comfy_server, wav)))["status"]["status_str"] == "success"
+
+
+def test_shipped_workflow_converts_and_runs(comfy_server, object_info, tmp_path):
+    import comfyui
+
+    workflow = json.loads((REPO / "workflows" / "vad_preview.json").read_text())
+    prompt = comfyui.workflow_to_prompt(workflow, object_info)
+    (loader,) = [node for node in prompt.values() if node["class_type"] == "LoadAudio"]
+    put_input(comfy_server, shared_path("media/latentsync_demo3_audio.wav"), loader["inputs"]["audio"])
+    history = comfy_server.run(prompt)
+    assert history["status"]["status_str"] == "success"
+    assert any("latentsync_vad" in out for out in history["outputs"].values())

@@ -1,0 +1,60 @@
+"""House rules of the pack, checked on the tree and on a real import inside ComfyUI's Python path."""
+import ast
+import tomllib
+
+from conftest import REPO
+
+COMFY_MODULES = {"comfy", "comfy_api", "comfy_extras", "comfy_execution", "folder_paths", "server", "nodes",
+                 "execution", "node_helpers"}
+HEAVY = {"silero_vad", "onnxruntime", "scipy", "av", "torchaudio", "transformers"}
+
+
+def imported_modules(path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            yield node.module.split(".")[0]
+
+
+def test_library_never_imports_comfyui():
+    for path in (REPO / "latentsync").rglob("*.py"):
+        assert not COMFY_MODULES & set(imported_modules(path)), path
+
+
+def test_all_comfyui_imports_live_in_one_adapter_module():
+    for path in (REPO / "nodes").rglob("*.py"):
+        if path.name != "_comfy.py":
+            assert not COMFY_MODULES & set(imported_modules(path)), path
+
+
+def test_pack_uses_the_v3_entrypoint_only():
+    source = (REPO / "__init__.py").read_text()
+    assert "comfy_entrypoint" in source and "NODE_CLASS_MAPPINGS" not in source
+    assert 'WEB_DIRECTORY = "./js"' in source
+
+
+def test_import_is_cheap_and_has_no_side_effects(comfyui_dir):
+    """Inside ComfyUI's Python path (which has torch and comfy_api loaded), importing the pack and
+    building its node list must not pull heavy libraries, change torch threads or the environment."""
+    import comfyui
+
+    result = comfyui.measure_pack_import(comfyui_dir, REPO)
+    top_level = {name.split(".")[0] for name in result["new_modules"]}
+    assert not HEAVY & top_level, HEAVY & top_level
+    assert result["threads"] == 2 and result["env_unchanged"]
+    assert result["nodes"] == ["LatentSyncVAD"]
+    assert result["latentsync_paths"][-1].endswith("models/latentsync")
+    assert result["load_seconds"] < 5  # generous for CI noise; bench/vad.py reports the real figure (goal < 1 s)
+
+
+def test_dependencies_agree_between_pyproject_and_requirements():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    listed = [line.strip() for line in (REPO / "requirements.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    assert sorted(project["project"]["dependencies"]) == sorted(listed)
+    assert not any(dep.split("=")[0].split(">")[0].strip() in ("torch", "torchvision", "torchaudio")
+                   for dep in listed)
+    comfy = project["tool"]["comfy"]
+    assert comfy["PublisherId"] and comfy["DisplayName"] and comfy["Icon"]
