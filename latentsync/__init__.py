@@ -12,6 +12,13 @@ _EXPORTS = {
     "load_audio": "audio",
     "to_mono_16k": "audio",
     "AudioError": "audio",
+    "AudioFeatures": "audio_features",
+    "extract_features": "audio_features",
+    "log_mel_spectrogram": "audio_features",
+    "seam_discontinuity": "audio_features",
+    "WhisperEncoder": "whisper_encoder",
+    "load_whisper_encoder": "whisper_encoder",
+    "WhisperCheckpointError": "whisper_encoder",
 }
 __all__ = list(_EXPORTS)
 

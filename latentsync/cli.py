@@ -7,6 +7,7 @@ import sys
 
 from . import vad as vad_lib
 from .audio import AudioError, load_audio
+from .cli_features import add_features_parser
 
 
 def _vad(args: argparse.Namespace) -> dict:
@@ -30,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     vad.add_argument("--padding-ms", type=int, default=30, help="widen each segment by this on both sides")
     vad.add_argument("--backend", choices=vad_lib.BACKENDS, default="jit", help="silero model format")
     vad.set_defaults(run=_vad)
+
+    add_features_parser(commands)
     return parser
 
 

@@ -6,6 +6,7 @@ wheel, so nothing is downloaded.
 """
 from __future__ import annotations
 
+import importlib.util
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -123,6 +124,9 @@ def _silero_model(backend: str):
         raise ValueError(f"unknown VAD backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend not in _MODELS:
         silero = import_silero_vad()
+        if backend == "onnx" and importlib.util.find_spec("onnxruntime") is None:
+            raise ImportError("the onnx VAD backend needs onnxruntime; run `pip install onnxruntime` in "
+                              "ComfyUI's Python environment, or choose the jit backend")
         # The model files ship inside the silero-vad wheel; this reads them from there.
         with warnings.catch_warnings():
             # torch deprecates jit.load and importlib deprecates resources.path; both are silero's calls.

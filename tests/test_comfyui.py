@@ -107,6 +107,19 @@ def test_audio_too_short_fails_the_run_with_a_clear_message(comfy_server, tmp_pa
     assert comfy_server.run(vad_prompt(put_input(comfy_server, wav)))["status"]["status_str"] == "success"
 
 
+def test_silent_audio_gives_zero_segments_not_an_error(comfy_server, tmp_path):
+    import wave
+
+    silent = tmp_path / "silence_48k_stereo.wav"
+    with wave.open(str(silent), "wb") as out:
+        out.setnchannels(2), out.setsampwidth(2), out.setframerate(48000)
+        out.writeframes(b"\0\0\0\0" * 48000 * 3)
+    history = comfy_server.run(vad_prompt(put_input(comfy_server, silent)))
+    assert history["status"]["status_str"] == "success"
+    ui = history["outputs"]["2"]["latentsync_vad"][0]
+    assert ui["speech"] == [] and ui["duration"] == pytest.approx(3.0)
+
+
 def test_shipped_workflow_converts_and_runs(comfy_server, object_info, tmp_path):
     import comfyui
 

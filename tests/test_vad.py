@@ -148,3 +148,21 @@ def test_importing_silero_keeps_the_callers_thread_count():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "2"
+
+
+@pytest.mark.parametrize("blocked, backend, message", [
+    ("silero_vad", "jit", "pip install silero-vad"),
+    ("onnxruntime", "onnx", "pip install onnxruntime"),
+])
+def test_a_missing_dependency_says_what_to_install(blocked, backend, message):
+    code = (
+        f"import sys; sys.modules[{blocked!r}] = None\n"  # makes `import` of it fail, as if uninstalled
+        "import torch\n"
+        "from latentsync.vad import detect_speech\n"
+        "try:\n"
+        f"    detect_speech(torch.zeros(16000), 16000, backend={backend!r})\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert message in out.stdout

@@ -1,0 +1,62 @@
+"""Whisper feature extraction speed on CPU: real-time factor for 60 s of audio (goal <= 0.05).
+
+Random whisper-tiny weights do the same arithmetic as the released ones. Prints the reference windowing
+and the seamless (overlapping) windowing, each as RTF, as a ratio of the goal and as a ratio of the
+reference measured in this run.
+
+    python bench/audio.py [--seconds 60] [--repeats 3] [--threads N]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from latentsync.audio_features import extract_features  # noqa: E402
+from latentsync.whisper_encoder import TINY, WhisperEncoder  # noqa: E402
+
+GOAL_RTF = 0.05
+
+
+def best_time(run, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    torch.manual_seed(0)
+    encoder = WhisperEncoder(TINY).eval()
+    t = torch.arange(int(args.seconds * 16000)) / 16000
+    audio = 0.3 * torch.sin(2 * torch.pi * 220 * t) * torch.sin(2 * torch.pi * 3 * t) ** 2 + 0.02 * torch.randn(t.shape)
+    extract_features(audio[:16000], 16000, encoder)  # warm-up: one window, first-call allocations
+
+    print(f"whisper-tiny features, {args.seconds:g} s of audio, CPU, {torch.get_num_threads()} threads, "
+          f"best of {args.repeats}")
+    baseline = None
+    for label, seamless in (("reference windows", False), ("seamless windows", True)):
+        seconds = best_time(lambda: extract_features(audio, 16000, encoder, fps=25, seamless=seamless), args.repeats)
+        rtf = seconds / args.seconds
+        baseline = baseline or seconds
+        print(f"{label:18s} {seconds:7.3f} s   RTF {rtf:.4f}   {rtf / GOAL_RTF:.2f}x the goal ({GOAL_RTF})   "
+              f"{seconds / baseline:.2f}x reference")
+
+
+if __name__ == "__main__":
+    main()

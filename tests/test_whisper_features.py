@@ -1,0 +1,309 @@
+"""Whisper-tiny features and per-frame chunks: golden match with LatentSync (commit a229c39), any fps,
+silence during non-speech, seam-free long audio, checkpoint errors.
+
+Golden data: shared/reference/latentsync/audio_golden.safetensors (random whisper-tiny weights; see its
+README). Tolerance: atol 1e-4, the README's suggestion for float32 re-implementations (observed ~3e-5).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import wave
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from conftest import shared_path
+from latentsync.audio_features import (
+    extract_features, frame_feature_rows, log_mel_spectrogram, reference_frame_count, seam_discontinuity,
+    speech_weights, step_ratios, window_plan, window_seams)
+from latentsync.cli_features import add_features_parser
+from latentsync.vad import SpeechSegments
+from latentsync.whisper_encoder import WhisperCheckpointError, load_whisper_encoder, sinusoids
+
+ATOL = 1e-4
+TINY_DIMS = {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 384, "n_audio_head": 6, "n_audio_layer": 4,
+             "n_vocab": 51865, "n_text_ctx": 448, "n_text_state": 384, "n_text_head": 6, "n_text_layer": 4}
+
+
+def decoder_placeholders() -> dict[str, torch.Tensor]:
+    """The official file's decoder keys and shapes; values do not matter (stride-0 views keep the file small)."""
+    shapes = {"decoder.token_embedding.weight": (51865, 384), "decoder.positional_embedding": (448, 384),
+              "decoder.ln.weight": (384,), "decoder.ln.bias": (384,)}
+    for i in range(4):
+        for attn in ("attn", "cross_attn"):
+            for name, shape in (("query.weight", (384, 384)), ("query.bias", (384,)), ("key.weight", (384, 384)),
+                                ("value.weight", (384, 384)), ("value.bias", (384,)), ("out.weight", (384, 384)),
+                                ("out.bias", (384,))):
+                shapes[f"decoder.blocks.{i}.{attn}.{name}"] = shape
+            shapes[f"decoder.blocks.{i}.{attn}_ln.weight"] = shapes[f"decoder.blocks.{i}.{attn}_ln.bias"] = (384,)
+        for name, shape in (("mlp.0.weight", (1536, 384)), ("mlp.0.bias", (1536,)), ("mlp.2.weight", (384, 1536)),
+                            ("mlp.2.bias", (384,)), ("mlp_ln.weight", (384,)), ("mlp_ln.bias", (384,))):
+            shapes[f"decoder.blocks.{i}.{name}"] = shape
+    return {key: torch.zeros((), dtype=torch.float16).expand(shape) for key, shape in shapes.items()}
+
+
+@pytest.fixture(scope="module")
+def golden() -> dict[str, torch.Tensor]:
+    return load_file(str(shared_path("reference/latentsync/audio_golden.safetensors")))
+
+
+@pytest.fixture(scope="module")
+def official_state(golden) -> dict[str, torch.Tensor]:
+    state = {k[len("weights."):]: v.float() for k, v in golden.items() if k.startswith("weights.encoder.")}
+    state["encoder.positional_embedding"] = sinusoids(1500, 384)
+    return {**state, **decoder_placeholders()}
+
+
+@pytest.fixture(scope="module")
+def whisper_checkpoint(official_state, tmp_path_factory):
+    """The golden encoder rebuilt as an official openai-whisper `tiny.pt`, decoder included."""
+    path = tmp_path_factory.mktemp("whisper") / "tiny.pt"
+    torch.save({"dims": TINY_DIMS, "model_state_dict": official_state}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def encoder(whisper_checkpoint):
+    return load_whisper_encoder(whisper_checkpoint)
+
+
+def golden_audio(golden, name: str) -> torch.Tensor:
+    return golden[f"inputs.audio_{name}_int16"].float() / 32768  # what the reference reads via ffmpeg
+
+
+@pytest.fixture(scope="module")
+def short(golden, encoder):
+    return extract_features(golden_audio(golden, "3s2"), 16000, encoder, fps=25)
+
+
+@pytest.fixture(scope="module")
+def long_reference(golden, encoder):
+    return extract_features(golden_audio(golden, "31s"), 16000, encoder, fps=25)
+
+
+# --- golden -------------------------------------------------------------------------------------------
+
+def test_log_mel_matches_reference(golden):
+    mel = log_mel_spectrogram(golden_audio(golden, "3s2"))
+    assert mel.shape == (80, 320)
+    torch.testing.assert_close(mel, golden["outputs.mel_3s2"], atol=ATOL, rtol=0)
+
+
+def test_short_clip_features_chunks_and_unet_batches_match_reference(short, golden):
+    torch.testing.assert_close(short.features, golden["outputs.whisper_features_3s2"], atol=ATOL, rtol=0)
+    assert short.frames == 82 == reference_frame_count(160, 25)  # floor(L/2) + 2
+    np.testing.assert_array_equal(short.rows, golden["outputs.chunk_source_index_3s2"].numpy())
+    assert short.chunks.shape == (82, 50, 384)
+    torch.testing.assert_close(short.chunks[0:16], golden["outputs.unet_audio_batch0_3s2"], atol=ATOL, rtol=0)
+    torch.testing.assert_close(short.chunks[80:82], golden["outputs.unet_audio_batch5_3s2"], atol=ATOL, rtol=0)
+    assert short.speech_mask.all() and short.speech_policy == "keep"
+
+
+def test_31s_clip_crossing_the_30s_window_matches_reference(long_reference, golden):
+    assert long_reference.features.shape == (1550, 5, 384)
+    assert long_reference.frames == 777
+    for lo, hi in ((0, 10), (1490, 1510), (1540, 1550)):
+        torch.testing.assert_close(long_reference.features[lo:hi],
+                                   golden[f"outputs.whisper_features_31s_rows_{lo}_{hi}"], atol=ATOL, rtol=0)
+
+
+# --- frame rates ----------------------------------------------------------------------------------------
+
+def reference_chunk_count(num_rows: int, fps: float) -> int:
+    """LatentSync's feature2chunks loop, transcribed as a specification."""
+    i = count = 0
+    while True:
+        start = int(i * 50.0 / fps)
+        count += 1
+        i += 1
+        if start > num_rows:
+            return count
+
+
+def test_25fps_rows_are_the_reference_rule():
+    rows = frame_feature_rows(160, 25, 90)
+    i = np.arange(90)[:, None]
+    np.testing.assert_array_equal(rows, np.clip(2 * i - 4 + np.arange(10), 0, 159))
+
+
+@pytest.mark.parametrize("fps", [24, 25, 29.97, float(Fraction(30000, 1001)), 30, 60])
+def test_each_frame_window_is_centred_on_the_frame_at_any_fps(fps):
+    frames = int(60 * fps)
+    rows = frame_feature_rows(100_000, fps, frames)  # long audio: nothing clamped past the first frames
+    first = rows[:, 0]
+    unclamped = first > 0
+    assert (np.diff(rows, axis=1) == 1)[unclamped].all()
+    centre_s = (first + 5) / 50.0  # the 10-row window spans [first, first + 10) rows of 20 ms
+    frame_centre_s = (np.arange(frames) + 0.5) / fps
+    # The reference (25 fps) centres each window exactly on the frame; elsewhere within half a row (10 ms).
+    assert np.abs(centre_s - frame_centre_s)[unclamped].max() <= 0.01 + 1e-9
+    assert (np.diff(first) >= 0).all()
+    for num_rows in (1, 159, 160, 1550):
+        assert reference_frame_count(num_rows, fps) == reference_chunk_count(num_rows, fps)
+
+
+def test_30fps_window_time_equals_the_reference_rule_time():
+    # Reference rule at 25 fps: frame i's window is centred at (2i - 4 + 5) / 50 s = (i + 0.5) / 25 s,
+    # the middle of the frame. At 30 fps the middle of frame i is (i + 0.5) / 30 s.
+    rows = frame_feature_rows(10_000, 30, 300)
+    centre_s = (rows[:, 0] + 5) / 50.0
+    expected = (np.arange(300) + 0.5) / 30
+    np.testing.assert_allclose(centre_s[3:], expected[3:], atol=0.01 + 1e-9)  # frames 0-2 start clamped at row 0
+    np.testing.assert_array_equal(rows[3:8, 0], [1, 3, 4, 6, 8])
+
+
+def test_video_longer_than_audio_repeats_the_last_row(short, encoder, golden):
+    rows = frame_feature_rows(160, 25, 100)
+    assert (rows[85:] == 159).all()
+    longer = extract_features(golden_audio(golden, "3s2")[:16000], 16000, encoder, fps=30, frames=45)
+    assert longer.chunks.shape == (45, 50, 384)
+    last = longer.features[-1].reshape(1, -1)
+    torch.testing.assert_close(longer.chunks[-1], last.expand(10, -1).reshape(50, 384))
+
+
+# --- speech policy --------------------------------------------------------------------------------------
+
+def test_speech_weights_ramp_only_outside_speech():
+    mask = np.array([0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0], dtype=bool)
+    weights = speech_weights(mask, crossfade_frames=2)
+    np.testing.assert_allclose(weights, [0, 0, 0, 1 / 3, 2 / 3, 1, 1, 1, 2 / 3, 1 / 3, 0, 0, 0, 0], atol=1e-6)
+    np.testing.assert_array_equal(speech_weights(mask, 0), mask.astype(np.float32))
+    assert not speech_weights(np.zeros(5, bool), 3).any()
+
+
+def test_silence_policy_replaces_non_speech_with_silence_features(short, golden, encoder):
+    audio = golden_audio(golden, "3s2")  # silent 1.0-1.4 s; frames 25-34 have their centres there
+    segments = SpeechSegments(duration=3.2, speech=((0.0, 1.0), (1.4, 3.2)))
+    gated = extract_features(audio, 16000, encoder, fps=25, segments=segments, speech_policy="silence",
+                             crossfade_frames=2)
+    silence = extract_features(torch.zeros_like(audio), 16000, encoder, fps=25)
+    mask = gated.speech_mask.numpy()
+    np.testing.assert_array_equal(mask, segments.speech_mask(25, 82))
+    assert not mask[25:35].any() and not mask[80:].any() and mask[:25].all() and mask[35:80].all()
+    torch.testing.assert_close(gated.chunks[27:33], silence.chunks[27:33], atol=1e-6, rtol=0)
+    torch.testing.assert_close(gated.chunks[mask], short.chunks[mask], atol=0, rtol=0)
+    torch.testing.assert_close(gated.chunks[25], (2 * short.chunks[25] + silence.chunks[25]) / 3, atol=1e-5, rtol=0)
+    torch.testing.assert_close(gated.features, short.features)  # the raw features stay the audio's own
+    keep = extract_features(audio, 16000, encoder, fps=25, segments=segments, speech_policy="keep")
+    torch.testing.assert_close(keep.chunks, short.chunks, atol=0, rtol=0)
+    np.testing.assert_array_equal(keep.speech_mask.numpy(), mask)
+
+
+def test_silence_policy_checks_its_inputs(golden, encoder):
+    audio = golden_audio(golden, "3s2")
+    with pytest.raises(ValueError, match="needs the speech segments"):
+        extract_features(audio, 16000, encoder, speech_policy="silence")
+    with pytest.raises(ValueError, match="speech_policy"):
+        extract_features(audio, 16000, encoder, speech_policy="mute")
+    with pytest.raises(ValueError, match="fps must be a positive number"):
+        extract_features(audio, 16000, encoder, fps=0)
+    with pytest.raises(ValueError, match="same audio"):
+        extract_features(audio, 16000, encoder, segments=SpeechSegments(duration=9.0, speech=()),
+                         speech_policy="silence")
+
+
+# --- long audio -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("num_rows", [1, 1500, 1501, 1550, 3000, 3001, 5000, 10_000])
+@pytest.mark.parametrize("context_rows", [0, 100, 250, 500])
+def test_window_plan_covers_every_row_with_weights_summing_to_one(num_rows, context_rows):
+    for seamless in (False, True):
+        total = np.zeros(num_rows)
+        for start, lo, hi, weights in window_plan(num_rows, seamless=seamless, context_rows=context_rows):
+            assert start <= lo <= hi <= start + 1500
+            total[lo:hi] += weights
+        np.testing.assert_allclose(total, 1.0, atol=1e-6)
+
+
+def test_seamless_windows_remove_the_30s_jump(long_reference, golden, encoder, short):
+    seamless = extract_features(golden_audio(golden, "31s"), 16000, encoder, fps=25, seamless=True)
+    assert seamless.features.shape == long_reference.features.shape and seamless.frames == 777
+    assert window_seams(1550) == [1500]
+    reference_jump = seam_discontinuity(long_reference.features, 1500)
+    seamless_jump = seam_discontinuity(seamless.features, 1500)
+    worst_row = int(step_ratios(seamless.features).argmax())
+    worst = float(step_ratios(seamless.features).max())
+    print(f"\nstep at the 30 s boundary vs the local median step: reference {reference_jump:.2f}, "
+          f"seamless {seamless_jump:.2f}; largest anywhere in seamless {worst:.2f} (row {worst_row})")
+    # Robust whatever the weights: a new reference window restarts the positional embedding at 0.
+    assert reference_jump > 2.0
+    assert seamless_jump < 1.5
+    # Before the first cross-fade the two modes read the same window.
+    torch.testing.assert_close(seamless.features[:1125], long_reference.features[:1125], atol=0, rtol=0)
+    # Up to 30 s there is a single window: seamless changes nothing.
+    one_window = extract_features(golden_audio(golden, "3s2"), 16000, encoder, fps=25, seamless=True)
+    torch.testing.assert_close(one_window.chunks, short.chunks, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="seamless context"):
+        extract_features(golden_audio(golden, "3s2"), 16000, encoder, seamless=True, context_s=12)
+
+
+# --- checkpoints ----------------------------------------------------------------------------------------
+
+def test_missing_checkpoint_says_where_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.pt.*tiny\.pt.*checkpoints/whisper/tiny\.pt"):
+        load_whisper_encoder(tmp_path / "nowhere.pt")
+
+
+def test_wrong_checkpoints_are_named(tmp_path, official_state):
+    cases = {
+        "unet.pt": ({"state_dict": {"conv_in.weight": torch.zeros(1), "down_blocks.0.x": torch.zeros(1)},
+                     "global_step": 10}, "LatentSync UNet"),
+        "vae.pt": ({"encoder.down_blocks.0.w": torch.zeros(1), "quant_conv.weight": torch.zeros(1)}, "VAE"),
+        "hf.pt": ({"model.encoder.layers.0.self_attn.k_proj.weight": torch.zeros(1)}, "Hugging Face"),
+        "other.pt": ({"foo": torch.zeros(1)}, r"top-level keys \[foo\]"),
+        "list.pt": ([torch.zeros(1)], "holds a list"),
+        "no_encoder.pt": ({"dims": TINY_DIMS, "model_state_dict": decoder_placeholders()}, "no encoder"),
+    }
+    for name, (content, message) in cases.items():
+        torch.save(content, tmp_path / name)
+        with pytest.raises(WhisperCheckpointError, match=message):
+            load_whisper_encoder(tmp_path / name)
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    with pytest.raises(WhisperCheckpointError, match="cannot be read as a PyTorch checkpoint"):
+        load_whisper_encoder(tmp_path / "text.pt")
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "enc.safetensors"))
+    with pytest.raises(WhisperCheckpointError, match=r"keys \[x\], not an openai-whisper checkpoint"):
+        load_whisper_encoder(tmp_path / "enc.safetensors")
+
+
+def test_encoder_tensors_must_match_exactly(tmp_path, official_state):
+    broken = dict(official_state)
+    del broken["encoder.blocks.0.attn.key.weight"]
+    broken["encoder.blocks.9.attn.key.weight"] = torch.zeros(384, 384)
+    broken["encoder.conv1.weight"] = torch.zeros(384, 128, 3)
+    torch.save({"dims": TINY_DIMS, "model_state_dict": broken}, tmp_path / "broken.pt")
+    with pytest.raises(WhisperCheckpointError) as error:
+        load_whisper_encoder(tmp_path / "broken.pt")
+    text = str(error.value)
+    assert "missing: encoder.blocks.0.attn.key.weight" in text
+    assert "unexpected: encoder.blocks.9.attn.key.weight" in text
+    assert "wrong shape: encoder.conv1.weight (384, 128, 3) (expected (384, 80, 3))" in text
+    torch.save({"dims": {"n_mels": 80}, "model_state_dict": official_state}, tmp_path / "dims.pt")
+    with pytest.raises(WhisperCheckpointError, match="'dims' lacks"):
+        load_whisper_encoder(tmp_path / "dims.pt")
+
+
+# --- command line ---------------------------------------------------------------------------------------
+
+def test_features_command_writes_safetensors(tmp_path, golden, whisper_checkpoint, short):
+    wav = tmp_path / "clip.wav"
+    with wave.open(str(wav), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(golden["inputs.audio_3s2_int16"].numpy().tobytes())
+    parser = argparse.ArgumentParser()
+    add_features_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["features", str(wav), "--whisper", str(whisper_checkpoint), "--fps", "30000/1001",
+                              "--frames", "96", "--out", str(tmp_path / "out" / "feat.safetensors")])
+    summary = args.run(args)
+    json.dumps(summary)
+    assert summary["frames"] == 96 and summary["chunks"] == [96, 50, 384] and summary["features"] == [160, 5, 384]
+    assert summary["fps"] == pytest.approx(29.97003, abs=1e-5)
+    written = load_file(summary["out"])
+    torch.testing.assert_close(written["features"], short.features, atol=1e-6, rtol=0)
+    assert written["chunks"].shape == (96, 50, 384) and written["speech_mask"].dtype == torch.bool
