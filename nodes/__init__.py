@@ -4,8 +4,9 @@ from __future__ import annotations
 from ._comfy import ComfyExtension, io
 from .model_folders import register_model_folders
 from .vad import VoiceActivityDetection
+from .whisper import WhisperEncode
 
-NODES: list[type[io.ComfyNode]] = [VoiceActivityDetection]
+NODES: list[type[io.ComfyNode]] = [VoiceActivityDetection, WhisperEncode]
 
 
 class LatentSyncExtension(ComfyExtension):

@@ -3,10 +3,15 @@ from __future__ import annotations
 
 import comfy.model_management as model_management
 import folder_paths
+import torch
+from comfy.model_patcher import ModelPatcher
 from comfy.utils import ProgressBar
 from comfy_api.latest import ComfyExtension, io
 
-__all__ = ["ComfyExtension", "io", "folder_paths", "model_management", "progress_reporter"]
+__all__ = ["ComfyExtension", "io", "folder_paths", "model_management", "progress_reporter", "managed",
+           "load_for_compute", "compute_dtype", "PRECISIONS"]
+
+PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
 
 
 def progress_reporter():
@@ -20,3 +25,25 @@ def progress_reporter():
         model_management.throw_exception_if_processing_interrupted()
 
     return report
+
+
+def managed(model: torch.nn.Module) -> ModelPatcher:
+    """Wrap a model so ComfyUI's model management loads it to the compute device and offloads it."""
+    return ModelPatcher(model, load_device=model_management.get_torch_device(),
+                        offload_device=model_management.unet_offload_device())
+
+
+def load_for_compute(patcher: ModelPatcher) -> torch.device:
+    """Bring a managed model onto its compute device (evicting others as needed); returns the device."""
+    model_management.load_models_gpu([patcher])
+    return patcher.load_device
+
+
+def compute_dtype(choice: str, device: torch.device) -> torch.dtype:
+    """`auto` is fp16 where ComfyUI would run fp16 (CUDA), else fp32; otherwise the named dtype."""
+    if choice == "auto":
+        return torch.float16 if model_management.should_use_fp16(device) else torch.float32
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if choice not in dtypes:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {choice!r}")
+    return dtypes[choice]

@@ -3,3 +3,6 @@ from ._comfy import io
 
 # latentsync.vad.SpeechSegments: speech times in seconds, from the VAD node to the encoder and sampler.
 Speech = io.Custom("LATENTSYNC_SPEECH")
+
+# latentsync.audio_features.AudioFeatures: per-frame whisper chunks [N, 50, 384] and the speech mask.
+AudioFeatures = io.Custom("LATENTSYNC_AUDIO_FEATURES")

@@ -10,7 +10,7 @@ from latentsync.vad import detect_speech
 
 pytestmark = pytest.mark.comfyui
 
-PACK_NODES = {"LatentSyncVAD"}
+PACK_NODES = {"LatentSyncVAD", "LatentSyncWhisperEncode"}
 
 
 def vad_prompt(audio_name: str, **settings) -> dict:
@@ -130,3 +130,48 @@ def test_shipped_workflow_converts_and_runs(comfy_server, object_info, tmp_path)
     history = comfy_server.run(prompt)
     assert history["status"]["status_str"] == "success"
     assert any("latentsync_vad" in out for out in history["outputs"].values())
+
+
+@pytest.fixture(scope="module")
+def whisper_file(comfy_server):
+    """A random-weight whisper tiny.pt in the official format, where users put theirs."""
+    from model_files import write_whisper_checkpoint
+
+    path = write_whisper_checkpoint(comfy_server.dir("models") / "whisper" / "tiny.pt")
+    return path.name
+
+
+def whisper_prompt(audio_name: str, model: str, **settings) -> dict:
+    prompt = vad_prompt(audio_name)
+    inputs = {"fps": 30.0, "frames": 0, "speech_policy": "silence", "crossfade_frames": 3, "seamless": False,
+              "precision": "auto"} | settings
+    prompt["4"] = {"class_type": "LatentSyncWhisperEncode",
+                   "inputs": {"audio": ["1", 0], "speech": ["2", 0], "whisper_model": model, **inputs}}
+    return prompt
+
+
+def test_whisper_encode_runs_after_the_vad(comfy_server, whisper_file):
+    wav = shared_path("media/latentsync_demo1_audio.wav")
+    history = comfy_server.run(whisper_prompt(put_input(comfy_server, wav), whisper_file, frames=250))
+    assert history["status"]["status_str"] == "success", history["status"]
+    summary = history["outputs"]["4"]["latentsync_features"][0]
+    assert summary["frames"] == 250 and summary["chunks"] == [250, 50, 384] and summary["fps"] == 30.0
+    assert summary["features"] == [480, 5, 384]  # 9.6 s at 50 rows/s
+    # speech frames: those whose centre lies inside a VAD segment (frames past 9.6 s are not speech)
+    speech = history["outputs"]["2"]["latentsync_vad"][0]["speech"]
+    expected = sum(any(s <= (i + 0.5) / 30 < e for s, e in speech) for i in range(250))
+    assert summary["speech_frames"] == expected and 0 < expected < 250
+    assert summary["speech_policy"] == "silence"
+
+
+def test_whisper_encode_errors(comfy_server, whisper_file):
+    wav = put_input(comfy_server, shared_path("media/latentsync_demo1_audio.wav"))
+    # The VAD branch is valid and still runs (HTTP 200); the encoder's branch is refused with node_errors.
+    _, reply = comfy_server.queue(whisper_prompt(wav, "missing_tiny.pt"))
+    (error,) = reply["node_errors"]["4"]["errors"]
+    assert "missing_tiny.pt" in error["details"] and "checkpoints/whisper/tiny.pt" in error["details"]
+    prompt = whisper_prompt(wav, whisper_file)
+    del prompt["4"]["inputs"]["speech"]
+    history = comfy_server.run(prompt)
+    (error,) = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
+    assert "needs speech segments" in error["exception_message"]

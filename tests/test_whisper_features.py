@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import shared_path
+from model_files import TINY_DIMS, decoder_placeholders
 from latentsync.audio_features import (
     extract_features, frame_feature_rows, log_mel_spectrogram, reference_frame_count, seam_discontinuity,
     speech_weights, step_ratios, window_plan, window_seams)
@@ -25,27 +26,6 @@ from latentsync.vad import SpeechSegments
 from latentsync.whisper_encoder import WhisperCheckpointError, load_whisper_encoder, sinusoids
 
 ATOL = 1e-4
-TINY_DIMS = {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 384, "n_audio_head": 6, "n_audio_layer": 4,
-             "n_vocab": 51865, "n_text_ctx": 448, "n_text_state": 384, "n_text_head": 6, "n_text_layer": 4}
-
-
-def decoder_placeholders() -> dict[str, torch.Tensor]:
-    """The official file's decoder keys and shapes; values do not matter (stride-0 views keep the file small)."""
-    shapes = {"decoder.token_embedding.weight": (51865, 384), "decoder.positional_embedding": (448, 384),
-              "decoder.ln.weight": (384,), "decoder.ln.bias": (384,)}
-    for i in range(4):
-        for attn in ("attn", "cross_attn"):
-            for name, shape in (("query.weight", (384, 384)), ("query.bias", (384,)), ("key.weight", (384, 384)),
-                                ("value.weight", (384, 384)), ("value.bias", (384,)), ("out.weight", (384, 384)),
-                                ("out.bias", (384,))):
-                shapes[f"decoder.blocks.{i}.{attn}.{name}"] = shape
-            shapes[f"decoder.blocks.{i}.{attn}_ln.weight"] = shapes[f"decoder.blocks.{i}.{attn}_ln.bias"] = (384,)
-        for name, shape in (("mlp.0.weight", (1536, 384)), ("mlp.0.bias", (1536,)), ("mlp.2.weight", (384, 1536)),
-                            ("mlp.2.bias", (384,)), ("mlp_ln.weight", (384,)), ("mlp_ln.bias", (384,))):
-            shapes[f"decoder.blocks.{i}.{name}"] = shape
-    return {key: torch.zeros((), dtype=torch.float16).expand(shape) for key, shape in shapes.items()}
-
-
 @pytest.fixture(scope="module")
 def golden() -> dict[str, torch.Tensor]:
     return load_file(str(shared_path("reference/latentsync/audio_golden.safetensors")))

@@ -1,0 +1,88 @@
+"""Whisper Encode node: AUDIO (+ speech segments) -> LatentSync's per-frame audio features."""
+from __future__ import annotations
+
+import os
+
+from ..latentsync.audio_features import SPEECH_POLICIES, extract_features
+from ..latentsync.whisper_encoder import load_whisper_encoder
+from ._comfy import PRECISIONS, compute_dtype, folder_paths, io, load_for_compute, managed, model_management
+from .types import AudioFeatures, Speech
+
+# Loaded encoders stay behind their ModelPatcher between runs; ComfyUI decides where they live.
+_ENCODERS: dict[tuple, object] = {}
+
+
+def _encoder(name: str, precision: str):
+    path = folder_paths.get_full_path_or_raise("whisper", name)
+    device = model_management.get_torch_device()
+    dtype = compute_dtype(precision, device)
+    stat = os.stat(path)
+    key = (path, stat.st_mtime_ns, stat.st_size, dtype)
+    if key not in _ENCODERS:
+        for stale in [k for k in _ENCODERS if k[0] == path]:
+            del _ENCODERS[stale]
+        _ENCODERS[key] = managed(load_whisper_encoder(path, dtype=dtype))
+    return _ENCODERS[key]
+
+
+class WhisperEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LatentSyncWhisperEncode",
+            display_name="Whisper Encode (LatentSync)",
+            category="LatentSync/audio",
+            description="LatentSync's audio conditioning: whisper-tiny encoder states, one [50, 384] window "
+                        "per video frame, at the video's own frame rate.",
+            is_output_node=True,  # runnable on its own to check frame counts and the speech mask
+            inputs=[
+                io.Audio.Input("audio", tooltip="The voice to lip-sync to; any sample rate and channels."),
+                io.Combo.Input("whisper_model", options=folder_paths.get_filename_list("whisper"),
+                               tooltip="openai whisper tiny.pt (LatentSync's checkpoints/whisper/tiny.pt), in "
+                                       "models/whisper/ or models/latentsync/whisper/."),
+                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
+                               tooltip="Frame rate of the video to drive (connect GetVideoComponents' fps). "
+                                       "Features are taken at each frame's own time; nothing is forced to 25."),
+                io.Int.Input("frames", default=0, min=0, max=1_000_000,
+                             tooltip="How many video frames to make features for. 0 = as many as the audio "
+                                     "lasts (LatentSync's count). Past the audio's end the last row repeats."),
+                io.Combo.Input("speech_policy", options=list(SPEECH_POLICIES), default="keep",
+                               tooltip="keep: the reference behaviour. silence: frames outside speech (needs "
+                                       "the VAD's segments) get the features of true silence, so breathing, "
+                                       "noise and music do not move the mouth."),
+                io.Int.Input("crossfade_frames", default=3, min=0, max=25,
+                             tooltip="With silence: frames over which silence fades in at the edges of speech."),
+                io.Boolean.Input("seamless", default=False,
+                                 tooltip="Overlap whisper's 30 s windows so the features do not jump every "
+                                         "30 s on long audio (off = reference behaviour)."),
+                io.Combo.Input("precision", options=PRECISIONS, default="auto",
+                               tooltip="Encoder precision. auto: fp16 on GPU (as the reference), fp32 on CPU."),
+                Speech.Input("speech", optional=True,
+                             tooltip="Speech segments from the VAD node; needed by the silence policy and "
+                                     "carried with the features as a per-frame speech mask."),
+            ],
+            outputs=[AudioFeatures.Output(display_name="features",
+                                          tooltip="Per-frame audio features and speech mask, for the sampler.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, whisper_model: str) -> bool | str:
+        # ComfyUI 0.3.75 does not check V3 combo values, so a missing file would only fail mid-run.
+        if folder_paths.get_full_path("whisper", whisper_model) is None:
+            folders = ", ".join(folder_paths.get_folder_paths("whisper"))
+            return (f"whisper model {whisper_model!r} not found in {folders}; put openai's whisper tiny.pt "
+                    f"there (LatentSync ships it as checkpoints/whisper/tiny.pt)")
+        return True
+
+    @classmethod
+    def execute(cls, audio, whisper_model: str, fps: float, frames: int, speech_policy: str,
+                crossfade_frames: int, seamless: bool, precision: str, speech=None) -> io.NodeOutput:
+        if speech_policy == "silence" and speech is None:
+            raise ValueError("speech_policy 'silence' needs speech segments: connect a Voice Activity "
+                             "Detection (LatentSync) node to the speech input, or use 'keep'")
+        patcher = _encoder(whisper_model, precision)
+        load_for_compute(patcher)
+        features = extract_features(audio["waveform"], audio["sample_rate"], patcher.model, fps=fps,
+                                    frames=frames or None, segments=speech, speech_policy=speech_policy,
+                                    crossfade_frames=crossfade_frames, seamless=seamless)
+        return io.NodeOutput(features, ui={"latentsync_features": [features.summary()]})

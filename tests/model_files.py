@@ -1,0 +1,42 @@
+"""Model files in the official formats, written by tests with random (or golden) weights.
+
+The product code loads these through its real loading path; nothing here is used by the pack itself.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from latentsync.whisper_encoder import WhisperEncoder
+
+TINY_DIMS = {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 384, "n_audio_head": 6, "n_audio_layer": 4,
+             "n_vocab": 51865, "n_text_ctx": 448, "n_text_state": 384, "n_text_head": 6, "n_text_layer": 4}
+
+
+def decoder_placeholders() -> dict[str, torch.Tensor]:
+    """The official file's decoder keys and shapes; values do not matter (stride-0 views keep the file small)."""
+    shapes = {"decoder.token_embedding.weight": (51865, 384), "decoder.positional_embedding": (448, 384),
+              "decoder.ln.weight": (384,), "decoder.ln.bias": (384,)}
+    for i in range(4):
+        for attn in ("attn", "cross_attn"):
+            for name, shape in (("query.weight", (384, 384)), ("query.bias", (384,)), ("key.weight", (384, 384)),
+                                ("value.weight", (384, 384)), ("value.bias", (384,)), ("out.weight", (384, 384)),
+                                ("out.bias", (384,))):
+                shapes[f"decoder.blocks.{i}.{attn}.{name}"] = shape
+            shapes[f"decoder.blocks.{i}.{attn}_ln.weight"] = shapes[f"decoder.blocks.{i}.{attn}_ln.bias"] = (384,)
+        for name, shape in (("mlp.0.weight", (1536, 384)), ("mlp.0.bias", (1536,)), ("mlp.2.weight", (384, 1536)),
+                            ("mlp.2.bias", (384,)), ("mlp_ln.weight", (384,)), ("mlp_ln.bias", (384,))):
+            shapes[f"decoder.blocks.{i}.{name}"] = shape
+    return {key: torch.zeros((), dtype=torch.float16).expand(shape) for key, shape in shapes.items()}
+
+
+def write_whisper_checkpoint(path: Path, encoder_state: dict[str, torch.Tensor] | None = None,
+                             seed: int = 0) -> Path:
+    """An openai-whisper `tiny.pt` (`{"dims", "model_state_dict"}`); random encoder weights unless given."""
+    if encoder_state is None:
+        torch.manual_seed(seed)
+        encoder_state = {f"encoder.{k}": v for k, v in WhisperEncoder().state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"dims": TINY_DIMS, "model_state_dict": {**encoder_state, **decoder_placeholders()}}, path)
+    return path
