@@ -14,7 +14,8 @@ def _vad(args: argparse.Namespace) -> dict:
     waveform, sample_rate = load_audio(args.audio)
     segments = vad_lib.detect_speech(
         waveform, sample_rate, threshold=args.threshold, min_speech_ms=args.min_speech_ms,
-        min_silence_ms=args.min_silence_ms, padding_ms=args.padding_ms, backend=args.backend)
+        min_silence_ms=args.min_silence_ms, padding_ms=args.padding_ms, backend=args.backend,
+        model_path=args.model)
     return segments.to_json()
 
 
@@ -29,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     vad.add_argument("--min-speech-ms", type=int, default=250, help="drop speech shorter than this")
     vad.add_argument("--min-silence-ms", type=int, default=100, help="pauses shorter than this do not split speech")
     vad.add_argument("--padding-ms", type=int, default=30, help="widen each segment by this on both sides")
-    vad.add_argument("--backend", choices=vad_lib.BACKENDS, default="jit", help="silero model format")
+    vad.add_argument("--backend", choices=vad_lib.BACKENDS, default="jit",
+                     help="silero-vad (jit or onnx, shipped in its wheel) or pyannote (optional extra)")
+    vad.add_argument("--model", help="pyannote backend: a local segmentation checkpoint (pytorch_model.bin)")
     vad.set_defaults(run=_vad)
 
     add_features_parser(commands)

@@ -10,6 +10,7 @@ import importlib.util
 import threading
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 
 from .audio import SAMPLE_RATE, AudioError, to_mono_16k
 
-BACKENDS = ("jit", "onnx")
+BACKENDS = ("jit", "onnx", "pyannote")  # silero TorchScript, silero ONNX, pyannote.audio (optional extra)
 FRAME = 512  # silero's window at 16 kHz: 32 ms
 
 Progress = Callable[[int, int], None]
@@ -64,14 +65,16 @@ def detect_speech(
     min_silence_ms: int = 100,
     padding_ms: int = 30,
     backend: str = "jit",
+    model_path: str | Path | None = None,
     progress: Progress | None = None,
 ) -> SpeechSegments:
     """Find speech in `waveform` (`[T]`, `[C, T]` or `[1, C, T]`, any sample rate).
 
-    `threshold` is silero's speech probability above which a frame counts as speech; stretches of
-    speech shorter than `min_speech_ms` are dropped, pauses shorter than `min_silence_ms` do not split a
-    segment, and each segment is widened by `padding_ms` on both sides. `progress(done, total)` is called
-    as frames are scored; it may raise to cancel.
+    `threshold` is the speech probability above which a frame counts as speech; stretches of speech
+    shorter than `min_speech_ms` are dropped, pauses shorter than `min_silence_ms` do not split a
+    segment, and each segment is widened by `padding_ms` on both sides. The `pyannote` backend needs
+    `model_path`, a local segmentation checkpoint. `progress(done, total)` is called as the audio is
+    scored; it may raise to cancel.
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
@@ -80,6 +83,18 @@ def detect_speech(
         if value < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
     audio = to_mono_16k(waveform, sample_rate)
+    duration = audio.numel() / SAMPLE_RATE
+    if backend == "pyannote":
+        if model_path is None:
+            raise ValueError("the pyannote backend needs model_path, a local segmentation checkpoint")
+        from .vad_pyannote import pyannote_speech
+
+        found = pyannote_speech(audio, _pyannote_model(model_path), threshold=threshold,
+                                min_speech_s=min_speech_ms / 1000, min_silence_s=min_silence_ms / 1000,
+                                progress=progress)
+        pad = padding_ms / 1000
+        return SpeechSegments(duration=duration, speech=merge_segments([(s - pad, e + pad) for s, e in found],
+                                                                      duration))
     probs = speech_probabilities(audio, backend=backend, progress=progress)
 
     from silero_vad.utils_vad import get_speech_timestamps_from_probs
@@ -94,7 +109,20 @@ def detect_speech(
         audio_length_samples=audio.numel(),
     )
     speech = tuple((s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in stamps)
-    return SpeechSegments(duration=audio.numel() / SAMPLE_RATE, speech=speech, frame_probs=probs)
+    return SpeechSegments(duration=duration, speech=speech, frame_probs=probs)
+
+
+def merge_segments(segments: list[tuple[float, float]], duration: float) -> tuple[tuple[float, float], ...]:
+    """Clip to `[0, duration]`, sort, and merge segments that touch or overlap."""
+    merged: list[list[float]] = []
+    for start, end in sorted((max(0.0, s), min(duration, e)) for s, e in segments):
+        if end <= start:
+            continue
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return tuple((s, e) for s, e in merged)
 
 
 def speech_probabilities(audio16k: torch.Tensor, *, backend: str = "jit",
@@ -115,12 +143,25 @@ def speech_probabilities(audio16k: torch.Tensor, *, backend: str = "jit",
     return probs
 
 
-_MODELS: dict[str, object] = {}
+_MODELS: dict[object, object] = {}
 _MODEL_LOCK = threading.Lock()  # silero models carry recurrent state between calls
 
 
+def _pyannote_model(path: str | Path):
+    from .vad_pyannote import load_segmentation
+
+    stat = Path(path).stat() if Path(path).exists() else None
+    key = ("pyannote", str(path), stat and stat.st_mtime_ns)
+    with _MODEL_LOCK:
+        if key not in _MODELS:
+            for stale in [k for k in _MODELS if k[:2] == key[:2]]:
+                del _MODELS[stale]
+            _MODELS[key] = load_segmentation(path)
+        return _MODELS[key]
+
+
 def _silero_model(backend: str):
-    if backend not in BACKENDS:
+    if backend not in ("jit", "onnx"):
         raise ValueError(f"unknown VAD backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend not in _MODELS:
         silero = import_silero_vad()

@@ -11,6 +11,7 @@ WEIGHT_EXTENSIONS = {".pt", ".pth", ".safetensors", ".ckpt", ".bin"}
 FOLDERS = {
     "latentsync": ["latentsync"],
     "whisper": ["whisper", os.path.join("latentsync", "whisper")],
+    "pyannote": ["pyannote", os.path.join("latentsync", "pyannote")],
 }
 
 

@@ -1,14 +1,18 @@
 """Voice Activity Detection node: AUDIO -> speech segments, a timeline picture, and the editor's timeline."""
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 
 from ..latentsync import timeline, vad
 from ..latentsync.audio import to_mono_16k
-from ._comfy import io, progress_reporter
+from ..latentsync.vad_pyannote import INSTALL_HINT, MODEL_HINT
+from ._comfy import folder_paths, io, progress_reporter
 from .types import Speech
 
-TIMELINE_BINS = 800  # points of waveform/probability sent to the editor's timeline widget
+TIMELINE_BINS = 800
+NO_MODEL = "none"  # points of waveform/probability sent to the editor's timeline widget
 
 
 class VoiceActivityDetection(io.ComfyNode):
@@ -35,8 +39,14 @@ class VoiceActivityDetection(io.ComfyNode):
                              tooltip="Each segment is widened by this (ms) on both sides, so word onsets "
                                      "and endings are kept."),
                 io.Combo.Input("backend", options=list(vad.BACKENDS), default="jit",
-                               tooltip="silero-vad model format: TorchScript (jit) or ONNX Runtime (onnx). "
-                                       "Same segments; ONNX is a little faster on CPU."),
+                               tooltip="silero-vad as TorchScript (jit) or ONNX Runtime (onnx): same segments, "
+                                       "ONNX a little faster on CPU; both ship in the silero-vad wheel. pyannote: "
+                                       "pyannote.audio (optional extra) with the checkpoint picked below."),
+                io.Combo.Input("pyannote_model", options=[NO_MODEL, *folder_paths.get_filename_list("pyannote")],
+                               default=NO_MODEL, optional=True,
+                               tooltip="pyannote backend only: a segmentation checkpoint you downloaded (e.g. "
+                                       "pyannote/segmentation-3.0's pytorch_model.bin) in models/pyannote/. "
+                                       "Powerset models such as 3.0 ignore the threshold."),
             ],
             outputs=[
                 Speech.Output(display_name="speech", tooltip="Speech segments in seconds, for the "
@@ -47,20 +57,28 @@ class VoiceActivityDetection(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, backend: str) -> bool | str:
+    def validate_inputs(cls, backend: str, pyannote_model: str = NO_MODEL) -> bool | str:
         # ComfyUI 0.3.75 does not check V3 combo values itself; a bad one would only fail mid-run.
         if backend not in vad.BACKENDS:
             return f"backend must be one of {', '.join(vad.BACKENDS)}, got {backend!r}"
+        if backend == "pyannote":
+            if importlib.util.find_spec("pyannote") is None:
+                return INSTALL_HINT
+            if folder_paths.get_full_path("pyannote", pyannote_model) is None:
+                folders = ", ".join(folder_paths.get_folder_paths("pyannote"))
+                return f"the pyannote backend needs a checkpoint: pick one, or put {MODEL_HINT} ({folders})"
         return True
 
     @classmethod
     def execute(cls, audio, threshold: float, min_speech_ms: int, min_silence_ms: int, padding_ms: int,
-                backend: str) -> io.NodeOutput:
+                backend: str, pyannote_model: str = NO_MODEL) -> io.NodeOutput:
         waveform, sample_rate = audio["waveform"], audio["sample_rate"]
         audio16k = to_mono_16k(waveform, sample_rate)
+        model_path = folder_paths.get_full_path("pyannote", pyannote_model) if backend == "pyannote" else None
         segments = vad.detect_speech(audio16k, vad.SAMPLE_RATE, threshold=threshold,
                                      min_speech_ms=min_speech_ms, min_silence_ms=min_silence_ms,
-                                     padding_ms=padding_ms, backend=backend, progress=progress_reporter())
+                                     padding_ms=padding_ms, backend=backend, model_path=model_path,
+                                     progress=progress_reporter())
         picture = torch.from_numpy(timeline.render_timeline(audio16k, segments)).float().div(255)[None]
         return io.NodeOutput(segments, picture, ui={"latentsync_vad": [_timeline_payload(audio16k, segments)]})
 

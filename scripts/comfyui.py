@@ -197,8 +197,8 @@ def workflow_to_prompt(workflow: dict, object_info: dict) -> dict:
         inputs: dict = {}
         values = list(node.get("widgets_values") or [])
         for slot in node.get("inputs", []):
-            if slot.get("widget"):
-                value = values.pop(0) if values else None
+            if slot.get("widget") and values:  # no value left: saved before this widget existed
+                value = values.pop(0)
                 options = spec.get(slot["name"], [None, {}])
                 options = options[1] if len(options) > 1 else {}
                 if options.get("control_after_generate") or slot["name"] in ("seed", "noise_seed"):
@@ -219,7 +219,7 @@ comfyui, pack_dir = sys.argv[1:3]
 sys.path.insert(0, comfyui)
 sys.argv = ["main.py", "--cpu"]  # as the server is started
 import comfy.options; comfy.options.enable_args_parsing()
-import torch, comfy_api.latest, comfy.model_management, comfy.utils, folder_paths  # ComfyUI's own cost
+import torch, comfy_api.latest, comfy.model_management, comfy.model_patcher, comfy.utils, folder_paths  # ComfyUI's own
 torch.set_num_threads(2)
 env, before = dict(os.environ), set(sys.modules)
 start = time.perf_counter()

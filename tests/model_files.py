@@ -40,3 +40,31 @@ def write_whisper_checkpoint(path: Path, encoder_state: dict[str, torch.Tensor] 
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"dims": TINY_DIMS, "model_state_dict": {**encoder_state, **decoder_placeholders()}}, path)
     return path
+
+
+def write_pyannote_segmentation(path: Path, seed: int = 0) -> Path:
+    """A random-weight PyanNet with pyannote/segmentation-3.0's hyper-parameters (SincNet stride 10,
+    4x128 BiLSTM, 2x128 linear, powerset of 3 speakers with at most 2 at once over 10 s chunks), saved the
+    way pyannote's training writes `pytorch_model.bin` (state dict, hyper-parameters, pyannote block)."""
+    from latentsync.vad_pyannote import telemetry_off
+
+    with telemetry_off():
+        from pyannote.audio.core.task import Problem, Resolution, Specifications
+        from pyannote.audio.models.segmentation import PyanNet
+
+        torch.manual_seed(seed)
+        model = PyanNet(sincnet={"stride": 10},
+                        lstm={"hidden_size": 128, "num_layers": 4, "bidirectional": True, "monolithic": True,
+                              "dropout": 0.0},
+                        linear={"hidden_size": 128, "num_layers": 2}, sample_rate=16000, num_channels=1)
+        model.specifications = Specifications(
+            problem=Problem.MONO_LABEL_CLASSIFICATION, resolution=Resolution.FRAME, duration=10.0,
+            min_duration=10.0, warm_up=(0.0, 0.0), classes=["speaker#1", "speaker#2", "speaker#3"],
+            powerset_max_classes=2, permutation_invariant=True)
+        model.setup()
+        checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                      "pytorch-lightning_version": "2.6.6"}
+        model.on_save_checkpoint(checkpoint)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, path)
+    return path

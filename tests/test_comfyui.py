@@ -4,13 +4,12 @@ import shutil
 
 import pytest
 
-from conftest import REPO, VOICES, shared_path
+from conftest import PACK_NODES, REPO, VOICES, shared_path
 from latentsync.audio import load_audio
 from latentsync.vad import detect_speech
 
 pytestmark = pytest.mark.comfyui
 
-PACK_NODES = {"LatentSyncVAD", "LatentSyncWhisperEncode"}
 
 
 def vad_prompt(audio_name: str, **settings) -> dict:
@@ -175,3 +174,22 @@ def test_whisper_encode_errors(comfy_server, whisper_file):
     history = comfy_server.run(prompt)
     (error,) = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
     assert "needs speech segments" in error["exception_message"]
+
+
+def test_vad_pyannote_backend_in_comfyui(comfy_server):
+    from model_files import write_pyannote_segmentation
+
+    write_pyannote_segmentation(comfy_server.dir("models") / "pyannote" / "segmentation-3.0" / "pytorch_model.bin")
+    model = "segmentation-3.0/pytorch_model.bin"
+    options = comfy_server.get("/object_info/LatentSyncVAD")["LatentSyncVAD"]["input"]["optional"]["pyannote_model"]
+    assert model in options[1]["options"]
+    wav = put_input(comfy_server, shared_path("media/latentsync_demo3_audio.wav"))
+    history = comfy_server.run(vad_prompt(wav, backend="pyannote", pyannote_model=model))
+    assert history["status"]["status_str"] == "success", history["status"]
+    ui = history["outputs"]["2"]["latentsync_vad"][0]
+    times = [t for span in ui["speech"] for t in span]
+    assert times == sorted(times) and ui["duration"] == pytest.approx(18.56, abs=0.01)
+
+    _, reply = comfy_server.queue(vad_prompt(wav, backend="pyannote", pyannote_model="none"))
+    (error,) = reply["node_errors"]["2"]["errors"][:1]
+    assert "needs a checkpoint" in error["details"] and "models/pyannote" in error["details"]
