@@ -1,7 +1,11 @@
-"""VAD benchmark: real-time factor of the VAD node's library path on 60 s of speech (JIT vs ONNX), and
-the time to import the pack inside ComfyUI's Python path (goal: under 1 s, no heavy imports).
+"""VAD benchmark: real-time factor of the VAD node's library path on 60 s of speech (silero JIT and ONNX,
+and pyannote when its extra is installed), and the time to import the pack inside ComfyUI's Python path
+(goal: under 1 s, no heavy imports).
 
-    python bench/vad.py [--seconds 60] [--repeats 3] [--audio FILE]
+    python bench/vad.py [--seconds 60] [--repeats 3] [--audio FILE] [--pyannote-model PYTORCH_MODEL.BIN]
+
+pyannote runs a random-weight segmentation-3.0-sized model unless --pyannote-model names a real one (same
+compute either way).
 
 Without --audio, the 60 s signal is espeak-ng speech with pauses (or, without espeak-ng, a shared voice
 track looped). Ratios are measured in this run, on this machine.
@@ -19,7 +23,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "scripts")]
+sys.path[:0] = [str(REPO), str(REPO / "scripts"), str(REPO / "tests")]
 
 from latentsync.audio import load_audio, to_mono_16k  # noqa: E402
 from latentsync.vad import BACKENDS, detect_speech  # noqa: E402
@@ -49,23 +53,38 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--audio", help="use this file instead of the built-in speech")
     parser.add_argument("--comfyui", type=Path, help="ComfyUI folder for the import timing (default: the cache)")
+    parser.add_argument("--pyannote-model", type=Path, help="a pyannote segmentation checkpoint")
     args = parser.parse_args()
+    tmp = tempfile.TemporaryDirectory()
+    model_path = {"pyannote": args.pyannote_model}
+    try:
+        import pyannote.audio  # noqa: F401
+
+        if model_path["pyannote"] is None:
+            from model_files import write_pyannote_segmentation
+
+            model_path["pyannote"] = write_pyannote_segmentation(Path(tmp.name) / "pytorch_model.bin")
+    except ImportError:
+        print("pyannote.audio is not installed: its backend is skipped")
 
     audio = speech_signal(args.seconds, args.audio)
     print(f"audio: {audio.numel() / 16000:.1f} s at 16 kHz; torch threads: {torch.get_num_threads()}")
     print(f"{'backend':8} {'best s':>8} {'RTF':>8} {'x real time':>12} {'segments':>9}")
     best = {}
     for backend in BACKENDS:
-        detect_speech(audio[:16000], 16000, backend=backend)  # load the model outside the timing
+        if backend == "pyannote" and model_path["pyannote"] is None:
+            continue
+        kwargs = {"backend": backend, "model_path": model_path.get(backend)}
+        detect_speech(audio[:16000], 16000, **kwargs)  # load the model outside the timing
         times = []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            segments = detect_speech(audio, 16000, backend=backend)
+            segments = detect_speech(audio, 16000, **kwargs)
             times.append(time.perf_counter() - start)
         best[backend] = min(times)
         rtf = best[backend] / args.seconds
         print(f"{backend:8} {best[backend]:8.3f} {rtf:8.4f} {1 / rtf:12.0f} {len(segments.speech):9d}")
-    print(f"ratio onnx/jit time: {best['onnx'] / best['jit']:.2f}")
+    print("time ratios vs silero jit: " + ", ".join(f"{b} {t / best['jit']:.2f}" for b, t in best.items()))
 
     import comfyui
 

@@ -193,3 +193,11 @@ def test_vad_pyannote_backend_in_comfyui(comfy_server):
     _, reply = comfy_server.queue(vad_prompt(wav, backend="pyannote", pyannote_model="none"))
     (error,) = reply["node_errors"]["2"]["errors"][:1]
     assert "needs a checkpoint" in error["details"] and "models/pyannote" in error["details"]
+
+
+def test_sample_workflows_are_offered_as_templates(comfy_server):
+    templates = comfy_server.get("/api/workflow_templates")
+    shipped = sorted(p.stem for p in (REPO / "workflows").glob("*.json"))
+    assert sorted(templates["comfyui-latentsync"]) == shipped
+    status, workflow = comfy_server.request("GET", "/api/workflow_templates/comfyui-latentsync/vad_preview.json")
+    assert status == 200 and {n["type"] for n in workflow["nodes"]} >= {"LoadAudio", "LatentSyncVAD"}
