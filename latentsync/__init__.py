@@ -19,6 +19,20 @@ _EXPORTS = {
     "WhisperEncoder": "whisper_encoder",
     "load_whisper_encoder": "whisper_encoder",
     "WhisperCheckpointError": "whisper_encoder",
+    "LatentSyncUNet": "unet",
+    "build_unet": "unet",
+    "UNetConfig": "unet_config",
+    "resolve_unet_config": "unet_config",
+    "load_unet": "unet_loading",
+    "UNetCheckpointError": "unet_loading",
+    "SyncNet": "syncnet",
+    "load_syncnet": "syncnet",
+    "SyncNetCheckpointError": "syncnet",
+    "SyncScore": "sync_metric",
+    "SyncScoreError": "sync_metric",
+    "score_sync": "sync_score",
+    "score_video": "sync_score",
+    "load_s3fd": "s3fd",
 }
 __all__ = list(_EXPORTS)
 

@@ -8,6 +8,7 @@ import sys
 from . import vad as vad_lib
 from .audio import AudioError, load_audio
 from .cli_features import add_features_parser
+from .cli_score import add_score_parser
 
 
 def _vad(args: argparse.Namespace) -> dict:
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     vad.set_defaults(run=_vad)
 
     add_features_parser(commands)
+    add_score_parser(commands)
     return parser
 
 
