@@ -33,6 +33,12 @@ _EXPORTS = {
     "score_sync": "sync_score",
     "score_video": "sync_score",
     "load_s3fd": "s3fd",
+    "load_upscale_model": "upscale_models",
+    "UpscaleModelError": "upscale_models",
+    "upscale_frames": "upscale",
+    "upscale_to_sizes": "upscale",
+    "upscale_mouth_region": "upscale",
+    "resize_frames": "resize",
 }
 __all__ = list(_EXPORTS)
 

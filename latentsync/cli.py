@@ -9,6 +9,7 @@ from . import vad as vad_lib
 from .audio import AudioError, load_audio
 from .cli_features import add_features_parser
 from .cli_score import add_score_parser
+from .cli_upscale import add_upscale_parser
 
 
 def _vad(args: argparse.Namespace) -> dict:
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_features_parser(commands)
     add_score_parser(commands)
+    add_upscale_parser(commands)
     return parser
 
 
