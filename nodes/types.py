@@ -6,3 +6,6 @@ Speech = io.Custom("LATENTSYNC_SPEECH")
 
 # latentsync.audio_features.AudioFeatures: per-frame whisper chunks [N, 50, 384] and the speech mask.
 AudioFeatures = io.Custom("LATENTSYNC_AUDIO_FEATURES")
+
+# nodes.unet_loader.LoadedUNet: the managed UNet and its face resolution, from the loader to the sampler.
+LatentSyncModel = io.Custom("LATENTSYNC_MODEL")

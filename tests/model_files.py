@@ -68,3 +68,18 @@ def write_pyannote_segmentation(path: Path, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint, path)
     return path
+
+
+def write_tiny_unet(path: Path, unet_config: dict, seed: int = 0) -> Path:
+    """A random-weight LatentSync UNet of the given (tiny) config as an official `latentsync_unet.pt`
+    (`{"state_dict", "global_step"}`), with the config beside it as `<name>.json`."""
+    import json
+
+    from latentsync.unet import build_unet
+
+    torch.manual_seed(seed)
+    unet = build_unet(unet_config, device="cpu")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": unet.state_dict(), "global_step": 1}, path)
+    path.with_suffix(".json").write_text(json.dumps({"unet_config": unet_config, "resolution": 256}))
+    return path

@@ -201,3 +201,48 @@ def test_sample_workflows_are_offered_as_templates(comfy_server):
     assert sorted(templates["comfyui-latentsync"]) == shipped
     status, workflow = comfy_server.request("GET", "/api/workflow_templates/comfyui-latentsync/vad_preview.json")
     assert status == 200 and {n["type"] for n in workflow["nodes"]} >= {"LoadAudio", "LatentSyncVAD"}
+
+
+def test_unet_loader_loads_an_official_layout_checkpoint(comfy_server):
+    from model_files import write_tiny_unet
+
+    config = json.loads(shared_path("reference/latentsync/unet_tiny_config.json").read_text())["unet_config"]
+    write_tiny_unet(comfy_server.dir("models") / "latentsync" / "tiny" / "latentsync_unet.pt", config)
+    info = comfy_server.get("/object_info/LatentSyncUNetLoader")["LatentSyncUNetLoader"]["input"]["required"]
+    names = info["unet_name"][1]["options"]
+    assert "tiny/latentsync_unet.pt" in names and "download 1.5" in names
+    assert not any(n.endswith((".json", "tiny.pt")) for n in names)  # configs and whisper are not UNets
+
+    def load(**settings):
+        inputs = {"unet_name": "tiny/latentsync_unet.pt", "version": "auto", "dtype": "auto",
+                  "quantization": "none"} | settings
+        return comfy_server.run({"1": {"class_type": "LatentSyncUNetLoader", "inputs": inputs}})
+
+    history = load()
+    assert history["status"]["status_str"] == "success", history["status"]
+    summary = history["outputs"]["1"]["latentsync_unet"][0]
+    assert summary["parameters"] == 5_321_380 and summary["resolution"] == 256
+    assert summary["dtype"] == "float32" and "config file" in summary["config"]
+    int8 = load(quantization="int8")["outputs"]["1"]["latentsync_unet"][0]
+    assert int8["weights_mb"] < 0.35 * summary["weights_mb"]
+    history = load(quantization="int4")
+    (error,) = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
+    assert "int4 needs a CUDA GPU" in error["exception_message"]
+
+
+def test_unet_loader_errors(comfy_server):
+    _, reply = comfy_server.queue({"1": {"class_type": "LatentSyncUNetLoader", "inputs": {
+        "unet_name": "nope.pt", "version": "auto", "dtype": "auto", "quantization": "none"}}})
+    (error,) = reply["node_errors"]["1"]["errors"]
+    assert "huggingface.co/ByteDance/LatentSync-1.5" in error["details"]
+    # The server runs with HF_HUB_OFFLINE=1, as a machine without internet: the download says what to do.
+    history = comfy_server.run({"1": {"class_type": "LatentSyncUNetLoader", "inputs": {
+        "unet_name": "download 1.6", "version": "auto", "dtype": "auto", "quantization": "none"}}})
+    (error,) = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
+    assert "could not download ByteDance/LatentSync-1.6" in error["exception_message"]
+    assert "models/latentsync/1.6" in error["exception_message"]
+    (comfy_server.dir("models") / "latentsync" / "broken.pt").write_bytes(b"PK\x03\x04 truncated")
+    history = comfy_server.run({"1": {"class_type": "LatentSyncUNetLoader", "inputs": {
+        "unet_name": "broken.pt", "version": "1.5", "dtype": "auto", "quantization": "none"}}})
+    (error,) = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
+    assert "truncated or corrupt" in error["exception_message"]

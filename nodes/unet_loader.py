@@ -1,0 +1,87 @@
+"""Load LatentSync UNet node: official checkpoints, unmodified, in the precision and quantization asked for."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..latentsync.unet_files import OFFICIAL, VERSIONS, choose_config, download_official, where_to_get
+from ..latentsync.unet_loading import QUANTIZATIONS, load_unet
+from ..latentsync.unet_quantize import weight_bytes
+from ._comfy import PRECISIONS, compute_dtype, folder_paths, io, managed, model_management
+from .types import LatentSyncModel
+
+DOWNLOAD = {f"download {version}": version for version in OFFICIAL}
+OTHER_MODELS = ("whisper/", "pyannote/")  # sub-folders of models/latentsync that hold other models
+
+
+@dataclass
+class LoadedUNet:
+    """What the sampler needs: the managed UNet and the face resolution it was trained at."""
+
+    patcher: object  # ComfyUI ModelPatcher around latentsync.unet.LatentSyncUNet
+    resolution: int
+    source: str
+
+
+def unet_files() -> list[str]:
+    names = folder_paths.get_filename_list("latentsync")
+    return [n for n in names if not n.replace("\\", "/").startswith(OTHER_MODELS)]
+
+
+class UNetLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LatentSyncUNetLoader",
+            display_name="Load LatentSync UNet",
+            category="LatentSync/loaders",
+            description="Loads the official LatentSync 1.5 (256 px) or 1.6 (512 px) latentsync_unet.pt, "
+                        "unmodified, strictly checked, in fp32/fp16/bf16 with optional int8/int4 weights.",
+            is_output_node=True,  # shows what was loaded, and runs on its own to check a file
+            inputs=[
+                io.Combo.Input("unet_name", options=[*unet_files(), *DOWNLOAD],
+                               tooltip="latentsync_unet.pt in models/latentsync/ (sub-folders allowed). "
+                                       "'download 1.5/1.6' fetches the official file from the hub into "
+                                       "models/latentsync/<version>/ (only when you pick it)."),
+                io.Combo.Input("version", options=list(VERSIONS), default="auto",
+                               tooltip="1.5 makes 256 px faces, 1.6 makes 512 px; the files have identical keys. "
+                                       "auto: a JSON config beside the file, else '1.6'/'512' in its path means "
+                                       "1.6, otherwise 1.5."),
+                io.Combo.Input("dtype", options=PRECISIONS, default="auto",
+                               tooltip="Weights and compute precision. auto: fp16 where ComfyUI would use it "
+                                       "(CUDA), else fp32. bf16 halves memory on CPU too."),
+                io.Combo.Input("quantization", options=list(QUANTIZATIONS), default="none",
+                               tooltip="Weight-only quantization: int8 stores Linear and Conv weights in 8 bits "
+                                       "(about 1/4 of fp32, works on CPU and CUDA); int4 needs a CUDA GPU and "
+                                       "bf16."),
+            ],
+            outputs=[LatentSyncModel.Output(display_name="model",
+                                            tooltip="The UNet, managed by ComfyUI (loaded and offloaded "
+                                                    "like a core model), for the LatentSync sampler.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, unet_name: str) -> bool | str:
+        if unet_name not in DOWNLOAD and folder_paths.get_full_path("latentsync", unet_name) is None:
+            folder = folder_paths.get_folder_paths("latentsync")[0]
+            return f"{unet_name!r} not found in models/latentsync; {where_to_get('1.5', folder)}"
+        return True
+
+    @classmethod
+    def execute(cls, unet_name: str, version: str, dtype: str, quantization: str) -> io.NodeOutput:
+        if unet_name in DOWNLOAD:
+            version = DOWNLOAD[unet_name]
+            path = download_official(version, folder_paths.get_folder_paths("latentsync")[0])
+        else:
+            path = folder_paths.get_full_path_or_raise("latentsync", unet_name)
+        choice = choose_config(path, version)
+        device = model_management.get_torch_device()
+        torch_dtype = compute_dtype(dtype, device)
+        # Quantize where the model will run: torchao picks its kernels from the weights' device.
+        where = device if quantization == "int4" else model_management.unet_offload_device()
+        unet = load_unet(path, choice.config, dtype=torch_dtype, device=where, quantization=quantization)
+        loaded = LoadedUNet(patcher=managed(unet), resolution=choice.resolution, source=choice.source)
+        summary = {"file": unet_name, "config": choice.source, "resolution": choice.resolution,
+                   "dtype": str(torch_dtype).removeprefix("torch."), "quantization": quantization,
+                   "weights_mb": round(weight_bytes(unet) / 2**20, 1),
+                   "parameters": sum(p.numel() for p in unet.parameters())}
+        return io.NodeOutput(loaded, ui={"latentsync_unet": [summary]})
