@@ -4,10 +4,11 @@ from __future__ import annotations
 from ._comfy import ComfyExtension, io
 from .model_folders import register_model_folders
 from .unet_loader import UNetLoader
+from .upscale import Upscale
 from .vad import VoiceActivityDetection
 from .whisper import WhisperEncode
 
-NODES: list[type[io.ComfyNode]] = [VoiceActivityDetection, WhisperEncode, UNetLoader]
+NODES: list[type[io.ComfyNode]] = [VoiceActivityDetection, WhisperEncode, UNetLoader, Upscale]
 
 
 class LatentSyncExtension(ComfyExtension):

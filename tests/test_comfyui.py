@@ -246,3 +246,63 @@ def test_unet_loader_errors(comfy_server):
         "unet_name": "broken.pt", "version": "1.5", "dtype": "auto", "quantization": "none"}}})
     (error,) = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
     assert "truncated or corrupt" in error["exception_message"]
+
+
+@pytest.fixture(scope="module")
+def upscale_models(comfy_server):
+    from upscale_model_files import write_not_an_upscaler, write_realesrgan
+
+    folder = comfy_server.dir("models") / "upscale_models"
+    write_realesrgan(folder / "tiny_x2plus.pth", "x2plus", key="params_ema")
+    write_realesrgan(folder / "tiny_animevideov3.pth", "animevideov3", key="params")
+    write_not_an_upscaler(folder / "not_an_upscaler.pth")
+    return folder
+
+
+def upscale_prompt(**settings) -> dict:
+    inputs = {"method": "model", "model_name": "none", "scale": 2.0, "width": 0, "height": 0, "tile": 512,
+              "overlap": 32, "chunk": 8, "precision": "auto"} | settings
+    return {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 40, "height": 48, "batch_size": 16, "color": 0x336699}},
+        "2": {"class_type": "LatentSyncUpscale", "inputs": {"images": ["1", 0], **inputs}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "upscale_test"}},
+    }
+
+
+def saved_sizes(server, history, node="3") -> list[tuple[int, int]]:
+    from PIL import Image
+
+    files = history["outputs"][node]["images"]
+    return [Image.open(server.dir("output") / f["subfolder"] / f["filename"]).size for f in files]
+
+
+@pytest.mark.parametrize("settings, size", [
+    ({"model_name": "tiny_x2plus.pth"}, (80, 96)),
+    ({"model_name": "tiny_animevideov3.pth", "scale": 4.0}, (160, 192)),
+    ({"model_name": "tiny_animevideov3.pth", "width": 64, "height": 64}, (64, 64)),
+    ({"method": "lanczos", "scale": 2.0}, (80, 96)),
+])
+def test_upscale_node_sizes(comfy_server, upscale_models, settings, size):
+    history = comfy_server.run(upscale_prompt(**settings))
+    assert history["status"]["status_str"] == "success", history["status"]
+    assert saved_sizes(comfy_server, history) == [size] * 16
+
+
+def test_upscale_node_takes_the_core_loaders_model(comfy_server, upscale_models):
+    prompt = upscale_prompt(scale=4.0)
+    prompt["4"] = {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "tiny_animevideov3.pth"}}
+    prompt["2"]["inputs"]["upscale_model"] = ["4", 0]
+    history = comfy_server.run(prompt)
+    assert history["status"]["status_str"] == "success", history["status"]
+    assert saved_sizes(comfy_server, history) == [(160, 192)] * 16
+
+
+def test_upscale_node_errors(comfy_server, upscale_models):
+    history = comfy_server.run(upscale_prompt(model_name="not_an_upscaler.pth"))
+    (error,) = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
+    assert "not_an_upscaler.pth" in error["exception_message"] and "VAE" in error["exception_message"]
+    history = comfy_server.run(upscale_prompt())
+    (error,) = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
+    assert "needs an upscale model" in error["exception_message"]
+    _, reply = comfy_server.queue(upscale_prompt(model_name="missing.pth"))
+    assert "not found in models/upscale_models" in json.dumps(reply["node_errors"])

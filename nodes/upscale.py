@@ -1,0 +1,85 @@
+"""Upscale node: Real-ESRGAN-family models or interpolation, for generated face crops or whole frames."""
+from __future__ import annotations
+
+from ..latentsync.resize import INTERPOLATION_MODES
+from ..latentsync.upscale import upscale_frames
+from ..latentsync.upscale_models import check_upscale_model, load_upscale_model
+from ..latentsync.upscale_tiling import estimate_activation_bytes, model_device_bytes
+from ._comfy import PRECISIONS, compute_dtype, folder_paths, io, model_management, progress_reporter
+
+NO_MODEL = "none"
+METHODS = ("model", *INTERPOLATION_MODES)
+
+
+class Upscale(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LatentSyncUpscale",
+            display_name="Upscale Faces or Frames (LatentSync)",
+            category="LatentSync/image",
+            description="Super-resolves IMAGE batches (the sampler's face crops before paste-back, or whole "
+                        "frames) with a Real-ESRGAN-family model, or resizes them by interpolation; frames are "
+                        "processed in chunks and large images in tiles.",
+            inputs=[
+                io.Image.Input("images", tooltip="Face crops or frames to upscale."),
+                io.Combo.Input("method", options=list(METHODS), default="model",
+                               tooltip="model: the upscale model below (or the one connected); otherwise plain "
+                                       "interpolation: nearest, bilinear, bicubic, lanczos or area."),
+                io.Combo.Input("model_name", options=[NO_MODEL, *folder_paths.get_filename_list("upscale_models")],
+                               default=NO_MODEL,
+                               tooltip="A Real-ESRGAN .pth (RealESRGAN_x2plus/x4plus, realesr-animevideov3, "
+                                       "realesr-general-x4v3) from models/upscale_models/."),
+                io.Float.Input("scale", default=2.0, min=0.05, max=16.0, step=0.05,
+                               tooltip="Output size as a multiple of the input size (ignored when width and "
+                                       "height are set). A model's own scale is used, then resized to this."),
+                io.Int.Input("width", default=0, min=0, max=16384, step=1,
+                             tooltip="Exact output width in pixels; 0 = from scale."),
+                io.Int.Input("height", default=0, min=0, max=16384, step=1,
+                             tooltip="Exact output height in pixels; 0 = from scale."),
+                io.Int.Input("tile", default=512, min=32, max=4096, step=32,
+                             tooltip="Tile size in input pixels for the model; halved automatically when memory "
+                                     "runs out."),
+                io.Int.Input("overlap", default=32, min=0, max=256, step=8,
+                             tooltip="Overlap between tiles (input pixels), cross-faded to hide seams."),
+                io.Int.Input("chunk", default=8, min=1, max=256,
+                             tooltip="Frames on the device at once; memory stays flat however long the clip."),
+                io.Combo.Input("precision", options=PRECISIONS, default="auto",
+                               tooltip="Model precision. auto: fp16 on GPU, fp32 on CPU."),
+                io.UpscaleModel.Input("upscale_model", optional=True,
+                                      tooltip="A model from ComfyUI's Load Upscale Model node; overrides "
+                                              "model_name."),
+            ],
+            outputs=[io.Image.Output(display_name="images", tooltip="The upscaled images.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, method: str, model_name: str) -> bool | str:
+        if method not in METHODS:
+            return f"method must be one of {', '.join(METHODS)}, got {method!r}"
+        if model_name != NO_MODEL and folder_paths.get_full_path("upscale_models", model_name) is None:
+            return f"upscale model {model_name!r} not found in models/upscale_models"
+        return True
+
+    @classmethod
+    def execute(cls, images, method: str, model_name: str, scale: float, width: int, height: int, tile: int,
+                overlap: int, chunk: int, precision: str, upscale_model=None) -> io.NodeOutput:
+        device = model_management.get_torch_device()
+        size = (width, height) if width and height else None
+        if method != "model":
+            return io.NodeOutput(upscale_frames(images, method, scale=None if size else scale, size=size,
+                                                device=device, progress=progress_reporter()))
+        if upscale_model is not None:
+            model = check_upscale_model(upscale_model, "the connected upscale model")
+        elif model_name != NO_MODEL:
+            model = load_upscale_model(folder_paths.get_full_path_or_raise("upscale_models", model_name))
+        else:
+            raise ValueError("method 'model' needs an upscale model: pick model_name, connect Load Upscale "
+                             "Model, or choose an interpolation method")
+        dtype = compute_dtype(precision, device)
+        # Make room the way core upscaling does, so other models are offloaded first.
+        model_management.free_memory(model_device_bytes(model, dtype)
+                                     + estimate_activation_bytes(model, tile, tile, chunk, dtype), device)
+        out = upscale_frames(images, model, scale=None if size else scale, size=size, tile=tile, overlap=overlap,
+                             chunk=chunk, device=device, dtype=dtype, progress=progress_reporter())
+        return io.NodeOutput(out.to(model_management.intermediate_device()))
