@@ -39,6 +39,14 @@ _EXPORTS = {
     "upscale_to_sizes": "upscale",
     "upscale_mouth_region": "upscale",
     "resize_frames": "resize",
+    "FaceTrack": "face_detect",
+    "detect_faces": "face_detect",
+    "make_detector": "face_detect",
+    "FaceModelMissing": "face_detect",
+    "AlignedFaces": "face_align",
+    "align": "face_align",
+    "paste_back": "face_restore",
+    "mouth_masks": "face_mask",
 }
 __all__ = list(_EXPORTS)
 

@@ -7,6 +7,7 @@ import sys
 
 from . import vad as vad_lib
 from .audio import AudioError, load_audio
+from .cli_faces import add_faces_parser
 from .cli_features import add_features_parser
 from .cli_score import add_score_parser
 from .cli_upscale import add_upscale_parser
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     vad.set_defaults(run=_vad)
 
     add_features_parser(commands)
+    add_faces_parser(commands)
     add_score_parser(commands)
     add_upscale_parser(commands)
     return parser
