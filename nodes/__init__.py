@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from ._comfy import ComfyExtension, io
 from .model_folders import register_model_folders
+from .faces import DetectFaces, PasteFaces
 from .unet_loader import UNetLoader
 from .upscale import Upscale
 from .vad import VoiceActivityDetection
 from .whisper import WhisperEncode
 
-NODES: list[type[io.ComfyNode]] = [VoiceActivityDetection, WhisperEncode, UNetLoader, Upscale]
+NODES: list[type[io.ComfyNode]] = [VoiceActivityDetection, WhisperEncode, UNetLoader, DetectFaces, PasteFaces,
+                                   Upscale]
 
 
 class LatentSyncExtension(ComfyExtension):

@@ -5,13 +5,15 @@ import os
 
 from ._comfy import folder_paths
 
-WEIGHT_EXTENSIONS = {".pt", ".pth", ".safetensors", ".ckpt", ".bin"}
+WEIGHT_EXTENSIONS = {".pt", ".pth", ".safetensors", ".ckpt", ".bin", ".onnx", ".model"}
 
 # key -> sub-folders of ComfyUI's models/ that hold it
 FOLDERS = {
     "latentsync": ["latentsync"],
     "whisper": ["whisper", os.path.join("latentsync", "whisper")],
     "pyannote": ["pyannote", os.path.join("latentsync", "pyannote")],
+    "insightface": ["insightface"],  # buffalo_l lives in insightface/models/buffalo_l/, as other packs expect
+    "syncnet": ["syncnet", os.path.join("latentsync", "syncnet")],
 }
 
 

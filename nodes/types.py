@@ -9,3 +9,6 @@ AudioFeatures = io.Custom("LATENTSYNC_AUDIO_FEATURES")
 
 # nodes.unet_loader.LoadedUNet: the managed UNet and its face resolution, from the loader to the sampler.
 LatentSyncModel = io.Custom("LATENTSYNC_MODEL")
+
+# latentsync.face_align.AlignedFaces: per-frame crops, matrices, masks and face-found flags.
+Faces = io.Custom("LATENTSYNC_FACES")

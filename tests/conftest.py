@@ -28,7 +28,8 @@ ARTIFACTS = Path(os.environ.get("LATENTSYNC_ARTIFACTS", REPO / "test-artifacts")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 VOICES = ("latentsync_demo1_audio.wav", "latentsync_demo3_audio.wav")
-PACK_NODES = {"LatentSyncVAD", "LatentSyncWhisperEncode", "LatentSyncUNetLoader", "LatentSyncUpscale"}  # every node the pack registers
+PACK_NODES = {"LatentSyncVAD", "LatentSyncWhisperEncode", "LatentSyncUNetLoader", "LatentSyncUpscale",
+              "LatentSyncDetectFaces", "LatentSyncPasteFaces"}  # every node the pack registers
 
 
 def missing(what: str):

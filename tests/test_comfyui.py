@@ -306,3 +306,72 @@ def test_upscale_node_errors(comfy_server, upscale_models):
     assert "needs an upscale model" in error["exception_message"]
     _, reply = comfy_server.queue(upscale_prompt(model_name="missing.pth"))
     assert "not found in models/upscale_models" in json.dumps(reply["node_errors"])
+
+
+@pytest.fixture(scope="module")
+def short_clip(comfy_server):
+    """12 frames of the shared 25 fps clip at 540x960, as an mp4 in ComfyUI's input folder."""
+    from media import cut_clip
+
+    cut_clip(shared_path("media/latentsync_demo1_video.mp4"), comfy_server.dir("input") / "clip12.mp4", 12, 540)
+    return "clip12.mp4"
+
+
+def faces_prompt(clip: str, **settings) -> dict:
+    inputs = {"resolution": "256", "detector": "dlib", "select": "largest", "index": 0, "position_x": 0.5,
+              "position_y": 0.4, "threshold": -1.0} | settings
+    return {
+        "1": {"class_type": "LoadVideo", "inputs": {"file": clip}},
+        "2": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
+        "3": {"class_type": "LatentSyncDetectFaces", "inputs": {"images": ["2", 0], **inputs}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 1], "filename_prefix": "crops"}},
+        "5": {"class_type": "LatentSyncPasteFaces", "inputs": {"images": ["2", 0], "faces": ["3", 0],
+                                                               "crops": ["3", 1]}},
+        "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "pasted"}},
+        "7": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "source"}},
+    }
+
+
+def saved_arrays(server, history, node):
+    import numpy as np
+    from PIL import Image
+
+    files = history["outputs"][node]["images"]
+    return [np.asarray(Image.open(server.dir("output") / f["subfolder"] / f["filename"])).astype(int) for f in files]
+
+
+def test_faces_are_found_aligned_and_pasted_back(comfy_server, short_clip):
+    history = comfy_server.run(faces_prompt(short_clip))
+    assert history["status"]["status_str"] == "success", history["status"]
+    assert history["outputs"]["3"]["latentsync_faces"][0] == {"frames": 12, "frames_with_face": 12,
+                                                              "detector": "dlib", "resolution": 256}
+    assert saved_sizes(comfy_server, history, "4") == [(256, 256)] * 12
+    # Pasting the untouched crops back changes the frames only a little, and only around the face.
+    for source, pasted in zip(saved_arrays(comfy_server, history, "7"), saved_arrays(comfy_server, history, "6")):
+        changed = (abs(source - pasted).max(axis=2) > 0)
+        ys, xs = changed.nonzero()
+        assert abs(source - pasted).mean() < 0.5 and xs.size
+        assert (ys.max() - ys.min()) < 0.5 * source.shape[0] and (xs.max() - xs.min()) < 0.8 * source.shape[1]
+
+
+def test_frames_without_a_face_pass_through(comfy_server):
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 320, "height": 240, "batch_size": 4, "color": 0x808080}},
+        "3": {"class_type": "LatentSyncDetectFaces", "inputs": {"images": ["1", 0], "resolution": "512",
+              "detector": "dlib", "select": "largest", "index": 0, "position_x": 0.5, "position_y": 0.4,
+              "threshold": -1.0}},
+        "5": {"class_type": "LatentSyncPasteFaces", "inputs": {"images": ["1", 0], "faces": ["3", 0],
+                                                               "crops": ["3", 1]}},
+        "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "noface"}},
+    }
+    history = comfy_server.run(prompt)
+    assert history["status"]["status_str"] == "success", history["status"]
+    assert history["outputs"]["3"]["latentsync_faces"][0]["frames_with_face"] == 0
+    for image in saved_arrays(comfy_server, history, "6"):
+        assert (image == 0x80).all()
+
+
+def test_insightface_without_its_files_says_where_to_put_them(comfy_server, short_clip):
+    history = comfy_server.run(faces_prompt(short_clip, detector="insightface"))
+    (error,) = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
+    assert "det_10g.onnx" in error["exception_message"] and "models/insightface/models/buffalo_l" in error["exception_message"]

@@ -1,0 +1,106 @@
+"""Face nodes: find and align the face of every frame (previewable before any diffusion), and paste
+generated crops back."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..latentsync.face_align import align
+from ..latentsync.face_detect import DETECTORS, SELECTIONS, detect_faces
+from ..latentsync.face_restore import paste_back
+from ._comfy import folder_paths, io, progress_reporter
+from .types import Faces
+
+RESOLUTIONS = ["256", "512"]
+
+
+def insightface_dirs() -> list[Path]:
+    """ComfyUI's usual place for InsightFace's buffalo_l: models/insightface/models/buffalo_l/."""
+    return [Path(p) / "models" / "buffalo_l" for p in folder_paths.get_folder_paths("insightface")]
+
+
+class DetectFaces(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LatentSyncDetectFaces",
+            display_name="Detect and Align Faces (LatentSync)",
+            category="LatentSync/face",
+            description="Finds the face to lip-sync in every frame, aligns it as LatentSync expects, and shows "
+                        "the crops and mouth masks before any diffusion time is spent. Frames without a usable "
+                        "face are flagged and pass through the sampler unchanged.",
+            inputs=[
+                io.Image.Input("images", tooltip="The video frames (or a repeated still image)."),
+                io.Combo.Input("resolution", options=RESOLUTIONS, default="256",
+                               tooltip="Face crop size: 256 for LatentSync 1.5, 512 for 1.6 (match the UNet)."),
+                io.Combo.Input("detector", options=list(DETECTORS), default="dlib",
+                               tooltip="dlib: offline default, ships with the pack's requirements (frontal faces). "
+                                       "insightface: the reference's buffalo_l (det_10g.onnx + 2d106det.onnx) from "
+                                       "models/insightface/models/buffalo_l/; non-commercial licence."),
+                io.Combo.Input("select", options=list(SELECTIONS), default="largest",
+                               tooltip="Which face when there are several: the largest, the index-th from the "
+                                       "left, or the one nearest position x/y. The choice is then tracked."),
+                io.Int.Input("index", default=0, min=0, max=32, tooltip="select=index: 0 is the leftmost face."),
+                io.Float.Input("position_x", default=0.5, min=0.0, max=1.0, step=0.01,
+                               tooltip="select=position: horizontal position as a fraction of the width."),
+                io.Float.Input("position_y", default=0.4, min=0.0, max=1.0, step=0.01,
+                               tooltip="select=position: vertical position as a fraction of the height."),
+                io.Float.Input("threshold", default=-1.0, min=-1.0, max=5.0, step=0.05,
+                               tooltip="Detection threshold; -1 = the detector's default (dlib score 0, "
+                                       "insightface probability 0.5). Raise it to ignore faint faces."),
+            ],
+            outputs=[
+                Faces.Output(display_name="faces", tooltip="Aligned faces and how to paste them back, for the "
+                                                           "sampler and the paste node."),
+                io.Image.Output(display_name="crops", tooltip="The aligned face crops the model sees."),
+                io.Mask.Output(display_name="mouth_mask",
+                               tooltip="1 where the mouth will be regenerated, per crop; all 0 on frames "
+                                       "without a face."),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, resolution: str, detector: str, select: str) -> bool | str:
+        for name, value, options in (("resolution", resolution, RESOLUTIONS), ("detector", detector, DETECTORS),
+                                     ("select", select, SELECTIONS)):
+            if value not in options:
+                return f"{name} must be one of {', '.join(options)}, got {value!r}"
+        return True
+
+    @classmethod
+    def execute(cls, images, resolution: str, detector: str, select: str, index: int, position_x: float,
+                position_y: float, threshold: float) -> io.NodeOutput:
+        options = {"models_dir": insightface_dirs()} if detector == "insightface" else {}
+        track = detect_faces(images, detector, select=select, index=index, position=(position_x, position_y),
+                             threshold=None if threshold < 0 else threshold, progress=progress_reporter(),
+                             **options)
+        faces = align(images, track, int(resolution), progress=progress_reporter())
+        mouth = (1.0 - faces.mask.to(torch.float32))[None].repeat(len(faces), 1, 1)
+        mouth[~faces.valid] = 0.0
+        found = int(faces.valid.sum())
+        summary = {"frames": len(faces), "frames_with_face": found, "detector": detector,
+                   "resolution": faces.resolution}
+        return io.NodeOutput(faces, faces.images(), mouth, ui={"latentsync_faces": [summary]})
+
+
+class PasteFaces(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LatentSyncPasteFaces",
+            display_name="Paste Faces Back (LatentSync)",
+            category="LatentSync/face",
+            description="Restores face crops (e.g. the sampler's, after upscaling) into their frames with the "
+                        "reference's soft blend; frames without a face are returned unchanged.",
+            inputs=[
+                io.Image.Input("images", tooltip="The frames the faces were aligned on."),
+                Faces.Input("faces", tooltip="From Detect and Align Faces or the sampler."),
+                io.Image.Input("crops", tooltip="One face crop per frame, at the faces' resolution."),
+            ],
+            outputs=[io.Image.Output(display_name="images", tooltip="Frames with the crops pasted in.")],
+        )
+
+    @classmethod
+    def execute(cls, images, faces, crops) -> io.NodeOutput:
+        return io.NodeOutput(paste_back(images, faces, crops, progress=progress_reporter()))
