@@ -4,13 +4,14 @@ from __future__ import annotations
 from ._comfy import ComfyExtension, io
 from .model_folders import register_model_folders
 from .faces import DetectFaces, PasteFaces
+from .score import SyncNetScore
 from .unet_loader import UNetLoader
 from .upscale import Upscale
 from .vad import VoiceActivityDetection
 from .whisper import WhisperEncode
 
 NODES: list[type[io.ComfyNode]] = [VoiceActivityDetection, WhisperEncode, UNetLoader, DetectFaces, PasteFaces,
-                                   Upscale]
+                                   Upscale, SyncNetScore]
 
 
 class LatentSyncExtension(ComfyExtension):

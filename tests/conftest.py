@@ -29,7 +29,7 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 VOICES = ("latentsync_demo1_audio.wav", "latentsync_demo3_audio.wav")
 PACK_NODES = {"LatentSyncVAD", "LatentSyncWhisperEncode", "LatentSyncUNetLoader", "LatentSyncUpscale",
-              "LatentSyncDetectFaces", "LatentSyncPasteFaces"}  # every node the pack registers
+              "LatentSyncDetectFaces", "LatentSyncPasteFaces", "LatentSyncSyncNetScore"}  # every node the pack registers
 
 
 def missing(what: str):

@@ -49,7 +49,7 @@ def test_every_node_is_listed_with_a_tooltip_on_every_input(object_info):
 
 def test_js_extension_is_served(comfy_server):
     extensions = comfy_server.get("/extensions")
-    assert "/extensions/comfyui-latentsync/vad_timeline.js" in extensions
+    assert {"/extensions/comfyui-latentsync/vad_timeline.js", "/extensions/comfyui-latentsync/node_reports.js"} <= set(extensions)
     status, body = comfy_server.request("GET", "/extensions/comfyui-latentsync/vad_timeline.js")
     assert status == 200 and "LatentSyncVAD" in body
 
@@ -375,3 +375,35 @@ def test_insightface_without_its_files_says_where_to_put_them(comfy_server, shor
     history = comfy_server.run(faces_prompt(short_clip, detector="insightface"))
     (error,) = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
     assert "det_10g.onnx" in error["exception_message"] and "models/insightface/models/buffalo_l" in error["exception_message"]
+
+
+def test_syncnet_score_node_shows_the_three_numbers(comfy_server, tmp_path):
+    from media import cut_clip
+    from syncnet_model_files import write_syncnet_file
+
+    write_syncnet_file(comfy_server.dir("models") / "syncnet" / "syncnet_v2.model")
+    cut_clip(shared_path("media/latentsync_demo1_video.mp4"), comfy_server.dir("input") / "clip40.mp4", 40, 540)
+    wav = put_input(comfy_server, shared_path("media/latentsync_demo1_audio.wav"))
+    prompt = {
+        "1": {"class_type": "LoadVideo", "inputs": {"file": "clip40.mp4"}},
+        "2": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
+        "3": {"class_type": "LoadAudio", "inputs": {"audio": wav}},
+        "4": {"class_type": "LatentSyncSyncNetScore", "inputs": {
+            "images": ["2", 0], "audio": ["3", 0], "fps": ["2", 2], "syncnet_model": "syncnet_v2.model",
+            "crops": "pack", "s3fd_model": "none", "min_track": 20}},
+        "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 4], "filename_prefix": "score_plot"}},
+    }
+    history = comfy_server.run(prompt)
+    assert history["status"]["status_str"] == "success", history["status"]
+    score = history["outputs"]["4"]["latentsync_score"][0]
+    assert score["crops"] == "pack" and len(score["distances"]) == 31 and score["windows"] > 0
+    assert score["lse_c"] >= 0 and -15 <= score["offset"] <= 15
+    assert "LSE-C" in score["report"] and saved_sizes(comfy_server, history, "5") == [(512, 192)]
+
+    prompt["4"]["inputs"]["crops"] = "s3fd"  # without sfd_face.pth: refused before running, with the fix
+    _, reply = comfy_server.queue(prompt)
+    assert "sfd_face.pth" in json.dumps(reply["node_errors"])
+    prompt["4"]["inputs"].update(crops="pack", min_track=50)  # 40 frames: too short for the reference rule
+    history = comfy_server.run(prompt)
+    (error,) = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
+    assert "min_track" in error["exception_message"] or "track" in error["exception_message"]

@@ -1,0 +1,51 @@
+// Shows what a LatentSync node found or loaded (scores, face counts, model facts) on the node itself,
+// from the node's UI output, so results are visible on the graph without extra preview nodes.
+import { app } from "../../scripts/app.js";
+
+const REPORTS = {
+  LatentSyncSyncNetScore: ["latentsync_score", (d) => [d.report]],
+  LatentSyncDetectFaces: ["latentsync_faces", (d) =>
+    [`${d.frames_with_face} of ${d.frames} frames with a face · ${d.resolution} px · ${d.detector}`]],
+  LatentSyncUNetLoader: ["latentsync_unet", (d) =>
+    [`${(d.parameters / 1e6).toFixed(1)} M parameters · ${d.dtype} · ${d.quantization} · ${d.weights_mb} MB`,
+     `${d.resolution} px faces · ${d.config}`]],
+  LatentSyncWhisperEncode: ["latentsync_features", (d) =>
+    [`${d.frames} frames at ${d.fps} fps · ${d.speech_frames} with speech`,
+     `${d.duration.toFixed(2)} s of audio · policy ${d.speech_policy}${d.seamless ? " · seamless" : ""}`]],
+};
+const WIDGET_NAME = "latentsync_report";
+
+function reportWidget(node) {
+  let widget = node.widgets?.find((w) => w.name === WIDGET_NAME);
+  if (widget) return widget;
+  const element = document.createElement("div");
+  element.className = "latentsync-report";
+  Object.assign(element.style, { font: "12px monospace", color: "#ddd", whiteSpace: "pre-wrap",
+                                 padding: "4px", overflow: "hidden" });
+  widget = node.addDOMWidget(WIDGET_NAME, "latentsync_report", element, {
+    serialize: false, // display only: keeps widgets_values and API prompts unchanged
+    hideOnZoom: false,
+    getMinHeight: () => 40,
+  });
+  widget.element = element;
+  return widget;
+}
+
+app.registerExtension({
+  name: "latentsync.nodeReports",
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    const spec = REPORTS[nodeData.name];
+    if (!spec) return;
+    const [key, lines] = spec;
+    const onExecuted = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (output) {
+      onExecuted?.apply(this, arguments);
+      const data = output?.[key]?.[0];
+      if (!data) return;
+      const widget = reportWidget(this);
+      widget.element.textContent = lines(data).join("\n");
+      widget.element.dataset.report = JSON.stringify(data);
+      this.setDirtyCanvas?.(true, true);
+    };
+  },
+});
