@@ -22,20 +22,25 @@ Progress = Callable[[int, int], None]
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
 
 
-def generated_to_pixels(generated: Frames, resolution: int) -> torch.Tensor:
-    """Generated crops as `[N, 3, R, R]` float32 in [-1, 1].
+def generated_to_pixels(generated: Frames, resolution: int, any_size: bool = False) -> torch.Tensor:
+    """Generated crops as `[N, 3, S, S]` float32 in [-1, 1].
 
     Accepts the VAE's layout `[N, 3, R, R]` in [-1, 1], or an image layout `[N, R, R, 3]` (float 0-1, as a
-    ComfyUI IMAGE, or uint8).
+    ComfyUI IMAGE, or uint8). With `any_size`, square crops of another size S are accepted too (upscaled
+    crops, pasted at their own detail).
     """
     crops = torch.as_tensor(generated)
-    if crops.ndim == 4 and crops.shape[1] == 3 and crops.shape[-1] == resolution:
+    channels_first = crops.ndim == 4 and crops.shape[1] == 3 and crops.shape[2] == crops.shape[3]
+    channels_last = crops.ndim == 4 and crops.shape[3] == 3 and crops.shape[1] == crops.shape[2]
+    size = crops.shape[-1] if channels_first else crops.shape[1] if channels_last else None
+    if size is None or (size != resolution and not any_size):
+        shown = "S" if any_size else resolution
+        raise ValueError(f"expected generated crops [N, 3, {shown}, {shown}] in [-1, 1] or "
+                         f"[N, {shown}, {shown}, 3] images, got {tuple(crops.shape)}")
+    if channels_first:
         return crops.to(torch.float32)
-    if crops.ndim == 4 and crops.shape[-1] == 3 and crops.shape[1] == resolution:
-        scale = 255.0 if crops.dtype == torch.uint8 else 1.0
-        return (crops.permute(0, 3, 1, 2).to(torch.float32) / scale - 0.5) / 0.5
-    raise ValueError(f"expected generated crops [N, 3, {resolution}, {resolution}] in [-1, 1] or "
-                     f"[N, {resolution}, {resolution}, 3] images, got {tuple(crops.shape)}")
+    scale = 255.0 if crops.dtype == torch.uint8 else 1.0
+    return (crops.permute(0, 3, 1, 2).to(torch.float32) / scale - 0.5) / 0.5
 
 
 def blend_mouth(generated: Frames, faces: AlignedFaces) -> torch.Tensor:
@@ -46,15 +51,23 @@ def blend_mouth(generated: Frames, faces: AlignedFaces) -> torch.Tensor:
     return pixels * (1 - mask) + faces.pixel_values() * mask
 
 
-def restore_region(frame: Frames, face: torch.Tensor, matrix: torch.Tensor,
-                   crop_wh: tuple[int, int]) -> tuple[tuple[int, int, int, int], torch.Tensor, torch.Tensor] | None:
-    """Blend one face (`[3, R, R]` in [-1, 1]) into `frame`; returns the box it touches, the blended RGB
+def restore_region(frame: Frames, face: torch.Tensor, matrix: torch.Tensor, crop_wh: tuple[int, int],
+                   resolution: int | None = None,
+                   ) -> tuple[tuple[int, int, int, int], torch.Tensor, torch.Tensor] | None:
+    """Blend one face (`[3, S, S]` in [-1, 1]) into `frame`; returns the box it touches, the blended RGB
     pixels there (`[h, w, 3]` float32, 0-255, before any rounding) and where the blend weight is not 0
-    (`[h, w]` bool), or None if the face lies outside the frame."""
-    w, h = crop_wh
+    (`[h, w]` bool), or None if the face lies outside the frame.
+
+    A face larger than the model's `resolution` R (an upscaled crop) is warped from its own pixels: the
+    crop size and the matrix are scaled by S / R, so its detail reaches the frame instead of being
+    shrunk back to the crop size first."""
+    scale_up = face.shape[-1] / resolution if resolution else 1.0
+    w, h = round(crop_wh[0] * scale_up), round(crop_wh[1] * scale_up)
     face = F.interpolate(face[None].to(torch.float32), size=(h, w), mode="bicubic", antialias=True,
                          align_corners=False)[0]
     matrix = torch.as_tensor(matrix, dtype=torch.float32)
+    if scale_up != 1.0:
+        matrix = matrix * torch.tensor([[w / crop_wh[0]], [h / crop_wh[1]]])
     inverse = invert_affine(matrix)
     scale = math.sqrt(abs(float(torch.det(inverse[:, :2].double()))) * w * h)
     box = footprint(inverse, (w, h), tuple(frame.shape[:2]), margin=3 * (int(scale) // 20) + 4)
@@ -100,7 +113,7 @@ def paste_back(frames: Frames, faces: AlignedFaces, generated: Frames, inplace: 
         raise ValueError(f"{len(frames)} frames but {len(faces)} aligned faces")
     if tuple(frames.shape[1:3]) != tuple(faces.frame_hw):
         raise ValueError(f"frames are {tuple(frames.shape[1:3])} but the faces were aligned on {faces.frame_hw}")
-    pixels = generated_to_pixels(generated, faces.resolution)
+    pixels = generated_to_pixels(generated, faces.resolution, any_size=True)
     if len(pixels) != len(faces):
         raise ValueError(f"{len(pixels)} generated crops for {len(faces)} frames")
     is_numpy = isinstance(frames, np.ndarray)
@@ -109,7 +122,7 @@ def paste_back(frames: Frames, faces: AlignedFaces, generated: Frames, inplace: 
     channels = view.shape[-1] if view.ndim == 4 else 1
     for i in range(len(faces)):
         if bool(faces.valid[i]):
-            result = restore_region(view[i], pixels[i], faces.matrices[i], faces.crop_wh)
+            result = restore_region(view[i], pixels[i], faces.matrices[i], faces.crop_wh, faces.resolution)
             if result is not None:
                 _write(view[i], *result, channels)
         if progress is not None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -204,6 +206,29 @@ def test_paste_back_of_untouched_crops_changes_only_the_face_region(clip, clip_t
         print(f"\n{clip} frame {indices[k]}: mean |diff| in the face box {face.mean():.2f}, p99 "
               f"{np.percentile(face, 99):.0f}, max {face.max()}; {len(xs)} pixels changed")
         assert face.mean() <= 2.0
+
+
+def test_upscaled_crops_are_pasted_at_their_own_detail(clip_tracks):
+    """A crop upscaled 2x (as the upscaler node makes it) lands where the 256 px crop lands and is warped from
+    its own pixels: the result is as close to the source as the 256 px paste, and differs from it."""
+    from latentsync.resize import resize_frames
+
+    track, kept = clip_tracks["latentsync_demo1_video.mp4"]
+    indices = sorted(kept)
+    frames = np.stack([kept[i] for i in indices])
+    faces = align(frames, track.subset(indices), 256)
+    crops = faces.images()
+    large = resize_frames(crops, (512, 512), "bicubic")
+    plain = paste_back(frames, faces, crops).astype(int)
+    upscaled = paste_back(frames, faces, large).astype(int)
+    assert np.abs(upscaled - frames.astype(int)).mean() <= np.abs(plain - frames.astype(int)).mean() + 0.05
+    assert not np.array_equal(upscaled, plain)
+    shifted = faces.matrices.clone()
+    shifted[:, :, 2] += 20  # a wrong placement would show: it moves the face by tens of pixels
+    assert np.abs(paste_back(frames, replace(faces, matrices=shifted), large).astype(int) - frames).mean() > \
+        3 * np.abs(upscaled - frames.astype(int)).mean()
+    with pytest.raises(ValueError, match="expected generated crops"):
+        paste_back(frames, faces, torch.zeros(len(frames), 512, 384, 3))
 
 
 # ---------------------------------------------------------------------------------------- bad inputs
