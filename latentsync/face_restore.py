@@ -67,7 +67,10 @@ def restore_region(frame: Frames, face: torch.Tensor, matrix: torch.Tensor, crop
                          align_corners=False)[0]
     matrix = torch.as_tensor(matrix, dtype=torch.float32)
     if scale_up != 1.0:
-        matrix = matrix * torch.tensor([[w / crop_wh[0]], [h / crop_wh[1]]])
+        # Pixel centres sit on whole coordinates and resizes are centre-aligned, so x -> k x + (k - 1) / 2.
+        k = torch.tensor([[w / crop_wh[0]], [h / crop_wh[1]]])
+        matrix = matrix * k
+        matrix[:, 2] += (k[:, 0] - 1) / 2
     inverse = invert_affine(matrix)
     scale = math.sqrt(abs(float(torch.det(inverse[:, :2].double()))) * w * h)
     box = footprint(inverse, (w, h), tuple(frame.shape[:2]), margin=3 * (int(scale) // 20) + 4)

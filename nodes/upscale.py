@@ -1,11 +1,14 @@
 """Upscale node: Real-ESRGAN-family models or interpolation, for generated face crops or whole frames."""
 from __future__ import annotations
 
+import statistics
+
 from ..latentsync.resize import INTERPOLATION_MODES
-from ..latentsync.upscale import upscale_frames
+from ..latentsync.upscale import face_box_sizes, upscale_frames, upscale_mouth_region
 from ..latentsync.upscale_models import check_upscale_model, load_upscale_model
 from ..latentsync.upscale_tiling import estimate_activation_bytes, model_device_bytes
 from ._comfy import PRECISIONS, compute_dtype, folder_paths, io, model_management, progress_reporter
+from .types import Faces
 
 NO_MODEL = "none"
 METHODS = ("model", *INTERPOLATION_MODES)
@@ -49,6 +52,15 @@ class Upscale(io.ComfyNode):
                 io.UpscaleModel.Input("upscale_model", optional=True,
                                       tooltip="A model from ComfyUI's Load Upscale Model node; overrides "
                                               "model_name."),
+                Faces.Input("faces", optional=True,
+                            tooltip="The faces the crops belong to (sampler or Detect Faces): needed by "
+                                    "fit_to_faces and mouth_only."),
+                io.Boolean.Input("fit_to_faces", default=False, optional=True,
+                                 tooltip="With faces: square crops as large as the faces appear in the frames, so "
+                                         "Paste Faces Back keeps every detail (overrides scale/width/height)."),
+                io.Boolean.Input("mouth_only", default=False, optional=True,
+                                 tooltip="With faces and a model: the model upscales only the regenerated mouth "
+                                         "region (soft edge); the rest of the crop is resized bicubically."),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="The upscaled images.")],
         )
@@ -63,9 +75,14 @@ class Upscale(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, method: str, model_name: str, scale: float, width: int, height: int, tile: int,
-                overlap: int, chunk: int, precision: str, upscale_model=None) -> io.NodeOutput:
+                overlap: int, chunk: int, precision: str, upscale_model=None, faces=None, fit_to_faces: bool = False,
+                mouth_only: bool = False) -> io.NodeOutput:
         device = model_management.get_torch_device()
         size = (width, height) if width and height else None
+        if (fit_to_faces or mouth_only) and faces is None:
+            raise ValueError("fit_to_faces and mouth_only need the faces input (from the sampler or Detect Faces)")
+        if fit_to_faces:
+            size = (face_fit_size(faces),) * 2
         if method != "model":
             return io.NodeOutput(upscale_frames(images, method, scale=None if size else scale, size=size,
                                                 device=device, progress=progress_reporter()))
@@ -80,6 +97,21 @@ class Upscale(io.ComfyNode):
         # Make room the way core upscaling does, so other models are offloaded first.
         model_management.free_memory(model_device_bytes(model, dtype)
                                      + estimate_activation_bytes(model, tile, tile, chunk, dtype), device)
-        out = upscale_frames(images, model, scale=None if size else scale, size=size, tile=tile, overlap=overlap,
-                             chunk=chunk, device=device, dtype=dtype, progress=progress_reporter())
+        options = {"scale": None if size else scale, "size": size, "tile": tile, "overlap": overlap, "chunk": chunk,
+                   "device": device, "dtype": dtype, "progress": progress_reporter()}
+        if mouth_only:
+            out = upscale_mouth_region(images, faces.mask, model, **options)
+        else:
+            out = upscale_frames(images, model, **options)
         return io.NodeOutput(out.to(model_management.intermediate_device()))
+
+
+def face_fit_size(faces) -> int:
+    """The square crop size at which one crop pixel covers about one frame pixel (median over the clip),
+    a multiple of 8 and never below the model's resolution."""
+    valid = faces.matrices[faces.valid]
+    if len(valid) == 0:
+        return faces.resolution
+    widths = [w for w, _ in face_box_sizes(valid, faces.crop_wh)]
+    side = faces.resolution * statistics.median(widths) / faces.crop_wh[0]
+    return max(faces.resolution, 8 * round(side / 8))

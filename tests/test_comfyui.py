@@ -407,3 +407,36 @@ def test_syncnet_score_node_shows_the_three_numbers(comfy_server, tmp_path):
     history = comfy_server.run(prompt)
     (error,) = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
     assert "min_track" in error["exception_message"] or "track" in error["exception_message"]
+
+
+def test_upscaled_crops_fit_the_faces_and_paste_back(comfy_server, upscale_models):
+    import numpy as np
+    from PIL import Image
+
+    from media import read_frames, write_clip
+
+    # A close-up: the face about 400 px tall, larger than the 256 px the model makes.
+    frames, rate = read_frames(shared_path("media/latentsync_demo1_video.mp4"), 4)
+    close = np.stack([np.asarray(Image.fromarray(f[430:1030, 300:900]).resize((1200, 1200))) for f in frames])
+    write_clip(comfy_server.dir("input") / "closeup4.mp4", close, rate)
+    prompt = faces_prompt("closeup4.mp4")
+    prompt["8"] = {"class_type": "LatentSyncUpscale", "inputs": {
+        "images": ["3", 1], "faces": ["3", 0], "method": "bicubic", "model_name": "tiny_x2plus.pth", "scale": 2.0,
+        "width": 0, "height": 0, "tile": 512, "overlap": 32, "chunk": 4, "precision": "auto", "fit_to_faces": True}}
+    prompt["5"]["inputs"]["crops"] = ["8", 0]
+    prompt["9"] = {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "fit"}}
+    history = comfy_server.run(prompt)
+    assert history["status"]["status_str"] == "success", history["status"]
+    (size,) = set(saved_sizes(comfy_server, history, "9"))
+    assert size[0] == size[1] and size[0] % 8 == 0 and size[0] > 256  # the face is larger than 256 px here
+    for source, pasted in zip(saved_arrays(comfy_server, history, "7"), saved_arrays(comfy_server, history, "6")):
+        assert abs(source - pasted).mean() < 1.0  # the enlarged crop lands exactly where the face was
+
+    prompt["8"]["inputs"].update(method="model", fit_to_faces=False, mouth_only=True, scale=2.0)
+    history = comfy_server.run(prompt)
+    assert history["status"]["status_str"] == "success", history["status"]
+    assert set(saved_sizes(comfy_server, history, "9")) == {(512, 512)}
+    del prompt["8"]["inputs"]["faces"]
+    history = comfy_server.run(prompt)
+    (error,) = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
+    assert "need the faces input" in error["exception_message"]
