@@ -249,7 +249,7 @@ def test_short_clip_silent_audio_and_no_face_fail_clearly(net):
         score_sync(frames, speech, 16000, 25, net)
 
 
-def test_score_command_without_detector_or_audio_says_what_to_pass(tmp_path, syncnet_file):
+def test_score_command_without_audio_or_face_says_what_to_do(tmp_path, syncnet_file):
     import av
 
     silent_video = tmp_path / "no_audio.mp4"
@@ -264,7 +264,7 @@ def test_score_command_without_detector_or_audio_says_what_to_pass(tmp_path, syn
     with pytest.raises(ValueError, match="no audio stream; pass --audio"):
         score_command(args)
     args.already_cropped, args.audio = False, str(shared_path(DEMO_AUDIO))
-    with pytest.raises(ValueError, match="pass --s3fd"):
+    with pytest.raises(ValueError, match="face"):  # the pack's detector finds none in a black clip
         score_command(args)
 
 
@@ -362,3 +362,20 @@ def test_shots_and_25_fps_resampling():
     assert [i for i, _ in frames_at_25fps(range(7), 25)] == list(range(7))
     assert [i for i, _ in frames_at_25fps(range(10), 50)] == [0, 2, 4, 6, 8]
     assert len([i for i, _ in frames_at_25fps(range(240), 24)]) == 250
+
+
+def test_score_cli_with_the_packs_face_crops(tmp_path, syncnet_file):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from media import cut_clip
+
+    clip = cut_clip(shared_path("media/latentsync_demo1_video.mp4"), tmp_path / "clip.mp4", 40, 540)
+    out = subprocess.run([sys.executable, "-m", "latentsync", "score", str(clip), "--audio", str(shared_path(DEMO_AUDIO)),
+                          "--syncnet", str(syncnet_file), "--min-track", "20", "--json"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)
+    assert result["crops"] == "pack" and len(result["distances"]) == 31 and result["windows"] > 0
