@@ -9,6 +9,7 @@ const REPORTS = {
   LatentSyncUNetLoader: ["latentsync_unet", (d) =>
     [`${(d.parameters / 1e6).toFixed(1)} M parameters · ${d.dtype} · ${d.quantization} · ${d.weights_mb} MB`,
      `${d.resolution} px faces · ${d.config}`]],
+  LatentSyncSampler: ["latentsync_sampler", (d) => [`${d.generated} of ${d.frames} frames generated`]],
   LatentSyncWhisperEncode: ["latentsync_features", (d) =>
     [`${d.frames} frames at ${d.fps} fps · ${d.speech_frames} with speech`,
      `${d.duration.toFixed(2)} s of audio · policy ${d.speech_policy}${d.seamless ? " · seamless" : ""}`]],

@@ -47,6 +47,16 @@ _EXPORTS = {
     "align": "face_align",
     "paste_back": "face_restore",
     "mouth_masks": "face_mask",
+    "SamplerSettings": "sampler",
+    "LipSyncResult": "sampler",
+    "lipsync": "sampler",
+    "FaceVAE": "sampler",
+    "SCHEDULERS": "schedulers",
+    "make_scheduler": "schedulers",
+    "load_vae": "vae",
+    "read_frames": "video_io",
+    "write_video": "video_io",
+    "run_experiment": "experiment",
 }
 __all__ = list(_EXPORTS)
 

@@ -215,10 +215,22 @@ class AudioFeatures:
     duration: float  # seconds of audio
     speech_policy: str
     seamless: bool
+    # [L, 5, 384]: whisper's features of digital silence as long as the audio (None unless speech segments
+    # or the silence policy were given): what the sampler's VAD policies condition non-speech frames on.
+    silence_features: torch.Tensor | None = None
 
     @property
     def frames(self) -> int:
         return int(self.chunks.shape[0])
+
+    def silence_chunks(self, frames: np.ndarray | slice | None = None) -> torch.Tensor:
+        """Chunks of digital silence `[n, 50, 384]` for some frames (all by default), gathered from the same
+        rows as `chunks`; raises `ValueError` when the features were made without speech segments."""
+        if self.silence_features is None:
+            raise ValueError("these audio features carry no silence features: extract them with the speech "
+                             "segments (extract_features(..., segments=...)) or the 'silence' speech policy")
+        rows = self.rows if frames is None else self.rows[frames]
+        return gather_chunks(self.silence_features, np.atleast_2d(rows))
 
     def summary(self) -> dict:
         return {"duration": round(self.duration, 6), "fps": self.fps, "frames": self.frames,
@@ -263,16 +275,20 @@ def extract_features(waveform: torch.Tensor | np.ndarray, sample_rate: int, enco
 
     mask = segments.speech_mask(fps, frames) if segments is not None else np.ones(frames, dtype=bool)
     weight = np.ones(frames, dtype=np.float32)
+    silent = None
+    if segments is not None or speech_policy == "silence":
+        # Whisper of digital silence is cheap (identical 30 s windows are encoded once) and lets the sampler
+        # quiet the mouth on any frames it chooses, not only those chosen here.
+        silent = encode_mel(encoder, log_mel_spectrogram(torch.zeros_like(audio), encoder.dims.n_mels),
+                            seamless=seamless, context_s=context_s)
     if speech_policy == "silence":
         weight = speech_weights(mask, crossfade_frames)
         if (weight < 1).any():
-            silent = encode_mel(encoder, log_mel_spectrogram(torch.zeros_like(audio), encoder.dims.n_mels),
-                                seamless=seamless, context_s=context_s)
             w = torch.from_numpy(weight)[:, None, None]
             chunks = w * chunks + (1 - w) * gather_chunks(silent, rows)
     return AudioFeatures(features=features, chunks=chunks.contiguous(), speech_mask=torch.from_numpy(mask),
                          speech_weight=torch.from_numpy(weight), rows=rows, fps=float(fps), duration=duration,
-                         speech_policy=speech_policy, seamless=seamless)
+                         speech_policy=speech_policy, seamless=seamless, silence_features=silent)
 
 
 def window_seams(num_rows: int, window_rows: int = 1500) -> list[int]:

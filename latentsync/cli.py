@@ -7,8 +7,10 @@ import sys
 
 from . import vad as vad_lib
 from .audio import AudioError, load_audio
+from .cli_experiment import add_experiment_parser
 from .cli_faces import add_faces_parser
 from .cli_features import add_features_parser
+from .cli_lipsync import add_lipsync_parser
 from .cli_score import add_score_parser
 from .cli_upscale import add_upscale_parser
 
@@ -42,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_faces_parser(commands)
     add_score_parser(commands)
     add_upscale_parser(commands)
+    add_lipsync_parser(commands)
+    add_experiment_parser(commands)
     return parser
 
 

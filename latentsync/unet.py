@@ -13,6 +13,7 @@ The layers are in `unet_blocks.py`, the hyper-parameters in `unet_config.py`, fi
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,9 @@ from torch import Tensor, nn
 
 from .unet_blocks import ClipGroupNorm, DownBlock, MidBlock, UpBlock
 from .unet_config import ConfigLike, UNetConfig, resolve_unet_config
+
+if TYPE_CHECKING:
+    from .deepcache import DeepCache
 
 
 def timestep_embedding(timesteps: Tensor, dim: int, flip_sin_to_cos: bool, freq_shift: float) -> Tensor:
@@ -84,7 +88,10 @@ class LatentSyncUNet(nn.Module):
         # the first float parameter: weight-only quantization may have replaced conv_in's weight
         return next(p.dtype for p in self.parameters() if p.is_floating_point())
 
-    def forward(self, sample: Tensor, timestep: Tensor | float, encoder_hidden_states: Tensor | None) -> Tensor:
+    def forward(self, sample: Tensor, timestep: Tensor | float, encoder_hidden_states: Tensor | None,
+                cache: DeepCache | None = None) -> Tensor:
+        """`cache` (see `deepcache.py`): a full pass stores the deep features in it; with `cache.reuse` set,
+        only the shallow end runs, on the stored features."""
         config = self.config
         if sample.ndim != 5 or sample.shape[1] != config.in_channels:
             raise ValueError(f"sample must be [batch, {config.in_channels}, frames, height, width], "
@@ -109,6 +116,9 @@ class LatentSyncUNet(nn.Module):
             sample = 2 * sample - 1.0
         x = sample.to(self.dtype).transpose(1, 2).reshape(batch * num_frames, -1, height, width)
         x = self.conv_in(x)
+        if cache is not None:
+            x = self._deepcache_pass(x, time, context, num_frames, cache)
+            return x.view(batch, num_frames, -1, height, width).transpose(1, 2).contiguous()
         skips = [x]
         for block in self.down_blocks:
             x, block_skips = block(x, time, context, num_frames)
@@ -121,6 +131,31 @@ class LatentSyncUNet(nn.Module):
             x = block(x, block_skips, time, context, num_frames, size)
         x = self.conv_out(F.silu(self.conv_norm_out(x, num_frames)))
         return x.view(batch, num_frames, -1, height, width).transpose(1, 2).contiguous()
+
+    def _deepcache_pass(self, x: Tensor, time: Tensor, context: Tensor | None, num_frames: int,
+                        cache: DeepCache) -> Tensor:
+        """The forward from `conv_in`'s output on, with the same operations as `forward` in the same order
+        (so a cache that is never reused changes no bit), storing or reusing the deep features: the input of
+        the last up block's last layer, which is all that layer takes from deeper than `conv_in`."""
+        last = self.up_blocks[-1]
+        first_skip = x
+        if cache.reuse and cache.features is not None:
+            x = cache.features
+        else:
+            skips = [x]
+            for block in self.down_blocks:
+                x, block_skips = block(x, time, context, num_frames)
+                skips += block_skips
+            x = self.mid_block(x, time, context, num_frames)
+            for block in self.up_blocks[:-1]:
+                block_skips = skips[-len(block.resnets):]
+                del skips[-len(block.resnets):]
+                x = block(x, block_skips, time, context, num_frames, tuple(skips[-1].shape[-2:]))
+            for index in range(len(last.resnets) - 1):
+                x = last._layer(index, torch.cat([x, skips.pop()], dim=1), time, context, num_frames)
+            cache.features = x
+        x = last._layer(len(last.resnets) - 1, torch.cat([x, first_skip], dim=1), time, context, num_frames)
+        return self.conv_out(F.silu(self.conv_norm_out(x, num_frames)))
 
 
 def build_unet(config: ConfigLike, device: torch.device | str = "meta",

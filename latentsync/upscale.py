@@ -131,6 +131,19 @@ def face_box_sizes(matrices: torch.Tensor, crop_wh: Size) -> list[Size]:
     return sizes
 
 
+def face_fit_side(faces, minimum: int | None = None) -> int:
+    """"Fit to the face box" for a clip of aligned faces (`AlignedFaces`): the square crop side at which one crop
+    pixel covers about one frame pixel (median over the frames with a face), a multiple of 8, at least
+    `minimum` (default: the faces' resolution)."""
+    minimum = faces.resolution if minimum is None else minimum
+    valid = faces.matrices[faces.valid]
+    side = float(minimum)
+    if len(valid):
+        widths = sorted(w for w, _ in face_box_sizes(valid, faces.crop_wh))
+        side = max(side, faces.resolution * widths[len(widths) // 2] / faces.crop_wh[0])
+    return 8 * math.ceil(side / 8)
+
+
 def rescale_crop_matrices(matrices: torch.Tensor, crop_wh: Size, sizes: Sequence[Size] | Size) -> torch.Tensor:
     """Frame -> crop matrices for crops resized from `crop_wh` to `sizes`, so the paste-back can warp upscaled
     crops directly instead of shrinking them back to `crop_wh` first.

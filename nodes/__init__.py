@@ -4,6 +4,7 @@ from __future__ import annotations
 from ._comfy import ComfyExtension, io
 from .model_folders import register_model_folders
 from .faces import DetectFaces, PasteFaces
+from .sampler import LatentSyncSampler
 from .score import SyncNetScore
 from .unet_loader import UNetLoader
 from .upscale import Upscale
@@ -11,7 +12,7 @@ from .vad import VoiceActivityDetection
 from .whisper import WhisperEncode
 
 NODES: list[type[io.ComfyNode]] = [VoiceActivityDetection, WhisperEncode, UNetLoader, DetectFaces, PasteFaces,
-                                   Upscale, SyncNetScore]
+                                   LatentSyncSampler, Upscale, SyncNetScore]
 
 
 class LatentSyncExtension(ComfyExtension):

@@ -1,10 +1,8 @@
 """Upscale node: Real-ESRGAN-family models or interpolation, for generated face crops or whole frames."""
 from __future__ import annotations
 
-import statistics
-
 from ..latentsync.resize import INTERPOLATION_MODES
-from ..latentsync.upscale import face_box_sizes, upscale_frames, upscale_mouth_region
+from ..latentsync.upscale import face_fit_side, upscale_frames, upscale_mouth_region
 from ..latentsync.upscale_models import check_upscale_model, load_upscale_model
 from ..latentsync.upscale_tiling import estimate_activation_bytes, model_device_bytes
 from ._comfy import PRECISIONS, compute_dtype, folder_paths, io, model_management, progress_reporter
@@ -82,7 +80,7 @@ class Upscale(io.ComfyNode):
         if (fit_to_faces or mouth_only) and faces is None:
             raise ValueError("fit_to_faces and mouth_only need the faces input (from the sampler or Detect Faces)")
         if fit_to_faces:
-            size = (face_fit_size(faces),) * 2
+            size = (face_fit_side(faces),) * 2
         if method != "model":
             return io.NodeOutput(upscale_frames(images, method, scale=None if size else scale, size=size,
                                                 device=device, progress=progress_reporter()))
@@ -105,13 +103,3 @@ class Upscale(io.ComfyNode):
             out = upscale_frames(images, model, **options)
         return io.NodeOutput(out.to(model_management.intermediate_device()))
 
-
-def face_fit_size(faces) -> int:
-    """The square crop size at which one crop pixel covers about one frame pixel (median over the clip),
-    a multiple of 8 and never below the model's resolution."""
-    valid = faces.matrices[faces.valid]
-    if len(valid) == 0:
-        return faces.resolution
-    widths = [w for w, _ in face_box_sizes(valid, faces.crop_wh)]
-    side = faces.resolution * statistics.median(widths) / faces.crop_wh[0]
-    return max(faces.resolution, 8 * round(side / 8))

@@ -1,8 +1,11 @@
-"""Run the pack's VAD sample workflow through a real ComfyUI, headless, on a demo voice or yours.
+"""The pack's main job, headless through a real ComfyUI: lip-sync a face to a voice.
 
-Called by scripts/demo.sh after set-up. The voice is spoken by espeak-ng (nothing third-party is
-copied), unless --audio names your own file. Outputs go to HOME/demo/output; with --serve the server
-stays up so you can open the graph editor and load workflows/vad_preview.json.
+Called by scripts/demo.sh after set-up. Inputs: your --video (or still image) and --audio, or a demo built
+from packages (the public-domain astronaut portrait that scikit-image ships, and a voice spoken by
+espeak-ng; nothing third-party is copied). Weights: the official LatentSync 1.5 UNet, whisper tiny.pt and
+sd-vae-ft-mse are fetched into ComfyUI's model folders when the hub is reachable (you ran the command, so
+that is asking; --no-download stops it); offline, the demo says which files to put where and still runs
+what needs no weights: the VAD preview. Outputs go to HOME/demo/output; --serve keeps ComfyUI up.
 """
 from __future__ import annotations
 
@@ -17,74 +20,145 @@ from pathlib import Path
 import comfyui
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW = REPO / "workflows" / "vad_preview.json"
-DEMO_TEXT = ("Hello! This voice was made for the lip sync demo. [[ ]] "
-             "After a short pause, it speaks again, so you can see the silence between the words.")
+VOICE, VIDEO = "latentsync_demo_voice.wav", "latentsync_demo.mp4"  # the names the sample workflows load
+DEMO_TEXT = ("Hello! This face was never filmed speaking. [[ ]] "
+             "Now it says what the voice says, and rests its mouth in the pauses.")
+# file under ComfyUI/models -> (hub repository, file in it)
+WEIGHTS = {
+    "latentsync/1.5/latentsync_unet.pt": ("ByteDance/LatentSync-1.5", "latentsync_unet.pt"),
+    "whisper/tiny.pt": ("ByteDance/LatentSync-1.5", "whisper/tiny.pt"),
+    "vae/vae-ft-mse-840000-ema-pruned.safetensors": ("stabilityai/sd-vae-ft-mse-original",
+                                                     "vae-ft-mse-840000-ema-pruned.safetensors"),
+}
 
 
 def demo_voice(target: Path) -> None:
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        sys.exit("espeak-ng is not installed (Debian: apt-get install espeak-ng); "
-                 "or pass your own voice with --audio FILE")
-    # Two sentences with a long pause between them, so the VAD has something to find.
-    first, second = DEMO_TEXT.split(" [[ ]] ")
-    parts = [target.with_name("part1.wav"), target.with_name("part2.wav")]
-    for text, path in zip((first, second), parts):
-        subprocess.run([exe, "-w", str(path), text], check=True)
-    sys.path.insert(0, str(REPO))
-    import torch
+    """Two sentences with a pause between them, spoken by espeak-ng, as a 16-bit WAV."""
     import wave
 
+    import numpy as np
+
+    sys.path.insert(0, str(REPO))
     from latentsync.audio import load_audio
 
-    (a, rate), (b, _) = load_audio(parts[0]), load_audio(parts[1])
-    gap = torch.zeros(1, int(1.5 * rate))
-    samples = (torch.cat([gap[:, : rate // 2], a, gap, b, gap[:, : rate // 2]], dim=1) * 32767).short()
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        sys.exit("espeak-ng is not installed (Debian: apt-get install espeak-ng); or pass your own voice with --audio")
+    parts = []
+    for i, text in enumerate(DEMO_TEXT.split(" [[ ]] ")):
+        path = target.with_name(f"part{i}.wav")
+        subprocess.run([exe, "-w", str(path), text], check=True)
+        parts.append(load_audio(path))
+        path.unlink()
+    rate = parts[0][1]
+    pause = np.zeros(int(1.2 * rate), np.float32)
+    samples = np.concatenate([pause[: rate // 2], parts[0][0][0].numpy(), pause, parts[1][0][0].numpy(), pause[: rate // 2]])
     with wave.open(str(target), "wb") as out:
         out.setnchannels(1), out.setsampwidth(2), out.setframerate(rate)
-        out.writeframes(samples.numpy().tobytes())
-    for path in parts:
-        path.unlink()
+        out.writeframes((samples * 32767).astype(np.int16).tobytes())
+
+
+def demo_video(target: Path, seconds: float, fps: int = 25) -> None:
+    """The astronaut portrait that scikit-image ships (public domain, NASA), as a still video."""
+    import numpy as np
+    from skimage import data
+
+    sys.path.insert(0, str(REPO))
+    from latentsync.video_io import write_video
+
+    import torch
+
+    frames = torch.from_numpy(np.ascontiguousarray(data.astronaut()))[None].repeat(int(seconds * fps) + 1, 1, 1, 1)
+    write_video(target, frames, fps)
+
+
+def fetch_weights(models: Path, download: bool) -> list[str]:
+    """Fetch the missing official weights when allowed and reachable; returns what is still missing."""
+    missing = [name for name in WEIGHTS if not (models / name).is_file()]
+    if missing and download:
+        try:
+            from huggingface_hub import hf_hub_download
+        except ImportError:
+            hf_hub_download = None
+        for name in list(missing):
+            repo, filename = WEIGHTS[name]
+            try:
+                print(f"[demo] downloading {repo}/{filename}")
+                got = Path(hf_hub_download(repo_id=repo, filename=filename, local_dir=models / ".download" / repo))
+                (models / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(got, models / name)
+                missing.remove(name)
+            except Exception as exc:  # offline, hub unreachable: say what to do by hand
+                print(f"[demo] could not download {repo}/{filename}: {type(exc).__name__}")
+                break
+    return missing
+
+
+def run_workflow(server: comfyui.ComfyServer, name: str, object_info: dict, timeout: float = 3600) -> dict:
+    workflow = json.loads((REPO / "workflows" / name).read_text())
+    history = server.run(comfyui.workflow_to_prompt(workflow, object_info), timeout=timeout)
+    if history["status"]["status_str"] != "success":
+        errors = [m[1].get("exception_message") for m in history["status"]["messages"] if m[0] == "execution_error"]
+        raise SystemExit(f"[demo] {name} failed: {errors}")
+    return history
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--audio", type=Path, help="your own voice track (any format PyAV reads)")
+    parser.add_argument("--video", type=Path, help="your talking-face video or still image")
+    parser.add_argument("--audio", type=Path, help="your voice track (any format PyAV reads)")
+    parser.add_argument("--no-download", action="store_true", help="never fetch weights; use what is there")
     parser.add_argument("--serve", action="store_true", help="keep ComfyUI running afterwards (Ctrl-C stops it)")
-    parser.add_argument("--port", type=int, default=8188)
+    parser.add_argument("--port", type=int, default=8188, help="0 = any free port")
     parser.add_argument("--comfyui", type=Path, required=True, help="ComfyUI folder (from scripts/setup.sh)")
     parser.add_argument("--home", type=Path, required=True, help="cache folder; the demo works in HOME/demo")
     args = parser.parse_args()
 
-    port = args.port if comfyui.port_is_free(args.port) else comfyui.free_port()
+    port = args.port if args.port and comfyui.port_is_free(args.port) else comfyui.free_port()
     server = comfyui.ComfyServer(args.comfyui, args.home / "demo", REPO, port=port)
-    workflow = json.loads(WORKFLOW.read_text())
-    (loader,) = [node for node in workflow["nodes"] if node["type"] == "LoadAudio"]
-    voice = server.dir("input") / loader["widgets_values"][0]
-    voice.parent.mkdir(parents=True, exist_ok=True)
+    inputs = server.dir("input")
+    inputs.mkdir(parents=True, exist_ok=True)
     if args.audio:
-        shutil.copy(args.audio, voice)
+        shutil.copy(args.audio, inputs / VOICE)
     else:
-        demo_voice(voice)
-    print(f"[demo] voice: {voice}")
+        demo_voice(inputs / VOICE)
+    if args.video and args.video.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".bmp"):
+        shutil.copy(args.video, inputs / VIDEO)
+    else:
+        sys.path.insert(0, str(REPO))
+        from latentsync.audio import load_audio
+
+        waveform, rate = load_audio(inputs / VOICE)
+        if args.video:  # a still image: as long as the voice
+            from latentsync.video_io import read_frames, write_video
+
+            still, _ = read_frames(args.video)
+            write_video(inputs / VIDEO, still[:1].repeat(int(waveform.shape[1] / rate * 25) + 1, 1, 1, 1), 25)
+        else:
+            demo_video(inputs / VIDEO, waveform.shape[1] / rate)
+    print(f"[demo] inputs: {inputs / VIDEO}, {inputs / VOICE}")
+    missing = fetch_weights(server.dir("models"), download=not args.no_download)
 
     with server:
         print(f"[demo] ComfyUI {comfyui.COMFYUI_VERSION} with the pack at {server.url}")
-        prompt = comfyui.workflow_to_prompt(workflow, server.get("/object_info"))
-        history = server.run(prompt)
-        if history["status"]["status_str"] != "success":
-            errors = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
-            print(json.dumps(errors, indent=1), file=sys.stderr)
-            return 1
+        object_info = server.get("/object_info")
+        history = run_workflow(server, "vad_preview.json", object_info)
         for output in history["outputs"].values():
             for vad in output.get("latentsync_vad", []):
                 print(json.dumps({"duration": vad["duration"], "speech": vad["speech"]}))
-            for image in output.get("images", []):
-                print(f"[demo] timeline picture: {server.dir(image['type']) / image['subfolder'] / image['filename']}")
-        print("[demo] the same from the command line: python -m latentsync vad", voice)
+        if missing:
+            print("[demo] the lip-sync needs these files, which are not there yet; put them in place and run again:")
+            for name in missing:
+                repo, filename = WEIGHTS[name]
+                print(f"  {server.dir('models') / name}  <-  https://huggingface.co/{repo} ({filename})")
+        else:
+            history = run_workflow(server, "latentsync_basic.json", object_info)
+            for output in history["outputs"].values():
+                for video in output.get("images", []):
+                    if video["filename"].endswith(".mp4"):
+                        print(f"[demo] lip-synced video: {server.dir('output') / video['subfolder'] / video['filename']}")
         if args.serve:
-            print(f"[demo] open {server.url} and load {WORKFLOW} (Ctrl-C to stop)")
+            print(f"[demo] open {server.url} and load a workflow from {REPO / 'workflows'} (Ctrl-C to stop)")
             try:
                 while server.process.poll() is None:
                     time.sleep(1)

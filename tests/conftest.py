@@ -29,7 +29,8 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 VOICES = ("latentsync_demo1_audio.wav", "latentsync_demo3_audio.wav")
 PACK_NODES = {"LatentSyncVAD", "LatentSyncWhisperEncode", "LatentSyncUNetLoader", "LatentSyncUpscale",
-              "LatentSyncDetectFaces", "LatentSyncPasteFaces", "LatentSyncSyncNetScore"}  # every node the pack registers
+              "LatentSyncDetectFaces", "LatentSyncPasteFaces", "LatentSyncSyncNetScore",
+              "LatentSyncSampler"}  # every node the pack registers
 
 
 def missing(what: str):
@@ -81,3 +82,34 @@ def object_info(comfy_server) -> dict:
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+DEMO_FRAMES = 24  # 0.96 s at 25 fps: two windows (16 + 8), and the voice starts after a 0.45 s pause
+
+
+@pytest.fixture(scope="session")
+def lipsync_inputs(comfy_server):
+    """The names the shipped lip-sync workflows load: a 0.96 s cut of the shared clip (540 px wide) and its
+    voice cut to the same length, in ComfyUI's input folder."""
+    from media import cut_clip, cut_voice
+
+    cut_clip(shared_path("media/latentsync_demo1_video.mp4"), comfy_server.dir("input") / "latentsync_demo.mp4",
+             DEMO_FRAMES, 540)
+    cut_voice(shared_path("media/latentsync_demo1_audio.wav"), comfy_server.dir("input") / "latentsync_demo_voice.wav",
+              DEMO_FRAMES / 25)
+    return comfy_server.dir("input")
+
+
+@pytest.fixture(scope="session")
+def tiny_unet_config() -> dict:
+    import json
+
+    return json.loads(shared_path("reference/latentsync/unet_tiny_config.json").read_text())["unet_config"]
+
+
+@pytest.fixture(scope="session")
+def lipsync_models(comfy_server, tiny_unet_config):
+    """Random-weight models in the official formats, under the names the shipped workflows use."""
+    from model_files import write_lipsync_models
+
+    return write_lipsync_models(comfy_server.dir("models"), tiny_unet_config)

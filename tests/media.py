@@ -40,3 +40,17 @@ def write_clip(dst: Path, frames: np.ndarray, fps: Fraction | float) -> Path:
 def cut_clip(src: Path, dst: Path, count: int, width: int | None = None) -> Path:
     frames, rate = read_frames(src, count, width)
     return write_clip(dst, frames, rate)
+
+
+def cut_voice(src: Path, dst: Path, seconds: float) -> Path:
+    """The first `seconds` of an audio file as a mono 16-bit WAV at its own rate."""
+    import wave
+
+    from latentsync.audio import load_audio
+
+    waveform, rate = load_audio(src)
+    samples = (waveform.mean(0)[: round(seconds * rate)].numpy() * 32767).astype(np.int16)
+    with wave.open(str(dst), "wb") as out:
+        out.setnchannels(1), out.setsampwidth(2), out.setframerate(rate)
+        out.writeframes(samples.tobytes())
+    return dst

@@ -70,9 +70,10 @@ def write_pyannote_segmentation(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def write_tiny_unet(path: Path, unet_config: dict, seed: int = 0) -> Path:
+def write_tiny_unet(path: Path, unet_config: dict, seed: int = 0, resolution: int = 256) -> Path:
     """A random-weight LatentSync UNet of the given (tiny) config as an official `latentsync_unet.pt`
-    (`{"state_dict", "global_step"}`), with the config beside it as `<name>.json`."""
+    (`{"state_dict", "global_step"}`), with the config beside it as `<name>.json` (its face resolution
+    too: 256 as 1.5, 512 as 1.6)."""
     import json
 
     from latentsync.unet import build_unet
@@ -81,5 +82,16 @@ def write_tiny_unet(path: Path, unet_config: dict, seed: int = 0) -> Path:
     unet = build_unet(unet_config, device="cpu")
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": unet.state_dict(), "global_step": 1}, path)
-    path.with_suffix(".json").write_text(json.dumps({"unet_config": unet_config, "resolution": 256}))
+    path.with_suffix(".json").write_text(json.dumps({"unet_config": unet_config, "resolution": resolution}))
     return path
+
+
+def write_lipsync_models(models: Path, unet_config: dict) -> Path:
+    """Random-weight models in the official formats, laid out as a ComfyUI models/ folder under the names the
+    shipped workflows use: a tiny UNet (config beside it), whisper tiny.pt and a full-size SD VAE."""
+    from vae_files import write_sd_vae
+
+    write_tiny_unet(models / "latentsync" / "1.5" / "latentsync_unet.pt", unet_config)
+    write_whisper_checkpoint(models / "whisper" / "tiny.pt")
+    write_sd_vae(models / "vae" / "vae-ft-mse-840000-ema-pruned.safetensors")
+    return models

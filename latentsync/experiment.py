@@ -1,0 +1,277 @@
+"""The PoC experiment: one clip through a matrix of configurations (VAD policy, 256 vs 1.6@512 vs 256 +
+upscale, quantization, scheduler and steps, guidance, DeepCache), each scored with SyncNet, on one library
+path. Writes `README.md` (a table: config, LSE-C, LSE-D, offset, seconds, peak memory), `results.csv`,
+`chart.png` and one mp4 per configuration.
+
+The configs file (JSON):
+    {"models": {"unet_1.5": PATH, "unet_1.6": PATH, "whisper": PATH, "vae": PATH, "syncnet": PATH,
+                "s3fd": PATH (optional), "upscaler": PATH (optional)},
+     "defaults": {"version": "1.5", "dtype": "auto", "quantization": "none", "scheduler": "ddim", "steps": 20,
+                  "guidance": 1.5, "seed": 1247, "deepcache": 0, "vad": "off", "upscale": "none", ...},
+     "score": {"crops": "pack" | "s3fd", "min_track": 50},
+     "configs": [{"name": "baseline 256"}, {"name": "VAD skip", "vad": "skip"}, ...]}
+Relative model paths are read from the `--models` folder (a ComfyUI models/ folder) or the file's folder.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEFAULTS = {"version": "1.5", "dtype": "auto", "quantization": "none", "scheduler": "ddim", "steps": 20,
+            "guidance": 1.5, "seed": 1247, "deepcache": 0, "vad": "off", "min_silence_s": 0.3, "fast_steps": 6,
+            "upscale": "none", "upscale_scale": 2.0}
+MODEL_DEFAULTS = {"unet_1.5": "latentsync/1.5/latentsync_unet.pt", "unet_1.6": "latentsync/1.6/latentsync_unet.pt",
+                  "whisper": "whisper/tiny.pt", "vae": "vae/vae-ft-mse-840000-ema-pruned.safetensors",
+                  "syncnet": "syncnet/syncnet_v2.model", "s3fd": None, "upscaler": None}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class Inputs:
+    frames: torch.Tensor
+    fps: float
+    waveform: torch.Tensor
+    sample_rate: int
+    audio_path: Path
+    cache: dict = field(default_factory=dict)
+
+
+def load_plan(path: str | Path, models_dir: str | Path | None = None) -> tuple[dict, list[dict], dict]:
+    """(model paths, full configs, score settings) from a configs file; every config gets every default."""
+    path = Path(path)
+    plan = json.loads(path.read_text(encoding="utf-8"))
+    plan.pop("_about", None)
+    base = Path(models_dir) if models_dir else path.parent
+    models = {}
+    for key, default in MODEL_DEFAULTS.items():
+        value = plan.get("models", {}).get(key, default)
+        models[key] = None if value is None else (Path(value) if Path(value).is_absolute() else base / value)
+    defaults = DEFAULTS | plan.get("defaults", {})
+    configs = [defaults | config for config in plan["configs"]]
+    unknown = {k for c in configs for k in c} - set(DEFAULTS) - {"name"}
+    if unknown:
+        raise ValueError(f"unknown config settings {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    names = [c.get("name") for c in configs]
+    if None in names or len(set(names)) != len(names):
+        raise ValueError("every config needs a unique name")
+    return models, configs, {"crops": "pack", "min_track": 50} | plan.get("score", {})
+
+
+class PeakMemory:
+    """Peak memory during a block: CUDA's allocator peak on a GPU, else the process's resident set, sampled."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak, self._stop = device, 0, threading.Event()
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            import psutil
+
+            process = psutil.Process()
+
+            def sample():
+                while not self._stop.wait(0.05):
+                    self.peak = max(self.peak, process.memory_info().rss)
+
+            self.peak = process.memory_info().rss
+            self._thread = threading.Thread(target=sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+
+
+def run_config(config: dict, inputs: Inputs, models: dict, device: torch.device, out_dir: Path,
+               score_settings: dict) -> dict:
+    """Lip-sync and score one configuration; returns its result row."""
+    from .face_restore import paste_back
+    from .sampler import SamplerSettings, lipsync
+    from .video_io import write_video
+
+    dtype = DTYPES.get(config["dtype"], torch.float16 if device.type == "cuda" else torch.float32)
+    settings = SamplerSettings(scheduler=config["scheduler"], steps=config["steps"], guidance=config["guidance"],
+                               seed=config["seed"], deepcache_interval=config["deepcache"], vad_policy=config["vad"],
+                               min_silence_s=config["min_silence_s"], fast_steps=config["fast_steps"])
+    settings.validate()
+    started = time.perf_counter()
+    with PeakMemory(device) as memory:
+        unet, resolution = _unet(config, inputs, models, device, dtype)
+        features, speech = _features(config, inputs, models, device)
+        vae = _cached(inputs, ("vae", str(device), dtype), lambda: _load_vae(models["vae"], device, dtype))
+        result = lipsync(inputs.frames, features, unet, vae, settings, speech=speech, resolution=resolution,
+                         device=device)
+        frames = result.frames
+        if config["upscale"] != "none":
+            crops = _upscale(result, config, models, device)
+            frames = paste_back(inputs.frames[torch.as_tensor(result.source_index)], result.faces, crops)
+    seconds = time.perf_counter() - started
+    video = out_dir / f"{slug(config['name'])}.mp4"
+    write_video(video, frames, inputs.fps, audio=inputs.audio_path)
+    score = _score(frames, inputs, models, device, score_settings)
+    return {"name": config["name"], "lse_c": score.lse_c, "lse_d": score.lse_d, "offset": score.offset,
+            "crops": score.crops, "seconds": seconds, "peak_mb": memory.peak / 2**20, "frames": len(frames),
+            "generated": int(result.generated.sum()), "video": video.name,
+            "settings": {k: v for k, v in config.items() if k != "name"}}
+
+
+def run_experiment(video: str | Path, audio: str | Path, configs_file: str | Path, out_dir: str | Path, *,
+                   models_dir: str | Path | None = None, device: str | None = None,
+                   progress=print) -> list[dict]:
+    from .audio import load_audio
+    from .video_io import read_frames
+
+    models, configs, score_settings = load_plan(configs_file, models_dir)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    frames, fps = read_frames(video)
+    if fps is None:
+        raise ValueError(f"{video} is a still image; the experiment needs a video (its frame rate matters)")
+    waveform, sample_rate = load_audio(audio)
+    inputs = Inputs(frames=frames, fps=fps, waveform=waveform, sample_rate=sample_rate, audio_path=Path(audio))
+    rows = []
+    for index, config in enumerate(configs, 1):
+        progress(f"[{index}/{len(configs)}] {config['name']}")
+        rows.append(run_config(config, inputs, models, torch_device, out_dir, score_settings))
+    write_report(rows, out_dir, {"video": str(video), "audio": str(audio), "device": str(torch_device),
+                                 "configs": str(configs_file), "fps": fps, "frames": len(frames)})
+    return rows
+
+
+def write_report(rows: list[dict], out_dir: Path, context: dict) -> None:
+    from PIL import Image
+
+    lines = ["# LatentSync experiment", "",
+             f"Clip `{context['video']}` ({context['frames']} frames at {context['fps']:g} fps) with "
+             f"`{context['audio']}`, on {context['device']}; configs from `{context['configs']}`.",
+             "LSE-C: SyncNet confidence (higher is better); LSE-D: distance (lower is better); offset in frames "
+             f"at 25 fps; crops: {rows[0]['crops'] if rows else '-'}.", "",
+             "| config | LSE-C | LSE-D | offset | seconds | peak memory (MB) | generated frames |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {r['name']} | {r['lse_c']:.3f} | {r['lse_d']:.3f} | {r['offset']:+d} | {r['seconds']:.1f} | "
+              f"{r['peak_mb']:.0f} | {r['generated']}/{r['frames']} |" for r in rows]
+    lines += ["", "Settings per config are in `results.csv`; each config's video is beside this file."]
+    (out_dir / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with open(out_dir / "results.csv", "w", newline="", encoding="utf-8") as file:
+        columns = ["name", "lse_c", "lse_d", "offset", "crops", "seconds", "peak_mb", "frames", "generated", "video"]
+        writer = csv.DictWriter(file, fieldnames=[*columns, "settings"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row[k] for k in columns} | {"settings": json.dumps(row["settings"])})
+    Image.fromarray(bar_chart([r["name"] for r in rows], [r["lse_c"] for r in rows])).save(out_dir / "chart.png")
+
+
+def bar_chart(names: list[str], values: list[float], width: int = 720, bar: int = 28) -> np.ndarray:
+    """LSE-C per config as horizontal bars, names and values written in."""
+    from PIL import Image, ImageDraw
+
+    height = 40 + bar * len(names)
+    image = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    draw.text((10, 10), "LSE-C (higher is better)", fill=(0, 0, 0))
+    top = max(max(values, default=0.0), 1e-6)
+    for i, (name, value) in enumerate(zip(names, values)):
+        y = 34 + i * bar
+        length = int((width - 300) * max(value, 0) / top)
+        draw.rectangle([220, y + 4, 220 + length, y + bar - 4], fill=(38, 112, 74))
+        draw.text((10, y + 8), name[:32], fill=(0, 0, 0))
+        draw.text((226 + length, y + 8), f"{value:.2f}", fill=(0, 0, 0))
+    return np.asarray(image)
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "config"
+
+
+def _cached(inputs: Inputs, key, make):
+    if key not in inputs.cache:
+        inputs.cache[key] = make()
+    return inputs.cache[key]
+
+
+def _need(models: dict, key: str, what: str) -> Path:
+    path = models.get(key)
+    if path is None or not Path(path).is_file():
+        raise FileNotFoundError(f"{what} not found: {path} (set models.{key} in the configs file, or --models)")
+    return Path(path)
+
+
+def _unet(config, inputs, models, device, dtype):
+    from .unet_files import choose_config
+    from .unet_loading import load_unet
+
+    version = config["version"]
+    path = _need(models, f"unet_{version}", f"LatentSync {version} UNet")
+    choice = choose_config(path, version)
+    for key in [k for k in inputs.cache if k[0] == "unet" and k[1:] != (str(path), config["quantization"], dtype)]:
+        del inputs.cache[key]  # one UNet in memory at a time
+    unet = _cached(inputs, ("unet", str(path), config["quantization"], dtype),
+                   lambda: load_unet(path, choice.config, dtype=dtype, device=device,
+                                     quantization=config["quantization"]))
+    return unet, choice.resolution
+
+
+def _features(config, inputs, models, device):
+    from .audio_features import extract_features
+    from .vad import detect_speech
+    from .whisper_encoder import load_whisper_encoder
+
+    speech = None
+    if config["vad"] != "off":
+        speech = _cached(inputs, ("speech",), lambda: detect_speech(inputs.waveform, inputs.sample_rate))
+    encoder = _cached(inputs, ("whisper", str(device)),
+                      lambda: load_whisper_encoder(_need(models, "whisper", "whisper tiny.pt"), device=device))
+    features = _cached(inputs, ("features", speech is not None),
+                       lambda: extract_features(inputs.waveform, inputs.sample_rate, encoder, fps=inputs.fps,
+                                                segments=speech))
+    return features, speech
+
+
+def _load_vae(path, device, dtype):
+    from .vae import load_vae
+
+    return load_vae(path, device=device, dtype=dtype)
+
+
+def _upscale(result, config, models, device):
+    from .upscale import face_fit_side, upscale_frames
+    from .upscale_models import load_upscale_model
+
+    method = config["upscale"]
+    if method == "model":
+        method = load_upscale_model(_need(models, "upscaler", "upscale model"), device=device)
+    # As large as the faces appear in the frames, and never smaller than asked.
+    side = face_fit_side(result.faces, minimum=round(result.faces.resolution * config["upscale_scale"]))
+    return upscale_frames(result.crops, method, size=(side, side), device=device)
+
+
+def _score(frames, inputs, models, device, settings):
+    from .cli_score import pack_face_detector
+    from .sync_score import score_sync
+    from .syncnet import load_syncnet
+
+    syncnet = _cached(inputs, ("syncnet", str(device)),
+                      lambda: load_syncnet(_need(models, "syncnet", "SyncNet syncnet_v2.model"), device=device))
+    extra = {"face_boxes": pack_face_detector()}
+    if settings["crops"] == "s3fd":
+        from .s3fd import load_s3fd
+
+        extra = {"s3fd": _cached(inputs, ("s3fd",), lambda: load_s3fd(_need(models, "s3fd", "S3FD sfd_face.pth"),
+                                                                      device=device))}
+    return score_sync(frames, inputs.waveform, inputs.sample_rate, inputs.fps, syncnet, crops=settings["crops"],
+                      min_track=settings["min_track"], **extra)

@@ -1,0 +1,127 @@
+"""LatentSync Sampler node: frames + audio features + UNet + VAE -> lip-synced frames, window by window."""
+from __future__ import annotations
+
+import torch
+
+from ..latentsync.sampler import SamplerSettings, lipsync
+from ..latentsync.schedulers import SCHEDULERS
+from ..latentsync.windows import AUDIO_LONGER, AUDIO_SHORTER, VAD_POLICIES
+from ._comfy import io, load_for_compute, model_management, progress_reporter
+from .types import AudioFeatures, Faces, LatentSyncModel, Speech
+
+
+class ComfyFaceVAE:
+    """ComfyUI's VAE (from Load VAE) seen through the sampler's `FaceVAE` protocol: [-1, 1] NCHW in and out,
+    unscaled latents. ComfyUI's VAE manages its own device, precision and batch size."""
+
+    def __init__(self, vae):
+        self.vae = vae
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = (images.float().cpu() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
+        return self.vae.encode(pixels)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        pixels = self.vae.decode(latents)
+        return pixels.reshape(-1, *pixels.shape[-3:]).movedim(-1, 1).float() * 2 - 1
+
+
+class LatentSyncSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LatentSyncSampler",
+            display_name="LatentSync Sampler",
+            category="LatentSync",
+            description="Lip-syncs video frames (or a repeated still image) to audio features: finds and aligns "
+                        "the face, denoises 16-frame windows of the mouth region with the LatentSync UNet, and "
+                        "pastes the faces back. Frames without a face pass through unchanged.",
+            inputs=[
+                io.Image.Input("images", tooltip="Video frames (GetVideoComponents) or a still image repeated."),
+                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
+                               tooltip="Frame rate of the images (connect GetVideoComponents' fps); must match "
+                                       "the fps the audio features were made at."),
+                AudioFeatures.Input("features", tooltip="From Whisper Encode (LatentSync)."),
+                LatentSyncModel.Input("model", tooltip="From Load LatentSync UNet."),
+                io.Vae.Input("vae", tooltip="sd-vae-ft-mse (vae-ft-mse-840000-ema-pruned.safetensors) from "
+                                            "ComfyUI's Load VAE."),
+                io.Combo.Input("scheduler", options=list(SCHEDULERS), default="ddim",
+                               tooltip="ddim: the reference. dpmpp_2m: DPM-Solver++ 2M, good in fewer steps. "
+                                       "euler: Euler on the same noise schedule."),
+                io.Int.Input("steps", default=20, min=1, max=200, tooltip="Denoising steps per window (reference: 20)."),
+                io.Float.Input("guidance", default=1.5, min=1.0, max=10.0, step=0.05,
+                               tooltip="Classifier-free guidance on the audio (reference 1.5; 1 = off, twice as "
+                                       "fast). Higher follows the audio more, at some cost in naturalness."),
+                io.Int.Input("seed", default=1247, min=0, max=2**63 - 1, control_after_generate=True,
+                             tooltip="Seed of the initial noise (one noise shared by all frames, as the reference)."),
+                io.Int.Input("deepcache_interval", default=0, min=0, max=10,
+                             tooltip="DeepCache: run the full UNet every N-th step and reuse its deep features "
+                                     "in between (0/1 = off; 3 = the reference's DeepCache helper)."),
+                io.Int.Input("window", default=16, min=1, max=24,
+                             tooltip="Frames denoised together (the model was trained on 16)."),
+                io.Combo.Input("vad_policy", options=list(VAD_POLICIES), default="off",
+                               tooltip="With speech segments: off = reference; silence = non-speech frames get "
+                                       "silence features (mouth at rest); skip = long pauses are not diffused, "
+                                       "their frames pass through with a cross-fade; fast = long pauses are "
+                                       "generated with silence features and fewer steps."),
+                io.Float.Input("min_silence_s", default=0.3, min=0.0, max=10.0, step=0.05,
+                               tooltip="skip/fast: pauses at least this long (seconds) are skipped or sped up."),
+                io.Int.Input("crossfade_frames", default=3, min=0, max=25,
+                             tooltip="skip: frames of cross-fade between generated and passed-through frames."),
+                io.Int.Input("fast_steps", default=6, min=1, max=200, tooltip="fast: steps used for pauses."),
+                io.Combo.Input("audio_longer", options=list(AUDIO_LONGER), default="loop",
+                               tooltip="Audio longer than the video: loop the frames back and forth (reference) "
+                                       "or freeze the last frame."),
+                io.Combo.Input("audio_shorter", options=list(AUDIO_SHORTER), default="stop",
+                               tooltip="Audio shorter than the video: stop at the audio's end, or keep the "
+                                       "remaining frames unchanged."),
+                Speech.Input("speech", optional=True,
+                             tooltip="Speech segments from the VAD node, for the silence/skip/fast policies."),
+                Faces.Input("faces", optional=True,
+                            tooltip="Faces from Detect and Align Faces (to pick the face or detector); without "
+                                    "it the largest face is found with the offline detector."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="images", tooltip="The lip-synced frames."),
+                io.Image.Output(display_name="crops", tooltip="The generated face crops (before paste-back), "
+                                                              "e.g. for the upscaler and Paste Faces Back."),
+                Faces.Output(display_name="faces", tooltip="Where each output frame's crop goes back."),
+                io.Mask.Output(display_name="generated",
+                               tooltip="Per output frame, [N, 1, 1]: 1 where the frame was diffused."),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, scheduler: str, vad_policy: str, audio_longer: str, audio_shorter: str) -> bool | str:
+        for name, value, options in (("scheduler", scheduler, SCHEDULERS), ("vad_policy", vad_policy, VAD_POLICIES),
+                                     ("audio_longer", audio_longer, AUDIO_LONGER),
+                                     ("audio_shorter", audio_shorter, AUDIO_SHORTER)):
+            if value not in options:
+                return f"{name} must be one of {', '.join(options)}, got {value!r}"
+        return True
+
+    @classmethod
+    def execute(cls, images, fps: float, features, model, vae, scheduler: str, steps: int, guidance: float,
+                seed: int, deepcache_interval: int, window: int, vad_policy: str, min_silence_s: float,
+                crossfade_frames: int, fast_steps: int, audio_longer: str, audio_shorter: str, speech=None,
+                faces=None) -> io.NodeOutput:
+        if abs(features.fps - fps) > 1e-3:
+            raise ValueError(f"the audio features were made for {features.fps:g} fps but the images are at "
+                             f"{fps:g} fps; give Whisper Encode the video's fps")
+        if vad_policy != "off" and speech is None:
+            raise ValueError(f"vad_policy {vad_policy!r} needs speech segments: connect the VAD node's speech")
+        if faces is not None and faces.resolution != model.resolution:
+            raise ValueError(f"the faces were aligned at {faces.resolution} px but the model makes "
+                             f"{model.resolution} px faces; set Detect Faces' resolution to {model.resolution}")
+        settings = SamplerSettings(scheduler=scheduler, steps=steps, guidance=guidance, seed=seed,
+                                   deepcache_interval=deepcache_interval, window=window, vad_policy=vad_policy,
+                                   min_silence_s=min_silence_s, crossfade_frames=crossfade_frames,
+                                   fast_steps=fast_steps, audio_longer=audio_longer, audio_shorter=audio_shorter)
+        device = load_for_compute(model.patcher)
+        result = lipsync(images, features, model.patcher.model, ComfyFaceVAE(vae), settings, speech=speech,
+                         faces=faces, resolution=model.resolution, device=device, progress=progress_reporter())
+        out = model_management.intermediate_device()
+        generated = result.generated.to(torch.float32).view(-1, 1, 1)
+        summary = {"frames": len(result.frames), "generated": int(result.generated.sum())}
+        return io.NodeOutput(result.frames.to(out), result.crops.to(out), result.faces, generated,
+                             ui={"latentsync_sampler": [summary]})

@@ -1,0 +1,347 @@
+"""Specification of the LatentSync sampler (latentsync/sampler.py, denoise.py, windows.py, deepcache.py).
+
+Reference: bytedance/LatentSync @ a229c39 `LipsyncPipeline` (DOSSIER.md §1.6-1.10). Golden: the tiny UNet of
+shared/reference/latentsync/unet_tiny_golden.safetensors, whose stored input is the pipeline's 13-channel CFG
+batch; our layout must rebuild it exactly and one guided DDIM step must match within 1e-4 (the golden's
+suggested float32 tolerance). Behaviour is checked with a random tiny UNet (tests/model_files.py), the
+`PoolVAE` stand-in and a real clip at 360x640 with 64 px face crops (see sampler_fixtures.py); the full-size
+SD VAE runs end to end in test_vae.py.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import shared_path
+from sampler_fixtures import (CLIP, RESOLUTION, PoolVAE, RecordingUNet, decode_clip, face_boxes, fake_features,
+                              outside_boxes)
+
+from latentsync.deepcache import DeepCache
+from latentsync.denoise import LATENT_SCALE, audio_context, denoise, guided_noise, unet_input
+from latentsync.face_align import align
+from latentsync.face_detect import FaceTrack, detect_faces
+from latentsync.schedulers import make_scheduler
+from latentsync.sampler import SamplerSettings, lipsync
+from latentsync.unet import build_unet
+from latentsync.unet_loading import load_unet
+from latentsync.vad import SpeechSegments
+from latentsync.windows import ping_pong, plan_frames, plan_length
+
+REFERENCE = "reference/latentsync"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_config() -> dict:
+    return json.loads(shared_path(f"{REFERENCE}/unet_tiny_config.json").read_text())["unet_config"]
+
+
+@pytest.fixture(scope="module")
+def unet(tiny_config, tmp_path_factory):
+    from model_files import write_tiny_unet
+
+    path = write_tiny_unet(tmp_path_factory.mktemp("unet") / "latentsync_unet.pt", tiny_config)
+    return load_unet(path, tiny_config)
+
+
+@pytest.fixture(scope="module")
+def clip() -> torch.Tensor:
+    return decode_clip(shared_path(CLIP), 40)
+
+
+@pytest.fixture(scope="module")
+def track(clip) -> FaceTrack:
+    found = detect_faces(clip)
+    assert found.valid.all()
+    return found
+
+
+def settings(**changes) -> SamplerSettings:
+    return SamplerSettings(**{"steps": 3, **changes})
+
+
+def run(unet, clip, track, features, frames=None, **options):
+    frames = round(features.duration * features.fps) if frames is None else frames
+    kwargs = {"track": track.subset(slice(0, frames)), "resolution": RESOLUTION, **options}
+    config = kwargs.pop("settings", settings())
+    return lipsync(clip[:frames], features, unet, PoolVAE(), config, **kwargs)
+
+
+def assert_background_unchanged(result, inputs):
+    """Outside each output frame's face footprint, every pixel equals its input frame's, bit for bit."""
+    for j, box in enumerate(face_boxes(result.faces)):
+        keep = outside_boxes(tuple(inputs.shape[1:3]), box)
+        assert torch.equal(result.frames[j][keep], inputs[result.source_index[j]][keep]), j
+
+
+# --- the reference's layout -----------------------------------------------------------------------------
+
+def test_unet_input_layout_and_one_guided_ddim_step_match_reference():
+    from safetensors.torch import load_file
+
+    golden = load_file(shared_path(f"{REFERENCE}/unet_tiny_golden.safetensors"))
+    weights = {k[len("weights."):]: v.float() for k, v in golden.items() if k.startswith("weights.")}
+    model = build_unet(shared_path(f"{REFERENCE}/unet_tiny_config.json"))
+    model.load_state_dict(weights, strict=True, assign=True)
+    stored, context = golden["inputs.sample"], golden["inputs.encoder_hidden_states"]
+    latents, conditioning, chunks = stored[1:2, :4], stored[1:2, 4:], context[16:]
+    assert torch.equal(unet_input(latents, conditioning, guided=True), stored)
+    assert torch.equal(audio_context(chunks, guided=True), context)
+
+    with torch.no_grad():
+        eps = guided_noise(model, latents, golden["inputs.timestep_a"], conditioning, context, guidance=1.5)
+    uncond, cond = golden["outputs.sample_a"].chunk(2)
+    torch.testing.assert_close(eps, uncond + 1.5 * (cond - uncond), atol=1e-4, rtol=1e-4)
+
+    scheduler = make_scheduler("ddim", 20)
+    assert int(scheduler.timesteps[0]) == int(golden["inputs.timestep_a"])  # 951
+    alpha_bar = scheduler.alpha_bars[:2].astype(np.float64)
+    x0 = (latents.double() - np.sqrt(1 - alpha_bar[0]) * eps.double()) / np.sqrt(alpha_bar[0])
+    expected = np.sqrt(alpha_bar[1]) * x0 + np.sqrt(1 - alpha_bar[1]) * eps.double()
+    torch.testing.assert_close(scheduler.step(eps, 0, latents).double(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_sampler_builds_the_reference_unet_batch(unet, clip, track):
+    """Channels: one seeded noise tensor repeated over the frames, the latent mouth mask, the VAE latents of
+    the masked and of the unmasked crop (x 0.18215); audio: zeros for the unconditional half, then the
+    frames' chunks. DDIM visits the reference's timesteps."""
+    recorder = RecordingUNet(unet)
+    features = fake_features(16)
+    lipsync(clip[:16], features, recorder, PoolVAE(), settings(steps=2, seed=7), track=track.subset(slice(0, 16)),
+            resolution=RESOLUTION)
+    assert [int(t) for _, t, _ in recorder.calls] == [501, 1]
+    sample, _, context = recorder.calls[0]
+    assert sample.shape == (2, 13, 16, 8, 8) and torch.equal(sample[0], sample[1])
+    noise = torch.randn((1, 4, 1, 8, 8), generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(sample[:1, :4], noise.expand(-1, -1, 16, -1, -1), atol=0, rtol=0)
+
+    faces = align(clip[:16], track.subset(slice(0, 16)), RESOLUTION)
+    vae = PoolVAE()
+    assert torch.equal(sample[0, 4], faces.latent_mask.expand(16, -1, -1))
+    masked = vae.encode(faces.masked_pixel_values()) * LATENT_SCALE
+    reference = vae.encode(faces.pixel_values()) * LATENT_SCALE
+    torch.testing.assert_close(sample[0, 5:9], masked.transpose(0, 1), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(sample[0, 9:13], reference.transpose(0, 1), atol=1e-6, rtol=1e-6)
+    assert context.shape == (32, 50, 384)
+    assert not context[:16].any() and torch.equal(context[16:], features.chunks[:16])
+
+    recorder.calls.clear()
+    lipsync(clip[:4], fake_features(4), recorder, PoolVAE(), settings(steps=1, guidance=1.0),
+            track=track.subset(slice(0, 4)), resolution=RESOLUTION)
+    assert recorder.calls[0][0].shape[0] == 1 and recorder.calls[0][2].shape[0] == 4  # no CFG half
+
+
+# --- lengths and frames -------------------------------------------------------------------------------------
+
+def test_length_rules():
+    assert ping_pong(3, 8).tolist() == [0, 1, 2, 2, 1, 0, 0, 1]
+    assert plan_length(3, 8, "freeze").tolist() == [0, 1, 2, 2, 2, 2, 2, 2]
+    assert plan_length(5, 3, shorter="stop").tolist() == [0, 1, 2]
+    assert plan_length(5, 3, shorter="keep").tolist() == [0, 1, 2, 3, 4]
+    assert plan_length(1, 4).tolist() == [0, 0, 0, 0]
+
+
+def test_equal_lengths_keep_frame_count_fps_and_background(unet, clip, track):
+    result = run(unet, clip, track, fake_features(24), frames=24)
+    assert result.frames.shape == clip[:24].shape and result.frames.dtype == torch.float32
+    assert result.fps == 25.0 and result.generated.all() and result.source_index.tolist() == list(range(24))
+    assert result.crops.shape == (24, RESOLUTION, RESOLUTION, 3)
+    assert_background_unchanged(result, clip)
+    assert not torch.equal(result.frames, clip[:24])
+
+
+@pytest.mark.parametrize("fps", [30.0, 24.0])
+def test_other_frame_rates_are_kept(unet, clip, track, fps):
+    result = run(unet, clip, track, fake_features(12, fps=fps), frames=12)
+    assert len(result.frames) == 12 and result.fps == fps
+
+
+def test_frames_without_a_face_pass_through(unet, clip, track):
+    cut = track.subset(slice(0, 12))
+    cut.valid = cut.valid.copy()
+    cut.valid[[4, 5]] = False
+    result = lipsync(clip[:12], fake_features(12), unet, PoolVAE(), settings(), track=cut, resolution=RESOLUTION)
+    assert result.generated.tolist() == [True] * 4 + [False] * 2 + [True] * 6
+    assert torch.equal(result.frames[4:6], clip[4:6]) and not result.faces.valid[4:6].any()
+    assert result.stats["windows"] == 2  # windows never span the cut-away
+
+
+@pytest.mark.parametrize("longer", ["loop", "freeze"])
+def test_audio_three_times_the_video(unet, clip, track, longer):
+    result = run(unet, clip, track, fake_features(24), frames=8, settings=settings(audio_longer=longer))
+    assert len(result.frames) == 24 and result.generated.all()
+    expected = ping_pong(8, 24) if longer == "loop" else np.minimum(np.arange(24), 7)
+    assert result.source_index.tolist() == expected.tolist()
+    assert_background_unchanged(result, clip)
+
+
+@pytest.mark.parametrize("shorter", ["stop", "keep"])
+def test_audio_shorter_than_the_video(unet, clip, track, shorter):
+    result = run(unet, clip, track, fake_features(10), frames=16, settings=settings(audio_shorter=shorter))
+    assert len(result.frames) == (10 if shorter == "stop" else 16)
+    if shorter == "keep":
+        assert torch.equal(result.frames[10:], clip[10:16]) and not result.generated[10:].any()
+
+
+def test_still_image_is_repeated_for_the_audio(unet, clip, track):
+    still = (clip[:1] * 255).round().to(torch.uint8)  # uint8 input is accepted too
+    result = lipsync(still, fake_features(10), unet, PoolVAE(), settings(), track=track.subset(slice(0, 1)),
+                     resolution=RESOLUTION)
+    assert len(result.frames) == 10 and (result.source_index == 0).all() and result.generated.all()
+    assert_background_unchanged(result, still.float() / 255)
+
+
+def test_progress_may_cancel_and_nothing_is_returned(unet, clip, track):
+    seen = []
+
+    class Cancelled(Exception):
+        pass
+
+    def progress(done, total):
+        seen.append((done, total))
+        if done == 2:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        run(unet, clip, track, fake_features(20), progress=progress)
+    assert seen == [(1, 6), (2, 6)]  # 2 windows (16 + 4 frames) x 3 steps planned
+
+
+# --- VAD policies ------------------------------------------------------------------------------------------
+
+def speech_mask_40() -> np.ndarray:
+    """Speech in frames 0-9 and 30-39, a 0.8 s pause in between."""
+    return np.r_[np.ones(10, bool), np.zeros(20, bool), np.ones(10, bool)]
+
+
+def test_windows_follow_speech_for_skip_and_fast():
+    valid = np.ones(40, bool)
+    skip = plan_frames(40, 40, valid, window=16, steps=4, vad_policy="skip", speech=speech_mask_40(),
+                       min_silence_frames=8, crossfade_frames=3)
+    assert [(w.start, w.stop) for w in skip.windows] == [(0, 13), (27, 40)]
+    assert skip.output_weight[10:13].tolist() == pytest.approx([0.75, 0.5, 0.25])
+    fast = plan_frames(40, 40, valid, window=16, steps=4, vad_policy="fast", speech=speech_mask_40(),
+                       min_silence_frames=8, crossfade_frames=3, fast_steps=2)
+    assert [(w.start, w.stop, w.steps) for w in fast.windows] == [(0, 10, 4), (10, 20, 2), (20, 30, 2), (30, 40, 4)]
+    assert fast.chunk_weight[13:27].max() == 0 and fast.total_steps == 12
+    short = plan_frames(40, 40, valid, window=16, steps=4, vad_policy="skip", speech=speech_mask_40(),
+                        min_silence_frames=25)  # the pause is shorter than min_silence: all generated
+    assert short.generated.all() and [(w.start, w.stop) for w in short.windows] == [(0, 13), (13, 27), (27, 40)]
+
+
+def test_skip_leaves_pauses_untouched_and_fades_into_them(unet, clip, track):
+    features = fake_features(40, speech=speech_mask_40())
+    steps = []
+    result = run(unet, clip, track, features, settings=settings(vad_policy="skip", crossfade_frames=3),
+                 progress=lambda done, total: steps.append(total))
+    assert result.generated.tolist() == [True] * 13 + [False] * 14 + [True] * 13
+    assert torch.equal(result.frames[13:27], clip[13:27])
+    assert not torch.equal(result.frames[10], clip[10])
+    assert steps[-1] == 6 and len(steps) == 6  # 2 windows x 3 steps
+
+
+def test_fast_and_silence_condition_pauses_on_silence(unet, clip, track):
+    features = fake_features(40, speech=speech_mask_40())
+    recorder = RecordingUNet(unet)
+    result = lipsync(clip[:40], features, recorder, PoolVAE(), settings(vad_policy="fast", fast_steps=1),
+                     track=track.subset(slice(0, 40)), resolution=RESOLUTION)
+    assert result.generated.all() and len(recorder.calls) == 3 + 1 + 1 + 3
+    pause_context = recorder.calls[3][2]  # frames 10-19: unconditional zeros, then their chunks
+    torch.testing.assert_close(pause_context[10 + 3:], features.silence_chunks(np.arange(13, 20)))
+
+    recorder.calls.clear()
+    lipsync(clip[:40], features, recorder, PoolVAE(), settings(vad_policy="silence", steps=1),
+            track=track.subset(slice(0, 40)), resolution=RESOLUTION)
+    first_window = recorder.calls[0][2][16:]  # frames 0-15 conditioned: speech, ramp, silence
+    assert torch.equal(first_window[:10], features.chunks[:10])
+    torch.testing.assert_close(first_window[13:], features.silence_chunks(np.arange(13, 16)))
+
+
+def test_vad_policies_need_speech_information(unet, clip, track):
+    features = fake_features(12)
+    plain = type(features)(**{**features.__dict__, "silence_features": None})
+    with pytest.raises(ValueError, match="where the speech is"):
+        run(unet, clip, track, plain, settings=settings(vad_policy="skip"))
+    with pytest.raises(ValueError, match="digital silence"):
+        run(unet, clip, track, plain, settings=settings(vad_policy="fast"),
+            speech=SpeechSegments(duration=12 / 25, speech=((0.0, 0.2),)))
+
+
+def test_silent_audio(unet, clip, track, tmp_path):
+    """Digital silence through the real feature path (random-weight whisper tiny, silero VAD): "off" lip-syncs
+    every frame as the reference would; "skip" finds no speech and returns the input untouched."""
+    from model_files import write_whisper_checkpoint
+
+    from latentsync.audio_features import extract_features
+    from latentsync.vad import detect_speech
+    from latentsync.whisper_encoder import load_whisper_encoder
+
+    audio = torch.zeros(int(16000 * 12 / 25))
+    speech = detect_speech(audio, 16000)
+    assert speech.speech == ()
+    encoder = load_whisper_encoder(write_whisper_checkpoint(tmp_path / "tiny.pt"))
+    features = extract_features(audio, 16000, encoder, fps=25.0, segments=speech)
+    assert run(unet, clip, track, features).generated.all()
+    calls = []
+    result = run(unet, clip, track, features, settings=settings(vad_policy="skip"), speech=speech,
+                 progress=lambda *a: calls.append(a))
+    assert len(result.frames) == 12 and torch.equal(result.frames, clip[:12])
+    assert not result.generated.any() and not calls
+
+
+# --- DeepCache -------------------------------------------------------------------------------------------------
+
+def _window_inputs(frames: int = 8):
+    generator = torch.Generator().manual_seed(3)
+    noise = torch.randn(1, 4, 1, 8, 8, generator=generator).expand(-1, -1, frames, -1, -1)
+    conditioning = torch.randn(1, 9, frames, 8, 8, generator=generator)
+    chunks = torch.randn(frames, 50, 384, generator=generator)
+    return noise, conditioning, chunks
+
+
+def test_deepcache_interval_one_equals_no_cache_exactly(unet):
+    noise, conditioning, chunks = _window_inputs()
+    with torch.no_grad():
+        plain = denoise(unet, make_scheduler("ddim", 4), noise, conditioning, chunks, 1.5)
+        cached = denoise(unet, make_scheduler("ddim", 4), noise, conditioning, chunks, 1.5, DeepCache(1))
+    assert torch.equal(plain, cached)
+
+
+def test_deepcache_shallow_pass_reuses_deep_features(unet):
+    """With the deep features of the same input, the shallow pass must give the full pass's output."""
+    noise, conditioning, chunks = _window_inputs()
+    sample, context = unet_input(noise, conditioning, True), audio_context(chunks, True)
+    cache = DeepCache(3)
+    with torch.no_grad():
+        full = unet(sample, torch.tensor(501), context, cache=cache)
+        cache.reuse = True
+        shallow = unet(sample, torch.tensor(501), context, cache=cache)
+    torch.testing.assert_close(shallow, full, atol=1e-5, rtol=1e-5)
+
+
+def test_deepcache_interval_three_runs_a_third_of_full_passes(unet, clip, track):
+    noise, conditioning, chunks = _window_inputs()
+    cache = DeepCache(3)
+    with torch.no_grad():
+        plain = denoise(unet, make_scheduler("ddim", 20), noise, conditioning, chunks, 1.5)
+        fast = denoise(unet, make_scheduler("ddim", 20), noise, conditioning, chunks, 1.5, cache)
+    assert (cache.full_passes, cache.shallow_passes) == (7, 13)  # steps 0, 3, ..., 18 in full
+    assert not torch.equal(plain, fast)
+    assert float((plain - fast).norm() / plain.norm()) < 0.5
+    result = run(unet, clip, track, fake_features(20), settings=settings(steps=6, deepcache_interval=3))
+    assert (result.stats["full_passes"], result.stats["shallow_passes"]) == (4, 8)  # 2 windows x (2 + 4)
+
+
+def test_settings_are_validated(unet, clip, track):
+    for bad in ({"scheduler": "plms"}, {"window": 25}, {"steps": 0}, {"vad_policy": "mute"}, {"guidance": -1.0}):
+        with pytest.raises(ValueError):
+            run(unet, clip, track, fake_features(4), settings=settings(**bad))

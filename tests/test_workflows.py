@@ -1,0 +1,156 @@
+"""The shipped lip-sync workflows run in a real ComfyUI through POST /prompt, with random-weight models in
+the official formats and a 0.96 s cut of a shared clip."""
+import json
+
+import av
+import numpy as np
+import pytest
+
+from conftest import DEMO_FRAMES, REPO
+
+pytestmark = pytest.mark.comfyui
+
+
+def load_prompt(name: str, object_info: dict) -> dict:
+    import comfyui
+
+    return comfyui.workflow_to_prompt(json.loads((REPO / "workflows" / name).read_text()), object_info)
+
+
+def node_id(prompt: dict, class_type: str, title: str | None = None) -> str:
+    (found,) = [k for k, v in prompt.items() if v["class_type"] == class_type
+                and (title is None or v["_meta"]["title"].startswith(title))]
+    return found
+
+
+def save_images(prompt: dict, source: list, prefix: str) -> str:
+    key = str(1000 + len(prompt))
+    prompt[key] = {"class_type": "SaveImage", "inputs": {"images": source, "filename_prefix": prefix}}
+    return key
+
+
+def images_of(server, history, key) -> list[np.ndarray]:
+    from PIL import Image
+
+    files = history["outputs"][key]["images"]
+    return [np.asarray(Image.open(server.dir("output") / f["subfolder"] / f["filename"])).astype(int) for f in files]
+
+
+def video_of(server, history, key) -> tuple[int, float]:
+    (saved,) = history["outputs"][key]["images"]  # SaveVideo reports its file under "images"
+    with av.open(str(server.dir("output") / saved["subfolder"] / saved["filename"])) as container:
+        stream = container.streams.video[0]
+        return sum(1 for _ in container.decode(stream)), float(stream.average_rate)
+
+
+def face_boxes(frames: list[np.ndarray]) -> np.ndarray:
+    from latentsync.face_detect import detect_faces
+
+    return detect_faces(np.stack(frames).astype(np.uint8)).boxes
+
+
+def assert_only_faces_changed(sources, outputs):
+    boxes = face_boxes(sources)
+    for source, output, (x1, y1, x2, y2) in zip(sources, outputs, boxes):
+        diff = np.abs(source - output).max(axis=2)
+        margin = 0.8 * (x2 - x1)
+        outside = np.ones_like(diff, dtype=bool)
+        outside[int(max(0, y1 - margin)): int(y2 + margin), int(max(0, x1 - margin)): int(x2 + margin)] = False
+        assert diff[outside].max() == 0
+
+
+def test_basic_workflow_lip_syncs_the_clip(comfy_server, object_info, lipsync_inputs, lipsync_models):
+    prompt = load_prompt("latentsync_basic.json", object_info)
+    parts, sampler = node_id(prompt, "GetVideoComponents"), node_id(prompt, "LatentSyncSampler")
+    source_key = save_images(prompt, [parts, 0], "basic_source")
+    output_key = save_images(prompt, [sampler, 0], "basic_output")
+    history = comfy_server.run(prompt, timeout=1200)
+    assert history["status"]["status_str"] == "success", history["status"]["messages"][-1]
+    frames, fps = video_of(comfy_server, history, node_id(prompt, "SaveVideo"))
+    assert (frames, fps) == (DEMO_FRAMES, 25.0)
+    sources, outputs = images_of(comfy_server, history, source_key), images_of(comfy_server, history, output_key)
+    assert len(outputs) == len(sources) == DEMO_FRAMES
+    assert any(np.abs(s - o).max() > 0 for s, o in zip(sources, outputs))  # the mouths were regenerated
+    assert_only_faces_changed(sources, outputs)
+
+
+def test_vad_ab_workflow_skips_the_pause(comfy_server, object_info, lipsync_inputs, lipsync_models):
+    prompt = load_prompt("latentsync_vad_ab.json", object_info)
+    parts = node_id(prompt, "GetVideoComponents")
+    reference, skip = node_id(prompt, "LatentSyncSampler", "A:"), node_id(prompt, "LatentSyncSampler", "B:")
+    source_key = save_images(prompt, [parts, 0], "ab_source")
+    skip_key = save_images(prompt, [skip, 0], "ab_skip")
+    mask_key = str(2000)
+    prompt[mask_key] = {"class_type": "MaskToImage", "inputs": {"mask": [skip, 3]}}
+    generated_key = save_images(prompt, [mask_key, 0], "ab_generated")
+    history = comfy_server.run(prompt, timeout=1200)
+    assert history["status"]["status_str"] == "success", history["status"]["messages"][-1]
+    for save in (k for k, v in prompt.items() if v["class_type"] == "SaveVideo"):
+        assert video_of(comfy_server, history, save) == (DEMO_FRAMES, 25.0)
+    generated = [int(img.max() > 0) for img in images_of(comfy_server, history, generated_key)]
+    assert 0 < sum(generated) < DEMO_FRAMES, generated  # the voice starts after a 0.45 s pause
+    sources, skipped = images_of(comfy_server, history, source_key), images_of(comfy_server, history, skip_key)
+    for flag, source, output in zip(generated, sources, skipped):
+        if not flag:
+            assert np.array_equal(source, output)
+    summary = history["outputs"][reference]["latentsync_sampler"][0]
+    assert summary == {"frames": DEMO_FRAMES, "generated": DEMO_FRAMES}
+
+
+@pytest.fixture(scope="module")
+def poc_models(lipsync_models, tiny_unet_config):
+    """What the PoC workflows add: a 1.6-style (512 px) tiny UNet, SyncNet, and a Real-ESRGAN x2plus."""
+    from model_files import write_tiny_unet
+    from syncnet_model_files import write_syncnet_file
+    from upscale_model_files import write_realesrgan
+
+    write_tiny_unet(lipsync_models / "latentsync" / "1.6" / "latentsync_unet.pt", tiny_unet_config, seed=1,
+                    resolution=512)
+    write_syncnet_file(lipsync_models / "syncnet" / "syncnet_v2.model")
+    write_realesrgan(lipsync_models / "upscale_models" / "RealESRGAN_x2plus.pth", "x2plus")
+    return lipsync_models
+
+
+def cpu_friendly(prompt: dict) -> dict:
+    """The shipped graph as it is, with values a 2-core CPU runs in seconds: 2 steps, fp32 instead of fp16/bf16,
+    int8 where int4 (CUDA only; its CPU refusal is tested with the loader), and SyncNet tracks of 10 frames."""
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "LatentSyncSampler":
+            inputs["steps"] = 2
+        if node["class_type"] == "LatentSyncUNetLoader":
+            inputs["dtype"] = "fp32"
+            inputs["quantization"] = "int8" if inputs["quantization"] == "int4" else inputs["quantization"]
+        if node["class_type"] == "LatentSyncSyncNetScore":
+            inputs["min_track"] = 10
+    return prompt
+
+
+@pytest.mark.parametrize("name", ["latentsync_poc_vad_ab.json", "latentsync_poc_quant.json",
+                                  "latentsync_poc_scheduler.json"])
+def test_poc_workflows_show_scores(comfy_server, object_info, lipsync_inputs, poc_models, name):
+    prompt = cpu_friendly(load_prompt(name, object_info))
+    history = comfy_server.run(prompt, timeout=1800)
+    assert history["status"]["status_str"] == "success", history["status"]["messages"][-1]
+    scores = [history["outputs"][k]["latentsync_score"][0] for k, v in prompt.items()
+              if v["class_type"] == "LatentSyncSyncNetScore"]
+    assert len(scores) == sum(v["class_type"] == "LatentSyncSampler" for v in prompt.values()) >= 2
+    for score in scores:
+        assert score["crops"] == "pack" and len(score["distances"]) == 31 and "LSE-C" in score["report"]
+    for save in (k for k, v in prompt.items() if v["class_type"] == "SaveVideo"):
+        assert video_of(comfy_server, history, save) == (DEMO_FRAMES, 25.0)
+
+
+def test_upscale_workflow_compares_three_ways(comfy_server, object_info, lipsync_inputs, poc_models):
+    prompt = cpu_friendly(load_prompt("latentsync_upscale.json", object_info))
+    upscale = node_id(prompt, "LatentSyncUpscale")
+    crops_key = save_images(prompt, [upscale, 0], "upscaled_crops")
+    history = comfy_server.run(prompt, timeout=1800)
+    assert history["status"]["status_str"] == "success", history["status"]["messages"][-1]
+    saves = sorted((v["inputs"]["filename_prefix"], k) for k, v in prompt.items() if v["class_type"] == "SaveVideo")
+    assert [prefix for prefix, _ in saves] == ["latentsync/upscale_a_256_bicubic", "latentsync/upscale_b_256_realesrgan",
+                                               "latentsync/upscale_c_512"]
+    for _, key in saves:
+        assert video_of(comfy_server, history, key) == (DEMO_FRAMES, 25.0)
+    side = images_of(comfy_server, history, crops_key)[0].shape[0]
+    assert side >= 256 and side % 8 == 0
