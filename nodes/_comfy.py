@@ -9,7 +9,7 @@ from comfy.utils import ProgressBar
 from comfy_api.latest import ComfyExtension, io
 
 __all__ = ["ComfyExtension", "io", "folder_paths", "model_management", "progress_reporter", "managed",
-           "load_for_compute", "compute_dtype", "PRECISIONS"]
+           "load_for_compute", "compute_dtype", "check_choices", "PRECISIONS"]
 
 PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
 
@@ -47,3 +47,12 @@ def compute_dtype(choice: str, device: torch.device) -> torch.dtype:
     if choice not in dtypes:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {choice!r}")
     return dtypes[choice]
+
+
+def check_choices(**choices: tuple[str, object]) -> bool | str:
+    """For `validate_inputs`: ComfyUI 0.3.75 does not check V3 combo values itself, so a bad one (an API prompt,
+    an old workflow) would only fail mid-run. `name=(value, options)`; True, or the first problem."""
+    for name, (value, options) in choices.items():
+        if value not in options:
+            return f"{name} must be one of {', '.join(map(str, options))}, got {value!r}"
+    return True

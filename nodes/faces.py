@@ -9,7 +9,7 @@ import torch
 from ..latentsync.face_align import align
 from ..latentsync.face_detect import DETECTORS, SELECTIONS, detect_faces
 from ..latentsync.face_restore import paste_back
-from ._comfy import folder_paths, io, progress_reporter
+from ._comfy import check_choices, folder_paths, io, progress_reporter
 from .types import Faces
 
 RESOLUTIONS = ["256", "512"]
@@ -62,11 +62,8 @@ class DetectFaces(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, resolution: str, detector: str, select: str) -> bool | str:
-        for name, value, options in (("resolution", resolution, RESOLUTIONS), ("detector", detector, DETECTORS),
-                                     ("select", select, SELECTIONS)):
-            if value not in options:
-                return f"{name} must be one of {', '.join(options)}, got {value!r}"
-        return True
+        return check_choices(resolution=(resolution, RESOLUTIONS), detector=(detector, DETECTORS),
+                             select=(select, SELECTIONS))
 
     @classmethod
     def execute(cls, images, resolution: str, detector: str, select: str, index: int, position_x: float,

@@ -6,7 +6,7 @@ import torch
 from ..latentsync.sampler import SamplerSettings, lipsync
 from ..latentsync.schedulers import SCHEDULERS
 from ..latentsync.windows import AUDIO_LONGER, AUDIO_SHORTER, VAD_POLICIES
-from ._comfy import io, load_for_compute, model_management, progress_reporter
+from ._comfy import check_choices, io, load_for_compute, model_management, progress_reporter
 from .types import AudioFeatures, Faces, LatentSyncModel, Speech
 
 
@@ -93,12 +93,8 @@ class LatentSyncSampler(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, scheduler: str, vad_policy: str, audio_longer: str, audio_shorter: str) -> bool | str:
-        for name, value, options in (("scheduler", scheduler, SCHEDULERS), ("vad_policy", vad_policy, VAD_POLICIES),
-                                     ("audio_longer", audio_longer, AUDIO_LONGER),
-                                     ("audio_shorter", audio_shorter, AUDIO_SHORTER)):
-            if value not in options:
-                return f"{name} must be one of {', '.join(options)}, got {value!r}"
-        return True
+        return check_choices(scheduler=(scheduler, SCHEDULERS), vad_policy=(vad_policy, VAD_POLICIES),
+                             audio_longer=(audio_longer, AUDIO_LONGER), audio_shorter=(audio_shorter, AUDIO_SHORTER))
 
     @classmethod
     def execute(cls, images, fps: float, features, model, vae, scheduler: str, steps: int, guidance: float,

@@ -8,7 +8,7 @@ from ..latentsync.s3fd import load_s3fd
 from ..latentsync.score_plot import render_distances
 from ..latentsync.sync_score import score_sync
 from ..latentsync.syncnet import load_syncnet
-from ._comfy import folder_paths, io, model_management
+from ._comfy import check_choices, folder_paths, io, model_management
 
 CROPS = ("pack", "s3fd", "input")
 NO_MODEL = "none"
@@ -58,8 +58,8 @@ class SyncNetScore(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, syncnet_model: str, crops: str, s3fd_model: str) -> bool | str:
-        if crops not in CROPS:
-            return f"crops must be one of {', '.join(CROPS)}, got {crops!r}"
+        if (problem := check_choices(crops=(crops, CROPS))) is not True:
+            return problem
         if folder_paths.get_full_path("syncnet", syncnet_model) is None:
             return (f"SyncNet model {syncnet_model!r} not found in models/syncnet; put LatentSync's "
                     "checkpoints/auxiliary/syncnet_v2.model there (ByteDance/LatentSync-1.5 on the hub)")

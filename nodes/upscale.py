@@ -5,7 +5,8 @@ from ..latentsync.resize import INTERPOLATION_MODES
 from ..latentsync.upscale import face_fit_side, upscale_frames, upscale_mouth_region
 from ..latentsync.upscale_models import check_upscale_model, load_upscale_model
 from ..latentsync.upscale_tiling import estimate_activation_bytes, model_device_bytes
-from ._comfy import PRECISIONS, compute_dtype, folder_paths, io, model_management, progress_reporter
+from ._comfy import (PRECISIONS, check_choices, compute_dtype, folder_paths, io, model_management,
+                     progress_reporter)
 from .types import Faces
 
 NO_MODEL = "none"
@@ -65,8 +66,8 @@ class Upscale(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, method: str, model_name: str) -> bool | str:
-        if method not in METHODS:
-            return f"method must be one of {', '.join(METHODS)}, got {method!r}"
+        if (problem := check_choices(method=(method, METHODS))) is not True:
+            return problem
         if model_name != NO_MODEL and folder_paths.get_full_path("upscale_models", model_name) is None:
             return f"upscale model {model_name!r} not found in models/upscale_models"
         return True

@@ -8,7 +8,7 @@ import torch
 from ..latentsync import timeline, vad
 from ..latentsync.audio import to_mono_16k
 from ..latentsync.vad_pyannote import INSTALL_HINT, MODEL_HINT
-from ._comfy import folder_paths, io, progress_reporter
+from ._comfy import check_choices, folder_paths, io, progress_reporter
 from .types import Speech
 
 TIMELINE_BINS = 800
@@ -58,9 +58,8 @@ class VoiceActivityDetection(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, backend: str, pyannote_model: str = NO_MODEL) -> bool | str:
-        # ComfyUI 0.3.75 does not check V3 combo values itself; a bad one would only fail mid-run.
-        if backend not in vad.BACKENDS:
-            return f"backend must be one of {', '.join(vad.BACKENDS)}, got {backend!r}"
+        if (problem := check_choices(backend=(backend, vad.BACKENDS))) is not True:
+            return problem
         if backend == "pyannote":
             if importlib.util.find_spec("pyannote") is None:
                 return INSTALL_HINT

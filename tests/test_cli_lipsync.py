@@ -13,29 +13,13 @@ import json
 
 import av
 import pytest
-import torch
-from conftest import missing, shared_path
+from conftest import shared_path
 from sampler_fixtures import CLIP, RESOLUTION, decode_clip
 
 from latentsync.cli_lipsync import add_lipsync_parser
 from latentsync.video_io import read_frames, write_video
 
-
-@pytest.fixture(scope="module", autouse=True)
-def needs_diffusers():
-    try:
-        import diffusers  # noqa: F401
-    except ImportError:
-        missing("diffusers (the standalone VAE's dependency)")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """OpenMP threads that wait for each other slow down several-fold when other processes share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("needs_diffusers", "one_thread")
 
 
 @pytest.fixture(scope="module")

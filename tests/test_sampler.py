@@ -29,15 +29,9 @@ from latentsync.unet_loading import load_unet
 from latentsync.vad import SpeechSegments
 from latentsync.windows import ping_pong, plan_frames, plan_length
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REFERENCE = "reference/latentsync"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -17,18 +17,10 @@ from latentsync.unet_blocks import sinusoidal_table
 from latentsync.unet_config import UNetConfig, resolve_unet_config
 from latentsync.unet_loading import UNetCheckpointError, load_unet
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REFERENCE = "reference/latentsync"
 FULL_PARAMETERS = 1_267_099_844
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's ops gain nothing from a second thread, and OpenMP threads that wait for each other
-    slow down many-fold when other processes share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """The shipped lip-sync workflows run in a real ComfyUI through POST /prompt, with random-weight models in
-the official formats and a 0.96 s cut of a shared clip."""
+the official formats and a 0.64 s cut of a shared clip."""
 import json
 
 import av
@@ -80,9 +80,10 @@ def test_vad_ab_workflow_skips_the_pause(comfy_server, object_info, lipsync_inpu
     reference, skip = node_id(prompt, "LatentSyncSampler", "A:"), node_id(prompt, "LatentSyncSampler", "B:")
     source_key = save_images(prompt, [parts, 0], "ab_source")
     skip_key = save_images(prompt, [skip, 0], "ab_skip")
-    mask_key = str(2000)
-    prompt[mask_key] = {"class_type": "MaskToImage", "inputs": {"mask": [skip, 3]}}
-    generated_key = save_images(prompt, [mask_key, 0], "ab_generated")
+    prompt["2000"] = {"class_type": "MaskToImage", "inputs": {"mask": [skip, 3]}}
+    prompt["2001"] = {"class_type": "MaskToImage", "inputs": {"mask": [reference, 3]}}
+    generated_key = save_images(prompt, ["2000", 0], "ab_generated")
+    reference_key = save_images(prompt, ["2001", 0], "ab_reference_generated")
     history = comfy_server.run(prompt, timeout=1200)
     assert history["status"]["status_str"] == "success", history["status"]["messages"][-1]
     for save in (k for k, v in prompt.items() if v["class_type"] == "SaveVideo"):
@@ -93,8 +94,7 @@ def test_vad_ab_workflow_skips_the_pause(comfy_server, object_info, lipsync_inpu
     for flag, source, output in zip(generated, sources, skipped):
         if not flag:
             assert np.array_equal(source, output)
-    summary = history["outputs"][reference]["latentsync_sampler"][0]
-    assert summary == {"frames": DEMO_FRAMES, "generated": DEMO_FRAMES}
+    assert all(img.min() > 0 for img in images_of(comfy_server, history, reference_key))  # off: every frame
 
 
 @pytest.fixture(scope="module")
