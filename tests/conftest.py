@@ -107,17 +107,21 @@ def artifacts() -> Path:
 DEMO_FRAMES = 24  # 0.96 s at 25 fps: the voice starts after a 0.45 s pause and lasts long enough to count
 
 
-@pytest.fixture(scope="session")
-def lipsync_inputs(comfy_server):
-    """The names the shipped lip-sync workflows load, in ComfyUI's input folder: a 0.96 s cut of the shared clip
-    (720 px wide, so the faces pass the metric's 100 px rule) and its voice cut to the same length."""
+def write_lipsync_inputs(server) -> Path:
+    """The names the shipped lip-sync workflows load, in the server's input folder: a 0.96 s cut of the shared
+    clip (720 px wide, so the faces pass the metric's 100 px rule) and its voice cut to the same length."""
     from media import cut_clip, cut_voice
 
-    cut_clip(shared_path("media/latentsync_demo1_video.mp4"), comfy_server.dir("input") / "latentsync_demo.mp4",
+    cut_clip(shared_path("media/latentsync_demo1_video.mp4"), server.dir("input") / "latentsync_demo.mp4",
              DEMO_FRAMES, 720)
-    cut_voice(shared_path("media/latentsync_demo1_audio.wav"), comfy_server.dir("input") / "latentsync_demo_voice.wav",
+    cut_voice(shared_path("media/latentsync_demo1_audio.wav"), server.dir("input") / "latentsync_demo_voice.wav",
               DEMO_FRAMES / 25)
-    return comfy_server.dir("input")
+    return server.dir("input")
+
+
+@pytest.fixture(scope="session")
+def lipsync_inputs(comfy_server):
+    return write_lipsync_inputs(comfy_server)
 
 
 @pytest.fixture(scope="session")

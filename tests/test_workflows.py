@@ -6,9 +6,37 @@ import av
 import numpy as np
 import pytest
 
-from conftest import DEMO_FRAMES, REPO
+from conftest import DEMO_FRAMES, REPO, write_lipsync_inputs
 
 pytestmark = pytest.mark.comfyui
+
+
+# The long lip-sync runs get a ComfyUI of their own: a server that has already run the whole node suite holds
+# many GB and ran these several times slower.
+@pytest.fixture(scope="module")
+def comfy_server(comfyui_dir, tmp_path_factory):
+    import comfyui
+
+    server = comfyui.ComfyServer(comfyui_dir, tmp_path_factory.mktemp("comfyui-workflows"), REPO).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def object_info(comfy_server) -> dict:
+    return comfy_server.get("/object_info")
+
+
+@pytest.fixture(scope="module")
+def lipsync_inputs(comfy_server):
+    return write_lipsync_inputs(comfy_server)
+
+
+@pytest.fixture(scope="module")
+def lipsync_models(comfy_server, tiny_unet_config):
+    from model_files import write_lipsync_models
+
+    return write_lipsync_models(comfy_server.dir("models"), tiny_unet_config)
 
 
 def load_prompt(name: str, object_info: dict) -> dict:
