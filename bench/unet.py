@@ -147,7 +147,7 @@ def main() -> None:
                 command += [f"--{flag}", str(getattr(args, flag))]
             subprocess.run(command, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
             results[option] = json.loads(result.read_text())
-            results[option]["out"] = torch.load(result.with_suffix(".out.pt"))
+            results[option]["out"] = torch.load(result.with_suffix(".out.pt"), weights_only=True)
     print_table(results, "peak GPU mem" if cuda else "peak RSS")
 
 

@@ -8,7 +8,7 @@ const REPORTS = {
     [`${d.frames_with_face} of ${d.frames} frames with a face · ${d.resolution} px · ${d.detector}`]],
   LatentSyncUNetLoader: ["latentsync_unet", (d) =>
     [`${(d.parameters / 1e6).toFixed(1)} M parameters · ${d.dtype} · ${d.quantization} · ${d.weights_mb} MB`,
-     `${d.resolution} px faces · ${d.config}`]],
+     `${d.resolution} px faces · ${d.config}`, ...(d.download ? [d.download] : [])]],
   LatentSyncSampler: ["latentsync_sampler", (d) => [`${d.generated} of ${d.frames} frames generated`]],
   LatentSyncWhisperEncode: ["latentsync_features", (d) =>
     [`${d.frames} frames at ${d.fps} fps · ${d.speech_frames} with speech`,

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE, to_mono_16k
+from .memory import check_fits
 from .vad import SpeechSegments
 from .whisper_encoder import WhisperEncoder
 
@@ -259,17 +260,20 @@ def extract_features(waveform: torch.Tensor | np.ndarray, sample_rate: int, enco
     if crossfade_frames < 0:
         raise ValueError(f"crossfade_frames must be >= 0, got {crossfade_frames}")
     _check_fps(fps)
+    if frames is not None and frames <= 0:
+        raise ValueError(f"frames must be positive, got {frames}")
     audio = to_mono_16k(waveform, sample_rate)
     duration = audio.numel() / SAMPLE_RATE
+    num_rows = audio.numel() // HOP // 2  # what encode_mel will return, known before encoding
+    if frames is None:
+        frames = reference_frame_count(num_rows, fps)
+    _check_feature_memory(encoder, num_rows, frames, with_silence=segments is not None or speech_policy == "silence",
+                          blend=speech_policy == "silence")
     if segments is not None and abs(segments.duration - duration) > 0.1:
         raise ValueError(f"the speech segments are for {segments.duration:.2f} s of audio but this audio is "
                          f"{duration:.2f} s; run detect_speech on the same audio")
     features = encode_mel(encoder, log_mel_spectrogram(audio, encoder.dims.n_mels), seamless=seamless,
                           context_s=context_s)
-    if frames is None:
-        frames = reference_frame_count(features.shape[0], fps)
-    if frames <= 0:
-        raise ValueError(f"frames must be positive, got {frames}")
     rows = frame_feature_rows(features.shape[0], fps, frames)
     chunks = gather_chunks(features, rows)
 
@@ -289,6 +293,17 @@ def extract_features(waveform: torch.Tensor | np.ndarray, sample_rate: int, enco
     return AudioFeatures(features=features, chunks=chunks.contiguous(), speech_mask=torch.from_numpy(mask),
                          speech_weight=torch.from_numpy(weight), rows=rows, fps=float(fps), duration=duration,
                          speech_policy=speech_policy, seamless=seamless, silence_features=silent)
+
+
+def _check_feature_memory(encoder: WhisperEncoder, num_rows: int, frames: int, *, with_silence: bool,
+                          blend: bool) -> None:
+    """Refuse a frame count whose chunks cannot fit in RAM, before encoding anything."""
+    row_bytes = (encoder.dims.n_audio_layer + 1) * encoder.dims.n_audio_state * 4
+    chunk_bytes = frames * ROWS_PER_FRAME * row_bytes
+    # The silence policy's blend holds the chunks, silence's chunks, both weighted and their sum at once.
+    needed = num_rows * row_bytes * (2 if with_silence else 1) + chunk_bytes * (5 if blend else 1)
+    check_fits(needed, f"whisper features for {frames} frames ({ROWS_PER_FRAME * row_bytes // 1024} KiB each)",
+               "frames (0 = as many as the audio lasts) or use shorter audio", "cpu")
 
 
 def window_seams(num_rows: int, window_rows: int = 1500) -> list[int]:

@@ -1,12 +1,18 @@
-"""Command line: `python -m latentsync COMMAND ...`; each command prints JSON on stdout."""
+"""Command line: `python -m latentsync COMMAND ...`; each command prints JSON on stdout.
+
+A failure is one line `error: ...` on stderr with exit code 2 (130 when interrupted); `--debug` (before or
+after the command) prints the traceback as well.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import traceback
 
 from . import vad as vad_lib
-from .audio import AudioError, load_audio
+from .audio import load_audio
+from .cli_errors import error_line
 from .cli_experiment import add_experiment_parser
 from .cli_faces import add_faces_parser
 from .cli_features import add_features_parser
@@ -25,7 +31,9 @@ def _vad(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m latentsync", description="LatentSync lip-sync tools.")
+    parser = argparse.ArgumentParser(prog="python -m latentsync", description="LatentSync lip-sync tools.",
+                                     epilog="Errors are one line on stderr (exit code 2); --debug adds the traceback.")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
 
     vad = commands.add_parser("vad", help="find speech in an audio file; prints "
@@ -46,16 +54,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_upscale_parser(commands)
     add_lipsync_parser(commands)
     add_experiment_parser(commands)
+    for command in commands.choices.values():
+        # SUPPRESS: without the flag after the command, the value given before it stays.
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="print the traceback of an error")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A command returns the JSON to print, or (JSON, exit code) when a run that finished
+    still has something to report in its exit code (the experiment: some configurations failed)."""
     args = build_parser().parse_args(argv)
     try:
         result = args.run(args)
-    except (AudioError, FileNotFoundError, ValueError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 -- any failure becomes one line; the traceback is opt-in
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {error_line(exc)}", file=sys.stderr)
         return 2
+    result, code = result if isinstance(result, tuple) else (result, 0)
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
-    return 0
+    return code

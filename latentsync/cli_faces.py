@@ -8,7 +8,8 @@ from typing import Iterator
 import numpy as np
 
 from .face_align import crop_geometry
-from .face_detect import DETECTORS, SELECTIONS, FaceTracker, make_detector, track_from_faces
+from .face_detect import DETECTORS, SELECTIONS, FaceTracker, check_selection, make_detector, track_from_faces
+from .video_io import decode_rgb
 
 
 def parse_position(text: str) -> tuple[float, float]:
@@ -17,6 +18,16 @@ def parse_position(text: str) -> tuple[float, float]:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected X,Y as fractions of the frame, e.g. 0.5,0.3; got {text!r}") from exc
     return x, y
+
+
+def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    """--select, --index and --position, as `faces` and `lipsync` both take them."""
+    parser.add_argument("--select", choices=SELECTIONS, default="largest",
+                        help="which face to follow when there are several (then tracked from frame to frame)")
+    parser.add_argument("--index", type=int, default=0,
+                        help="with --select index: the n-th face from the left, 0 = the leftmost")
+    parser.add_argument("--position", type=parse_position, default=None,
+                        help="with --select position: X,Y as fractions of the frame from 0 to 1, e.g. 0.5,0.4")
 
 
 def add_faces_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -31,10 +42,7 @@ def add_faces_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                         help="folder with det_10g.onnx and 2d106det.onnx (default: the usual buffalo_l folders)")
     parser.add_argument("--resolution", type=int, choices=(256, 512), default=256,
                         help="crop resolution: 256 for LatentSync 1.5, 512 for 1.6 (sets the reported crop size)")
-    parser.add_argument("--select", choices=SELECTIONS, default="largest", help="which face to follow")
-    parser.add_argument("--index", type=int, default=0, help="with --select index: the n-th face from the left")
-    parser.add_argument("--position", type=parse_position, default=None,
-                        help="with --select position: X,Y as fractions of the frame")
+    add_selection_arguments(parser)
     parser.add_argument("--threshold", type=float, default=None,
                         help="detection threshold (dlib HOG score, default 0; insightface probability, default 0.5)")
     parser.add_argument("--json", action="store_true", help="print JSON (the only output format)")
@@ -60,14 +68,14 @@ def decode_frames(path: str | Path) -> tuple[Iterator[np.ndarray], float, int]:
 
     def frames() -> Iterator[np.ndarray]:
         with container:
-            for frame in container.decode(stream):
-                yield frame.to_ndarray(format="rgb24")
+            yield from decode_rgb(container, stream, path)
 
     return frames(), fps, int(stream.frames or 0)
 
 
 def faces_command(args: argparse.Namespace) -> dict:
     """Run the `faces` command; returns the JSON the CLI prints."""
+    check_selection(args.select, args.index, args.position)  # before the detector loads and frames decode
     options = {"models_dir": args.insightface_dir} if args.detector == "insightface" else {}
     detector = make_detector(args.detector, args.threshold, **options)
     tracker = FaceTracker(detector, args.select, args.index, args.position)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .cli_faces import add_selection_arguments
 from .cli_features import parse_fps
 from .face_detect import DETECTORS
 from .sampler import AUDIO_LONGER, AUDIO_SHORTER, SCHEDULERS, VAD_POLICIES, SamplerSettings
@@ -61,6 +62,7 @@ def add_lipsync_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     parser.add_argument("--seamless", action="store_true", help="overlap whisper's 30 s windows (long audio)")
     parser.add_argument("--detector", choices=DETECTORS, default="dlib")
     parser.add_argument("--insightface-dir", default=None, help="folder with det_10g.onnx and 2d106det.onnx")
+    add_selection_arguments(parser)
     parser.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
                         help="model precision (auto: fp16 on CUDA, fp32 on the CPU)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -89,7 +91,7 @@ def lipsync_command(args: argparse.Namespace) -> dict:
     """Run the `lipsync` command; returns the JSON summary the CLI prints."""
     from .audio import load_audio
     from .audio_features import extract_features
-    from .face_detect import make_detector
+    from .face_detect import check_selection, detect_faces, make_detector
     from .sampler import lipsync
     from .unet_loading import load_unet
     from .vae import load_vae
@@ -103,6 +105,7 @@ def lipsync_command(args: argparse.Namespace) -> dict:
         crossfade_frames=args.crossfade, fast_steps=args.fast_steps, audio_longer=args.audio_longer,
         audio_shorter=args.audio_shorter)
     settings.validate()
+    check_selection(args.select, args.index, args.position)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = DTYPES[args.dtype] if args.dtype != "auto" else (torch.float16 if device.type == "cuda" else torch.float32)
 
@@ -124,14 +127,15 @@ def lipsync_command(args: argparse.Namespace) -> dict:
     unet = load_unet(args.unet, config, dtype=dtype, device=device)
     vae = load_vae(args.vae, device=device, dtype=dtype)
     options = {"models_dir": args.insightface_dir} if args.detector == "insightface" else {}
-    detector = make_detector(args.detector, **options)
+    track = detect_faces(frames, make_detector(args.detector, **options), select=args.select, index=args.index,
+                         position=args.position)
 
     def progress(done: int, total: int) -> None:
         if not args.quiet:
             print(f"\rlipsync: step {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
 
     result = lipsync(frames, features, unet, vae, settings, speech=segments, resolution=resolution,
-                     detector=detector, device=device, progress=progress, output_dtype=torch.uint8)
+                     track=track, device=device, progress=progress, output_dtype=torch.uint8)
     write_video(args.out, result.frames, fps, audio=args.audio, crf=args.crf)
     return {"out": str(args.out), "frames": len(result.frames), "input_frames": len(frames), "fps": round(fps, 6),
             "still_image": still, "width": int(result.frames.shape[2]) // 2 * 2,

@@ -8,6 +8,7 @@ from typing import Iterator
 import numpy as np
 
 from .audio import AudioError, load_audio
+from .video_io import decode_rgb
 
 
 def add_score_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -40,8 +41,7 @@ def decode_frames(path: str | Path) -> Iterator[np.ndarray]:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
-            yield frame.to_ndarray(format="rgb24")
+        yield from decode_rgb(container, stream, path)
 
 
 def video_fps(path: str | Path) -> float:

@@ -19,6 +19,7 @@ from .resize import INTERPOLATION_MODES, scaled_size
 from .upscale import upscale_frames, upscale_mouth_region
 from .upscale_models import load_upscale_model, model_summary
 from .upscale_tiling import default_device, default_dtype
+from .video_io import VideoDecodeError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -146,11 +147,13 @@ def _upscale_video(src: Path, out: Path, upscale, args: argparse.Namespace, mode
             pending: list[np.ndarray] = []
             pending_times: list[float] = []
             streams = [video_in] + ([audio_in] if audio_out is not None else [])
+            packets = 0
             for packet in container.demux(*streams):
                 if packet.stream is audio_in:
                     _copy_audio(packet, audio_out, start, output)
                     continue
-                for frame in packet.decode():
+                packets += packet.size > 0  # not the empty packet that flushes the decoder
+                for frame in _decode(packet, src, writer.count + len(pending)):
                     index = writer.count + len(pending)
                     pending.append(frame.to_ndarray(format="rgb24"))
                     pending_times.append(frame.time if frame.time is not None else start + index / rate)
@@ -160,8 +163,18 @@ def _upscale_video(src: Path, out: Path, upscale, args: argparse.Namespace, mode
             if pending:
                 writer.write(upscale(torch.from_numpy(np.stack(pending)), target), pending_times)
             writer.close()
+            VideoDecodeError.check_complete(src, container, video_in, packets, writer.count)
     return {"kind": "video", "frames": writer.count, "fps": float(rate), "input_size": [width, height],
             "output_size": list(target), "codec": codec, "audio": audio_note}
+
+
+def _decode(packet, src: Path, done: int) -> list:
+    import av
+
+    try:
+        return packet.decode()
+    except av.error.FFmpegError as exc:
+        raise VideoDecodeError.after(src, done, exc) from exc
 
 
 class _VideoWriter:

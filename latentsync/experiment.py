@@ -1,7 +1,9 @@
 """The PoC experiment: one clip through a matrix of configurations (VAD policy, 256 vs 1.6@512 vs 256 +
 upscale, quantization, scheduler and steps, guidance, DeepCache), each scored with SyncNet, on one library
 path. Writes `README.md` (a table: config, LSE-C, LSE-D, offset, seconds, peak memory), `results.csv`,
-`chart.png` and one mp4 per configuration.
+`chart.png` and one mp4 per configuration. The report is rewritten after every configuration, and a
+configuration that fails (int4 without CUDA, out of memory, a missing model) is a row with its error while the
+run goes on: an hour of results is not lost to the last configuration.
 
 The configs file (JSON):
     {"models": {"unet_1.5": PATH, "unet_1.6": PATH, "whisper": PATH, "vae": PATH, "syncnet": PATH,
@@ -15,7 +17,9 @@ Relative model paths are read from the `--models` folder (a ComfyUI models/ fold
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 import re
 import threading
 import time
@@ -47,7 +51,14 @@ class Inputs:
 def load_plan(path: str | Path, models_dir: str | Path | None = None) -> tuple[dict, list[dict], dict]:
     """(model paths, full configs, score settings) from a configs file; every config gets every default."""
     path = Path(path)
-    plan = json.loads(path.read_text(encoding="utf-8"))
+    if not path.is_file():
+        raise FileNotFoundError(f"configs file not found: {path}")
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(plan, dict) or not isinstance(plan.get("configs"), list):
+        raise ValueError(f"{path} needs a \"configs\" list, e.g. {{\"configs\": [{{\"name\": \"baseline\"}}]}}")
     plan.pop("_about", None)
     base = Path(models_dir) if models_dir else path.parent
     models = {}
@@ -58,10 +69,10 @@ def load_plan(path: str | Path, models_dir: str | Path | None = None) -> tuple[d
     configs = [defaults | config for config in plan["configs"]]
     unknown = {k for c in configs for k in c} - set(DEFAULTS) - {"name"}
     if unknown:
-        raise ValueError(f"unknown config settings {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+        raise ValueError(f"{path}: unknown config settings {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     names = [c.get("name") for c in configs]
     if None in names or len(set(names)) != len(names):
-        raise ValueError("every config needs a unique name")
+        raise ValueError(f"{path}: every config needs a unique name")
     return models, configs, {"crops": "pack", "min_track": 50} | plan.get("score", {})
 
 
@@ -96,9 +107,9 @@ class PeakMemory:
             self._thread.join()
 
 
-def run_config(config: dict, inputs: Inputs, models: dict, device: torch.device, out_dir: Path,
+def run_config(config: dict, inputs: Inputs, models: dict, device: torch.device, video: Path,
                score_settings: dict) -> dict:
-    """Lip-sync and score one configuration; returns its result row."""
+    """Lip-sync and score one configuration, writing its mp4 to `video`; returns its result row."""
     from .face_restore import paste_back
     from .sampler import SamplerSettings, lipsync
     from .video_io import write_video
@@ -120,7 +131,6 @@ def run_config(config: dict, inputs: Inputs, models: dict, device: torch.device,
             crops = _upscale(result, config, models, device)
             frames = paste_back(inputs.frames[torch.as_tensor(result.source_index)], result.faces, crops)
     seconds = time.perf_counter() - started
-    video = out_dir / f"{slug(config['name'])}.mp4"
     write_video(video, frames, inputs.fps, audio=inputs.audio_path)
     score = _score(frames, inputs, models, device, score_settings)
     return {"name": config["name"], "lse_c": score.lse_c, "lse_d": score.lse_d, "offset": score.offset,
@@ -132,6 +142,8 @@ def run_config(config: dict, inputs: Inputs, models: dict, device: torch.device,
 def run_experiment(video: str | Path, audio: str | Path, configs_file: str | Path, out_dir: str | Path, *,
                    models_dir: str | Path | None = None, device: str | None = None,
                    progress=print) -> list[dict]:
+    """Run every configuration of `configs_file` on one clip; the report in `out_dir` is rewritten after each.
+    Returns one row per configuration; a failed one has "error" (one line) instead of scores."""
     from .audio import load_audio
     from .video_io import read_frames
 
@@ -144,52 +156,116 @@ def run_experiment(video: str | Path, audio: str | Path, configs_file: str | Pat
         raise ValueError(f"{video} is a still image; the experiment needs a video (its frame rate matters)")
     waveform, sample_rate = load_audio(audio)
     inputs = Inputs(frames=frames, fps=fps, waveform=waveform, sample_rate=sample_rate, audio_path=Path(audio))
+    context = {"video": str(video), "audio": str(audio), "device": str(torch_device), "configs": str(configs_file),
+               "fps": fps, "frames": len(frames)}
     rows = []
-    for index, config in enumerate(configs, 1):
+    for index, (config, file_name) in enumerate(zip(configs, video_names([c["name"] for c in configs])), 1):
         progress(f"[{index}/{len(configs)}] {config['name']}")
-        rows.append(run_config(config, inputs, models, torch_device, out_dir, score_settings))
-    write_report(rows, out_dir, {"video": str(video), "audio": str(audio), "device": str(torch_device),
-                                 "configs": str(configs_file), "fps": fps, "frames": len(frames)})
+        rows.append(_run_or_record(config, inputs, models, torch_device, out_dir / file_name, score_settings))
+        if "error" in rows[-1]:
+            progress(f"[{index}/{len(configs)}] {config['name']} failed: {rows[-1]['error']}")
+        write_report(rows, out_dir, context)
     return rows
 
 
+def _run_or_record(config: dict, inputs: Inputs, models: dict, device: torch.device, video: Path,
+                   score_settings: dict) -> dict:
+    """`run_config`'s row, or a row with the error: one configuration's failure is a result, not the end."""
+    from .cli_errors import error_line
+
+    video.unlink(missing_ok=True)  # an mp4 left by an earlier run must not pass for this one's
+    started = time.perf_counter()
+    try:
+        return run_config(config, inputs, models, device, video, score_settings)
+    except Exception as exc:  # noqa: BLE001 -- recorded in the report; KeyboardInterrupt still stops the run
+        for key in [k for k in inputs.cache if k[0] == "unet"]:
+            del inputs.cache[key]  # a half-loaded or oversized UNet is not worth keeping
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # what the failed configuration held (an OOM) is needed by the next one
+        return {"name": config["name"], "error": error_line(exc), "seconds": time.perf_counter() - started,
+                "settings": {k: v for k, v in config.items() if k != "name"}}
+
+
+def video_names(names: list[str]) -> list[str]:
+    """One distinct mp4 name per configuration: names that slug alike ("Run A", "run-a") get _2, _3, ... in
+    the order of the configs file, so reruns write the same files."""
+    taken, files = set(), []
+    for name in names:
+        base = candidate = slug(name)
+        number = 2
+        while candidate in taken:
+            candidate, number = f"{base}_{number}", number + 1
+        taken.add(candidate)
+        files.append(f"{candidate}.mp4")
+    return files
+
+
 def write_report(rows: list[dict], out_dir: Path, context: dict) -> None:
+    """README.md, results.csv and chart.png for the rows so far; a failed row (with "error") says why."""
     from PIL import Image
 
+    done = [r for r in rows if "error" not in r]
+    failed = len(rows) - len(done)
     lines = ["# LatentSync experiment", "",
              f"Clip `{context['video']}` ({context['frames']} frames at {context['fps']:g} fps) with "
              f"`{context['audio']}`, on {context['device']}; configs from `{context['configs']}`.",
              "LSE-C: SyncNet confidence (higher is better); LSE-D: distance (lower is better); offset in frames "
-             f"at 25 fps; crops: {rows[0]['crops'] if rows else '-'}.", "",
-             "| config | LSE-C | LSE-D | offset | seconds | peak memory (MB) | generated frames |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {r['name']} | {r['lse_c']:.3f} | {r['lse_d']:.3f} | {r['offset']:+d} | {r['seconds']:.1f} | "
-              f"{r['peak_mb']:.0f} | {r['generated']}/{r['frames']} |" for r in rows]
+             f"at 25 fps; crops: {done[0]['crops'] if done else '-'}.", "",
+             "| config | LSE-C | LSE-D | offset | seconds | peak memory (MB) | generated frames |"
+             + (" error |" if failed else ""),
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |" + (" --- |" if failed else "")]
+    lines += [_table_row(r, failed > 0) for r in rows]
     lines += ["", "Settings per config are in `results.csv`; each config's video is beside this file."]
-    (out_dir / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with open(out_dir / "results.csv", "w", newline="", encoding="utf-8") as file:
-        columns = ["name", "lse_c", "lse_d", "offset", "crops", "seconds", "peak_mb", "frames", "generated", "video"]
-        writer = csv.DictWriter(file, fieldnames=[*columns, "settings"])
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row[k] for k in columns} | {"settings": json.dumps(row["settings"])})
-    Image.fromarray(bar_chart([r["name"] for r in rows], [r["lse_c"] for r in rows])).save(out_dir / "chart.png")
+    if failed:
+        lines += [f"{failed} of {len(rows)} configs failed; their error is in the last column."]
+    _replace_file(out_dir / "README.md", ("\n".join(lines) + "\n").encode("utf-8"))
+    table = io.StringIO(newline="")
+    columns = ["name", "lse_c", "lse_d", "offset", "crops", "seconds", "peak_mb", "frames", "generated", "video",
+               "error"]
+    writer = csv.DictWriter(table, fieldnames=[*columns, "settings"])
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k, "") for k in columns} | {"settings": json.dumps(row["settings"])})
+    _replace_file(out_dir / "results.csv", table.getvalue().encode("utf-8"))
+    chart = io.BytesIO()
+    Image.fromarray(bar_chart([r["name"] for r in rows], [r.get("lse_c") for r in rows])).save(chart, format="png")
+    _replace_file(out_dir / "chart.png", chart.getvalue())
 
 
-def bar_chart(names: list[str], values: list[float], width: int = 720, bar: int = 28) -> np.ndarray:
-    """LSE-C per config as horizontal bars, names and values written in."""
+def _replace_file(path: Path, data: bytes) -> None:
+    # Written beside and renamed: a run stopped mid-write leaves the previous complete report, not half a file.
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
+def _table_row(row: dict, error_column: bool) -> str:
+    if "error" in row:
+        cells = [row["name"], *["-"] * 3, f"{row['seconds']:.1f}", "-", "-", row["error"]]
+    else:
+        cells = [row["name"], f"{row['lse_c']:.3f}", f"{row['lse_d']:.3f}", f"{row['offset']:+d}",
+                 f"{row['seconds']:.1f}", f"{row['peak_mb']:.0f}", f"{row['generated']}/{row['frames']}"]
+        cells += [""] if error_column else []
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"  # a bare "|" would split a cell
+
+
+def bar_chart(names: list[str], values: list[float | None], width: int = 720, bar: int = 28) -> np.ndarray:
+    """LSE-C per config as horizontal bars, names and values written in; None (a failed config) says so."""
     from PIL import Image, ImageDraw
 
     height = 40 + bar * len(names)
     image = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(image)
     draw.text((10, 10), "LSE-C (higher is better)", fill=(0, 0, 0))
-    top = max(max(values, default=0.0), 1e-6)
+    top = max(max((v for v in values if v is not None), default=0.0), 1e-6)
     for i, (name, value) in enumerate(zip(names, values)):
         y = 34 + i * bar
+        draw.text((10, y + 8), name[:32], fill=(0, 0, 0))
+        if value is None:
+            draw.text((226, y + 8), "failed", fill=(170, 30, 30))
+            continue
         length = int((width - 300) * max(value, 0) / top)
         draw.rectangle([220, y + 4, 220 + length, y + bar - 4], fill=(38, 112, 74))
-        draw.text((10, y + 8), name[:32], fill=(0, 0, 0))
         draw.text((226 + length, y + 8), f"{value:.2f}", fill=(0, 0, 0))
     return np.asarray(image)
 

@@ -223,23 +223,46 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def selection_problem(select: str, index: int = 0, position: tuple[float, float] | None = None) -> str | None:
+    """What is wrong with a face selection, or None. Checked before any frame is read: a NaN position or a
+    negative index would otherwise match no face in any frame and look like a clip without faces."""
+    if select not in SELECTIONS:
+        return f"unknown face selection {select!r}; choose one of {', '.join(SELECTIONS)}"
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
+        return f"face index must be a whole number from 0 (the leftmost face) up, got {index!r}"
+    if position is not None:
+        try:
+            x, y = (float(v) for v in position)
+        except (TypeError, ValueError):
+            return f"face position must be (x, y) fractions of the frame, got {position!r}"
+        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):  # also False for NaN
+            return f"face position must be (x, y) fractions of the frame from 0 to 1, got ({x:g}, {y:g})"
+    return None
+
+
+def check_selection(select: str, index: int = 0, position: tuple[float, float] | None = None) -> None:
+    """Raise ValueError if the face selection cannot work (see `selection_problem`)."""
+    problem = selection_problem(select, index, position)
+    if problem:
+        raise ValueError(problem)
+
+
 def choose_face(faces: list[DetectedFace], select: str, index: int, position: tuple[float, float] | None,
                 frame_hw: tuple[int, int]) -> DetectedFace | None:
-    """Apply the selection rule to one frame's faces (no tracking)."""
+    """Apply the selection rule to one frame's faces (no tracking); None if the frame has no such face."""
+    check_selection(select, index, position)
     if not faces:
         return None
     if select == "largest":
         return max(faces, key=lambda f: f.area)
     if select == "index":  # faces counted left to right, by box centre
         ordered = sorted(faces, key=lambda f: f.centre[0])
-        return ordered[index] if -len(ordered) <= index < len(ordered) else None
-    if select == "position":
-        px, py = position if position is not None else (0.5, 0.5)
-        x, y = px * frame_hw[1], py * frame_hw[0]
-        inside = [f for f in faces if f.box[0] <= x <= f.box[2] and f.box[1] <= y <= f.box[3]]
-        pool = inside or faces
-        return min(pool, key=lambda f: (f.centre[0] - x) ** 2 + (f.centre[1] - y) ** 2)
-    raise ValueError(f"unknown face selection {select!r}; choose one of {', '.join(SELECTIONS)}")
+        return ordered[index] if index < len(ordered) else None
+    px, py = position if position is not None else (0.5, 0.5)
+    x, y = px * frame_hw[1], py * frame_hw[0]
+    inside = [f for f in faces if f.box[0] <= x <= f.box[2] and f.box[1] <= y <= f.box[3]]
+    pool = inside or faces
+    return min(pool, key=lambda f: (f.centre[0] - x) ** 2 + (f.centre[1] - y) ** 2)
 
 
 def _usable(face: DetectedFace) -> bool:
@@ -251,8 +274,7 @@ class FaceTracker:
 
     def __init__(self, detector: FaceDetector, select: str = "largest", index: int = 0,
                  position: tuple[float, float] | None = None, max_track_gap: int = 25) -> None:
-        if select not in SELECTIONS:
-            raise ValueError(f"unknown face selection {select!r}; choose one of {', '.join(SELECTIONS)}")
+        check_selection(select, index, position)
         self.detector, self.select, self.index, self.position = detector, select, index, position
         self.max_track_gap = max_track_gap
         self._last_box, self._last_seen, self._frame = None, -1, -1
@@ -303,6 +325,7 @@ def detect_faces(frames: Frames, detector: str | FaceDetector = "dlib", select: 
     """
     if getattr(frames, "ndim", 0) != 4:
         raise ValueError(f"expected frames shaped [N, H, W, C], got {tuple(getattr(frames, 'shape', ()))}")
+    check_selection(select, index, position)  # before a detector's models load
     engine = make_detector(detector, threshold, **detector_options) if isinstance(detector, str) else detector
     tracker = FaceTracker(engine, select, index, position, max_track_gap)
     faces = []

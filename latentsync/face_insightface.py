@@ -17,8 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .checkpoint import FORMAT_NAMES, file_format
 from .face_detect import DetectedFace, FaceModelMissing
 from .image_ops import warp_affine
+from .onnx_runtime import import_onnxruntime
 
 FILES = ("det_10g.onnx", "2d106det.onnx")
 DETECT_SIZE = 512
@@ -58,7 +60,11 @@ def find_model_dir(models_dir: str | Path | Sequence[str | Path] | None = None) 
 
 
 def _session(path: Path, providers: Sequence[str] | None):
-    import onnxruntime as ort
+    kind = file_format(path)
+    if kind != "onnx-or-other":  # a PyTorch/TorchScript/safetensors file renamed: never handed to a runtime
+        raise FaceModelMissing(f"{path} is not an ONNX model but {FORMAT_NAMES[kind]}; nothing was loaded. "
+                               f"To get the right files, {WHERE_TO_GET}")
+    ort = import_onnxruntime()
 
     available = ort.get_available_providers()
     wanted = list(providers) if providers else ["CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from .face_align import FILL, AlignedFaces
 from .image_ops import (Frames, erode, footprint, frame_region_255, gaussian_blur, invert_affine,
                         warp_affine)
+from .memory import check_fits
+from .threads import single_threaded
 
 Progress = Callable[[int, int], None]
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
@@ -120,16 +122,20 @@ def paste_back(frames: Frames, faces: AlignedFaces, generated: Frames, inplace: 
     if len(pixels) != len(faces):
         raise ValueError(f"{len(pixels)} generated crops for {len(faces)} frames")
     is_numpy = isinstance(frames, np.ndarray)
+    if not inplace:  # the copy is as large as the whole clip
+        check_fits(frames.nbytes, f"pasting faces into a copy of {len(frames)} frames", "the number of frames "
+                   "(paste a shorter clip at a time)", "cpu" if is_numpy else frames.device)
     out = frames if inplace else (frames.copy() if is_numpy else frames.clone())
     view = torch.from_numpy(out) if is_numpy else out
     channels = view.shape[-1] if view.ndim == 4 else 1
-    for i in range(len(faces)):
-        if bool(faces.valid[i]):
-            result = restore_region(view[i], pixels[i], faces.matrices[i], faces.crop_wh, faces.resolution)
-            if result is not None:
-                _write(view[i], *result, channels)
-        if progress is not None:
-            progress(i + 1, len(faces))
+    with single_threaded():  # small ops a frame: 2-5x slower on two threads when a core is busy
+        for i in range(len(faces)):
+            if bool(faces.valid[i]):
+                result = restore_region(view[i], pixels[i], faces.matrices[i], faces.crop_wh, faces.resolution)
+                if result is not None:
+                    _write(view[i], *result, channels)
+            if progress is not None:
+                progress(i + 1, len(faces))
     return out
 
 

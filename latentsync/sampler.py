@@ -26,10 +26,12 @@ from .denoise import LATENT_SCALE, FaceVAE, decode_faces, denoise, encode_condit
 from .face_align import AlignedFaces
 from .face_detect import FaceDetector, FaceTrack
 from .face_restore import blend_mouth, paste_back
+from .memory import check_fits
 from .schedulers import SCHEDULERS, make_scheduler
 from .vad import SpeechSegments
 from .window_faces import clip_faces, subset
-from .windows import AUDIO_LONGER, AUDIO_SHORTER, VAD_POLICIES, FramePlan, audio_frame_count, plan_frames
+from .windows import (AUDIO_LONGER, AUDIO_SHORTER, VAD_POLICIES, FramePlan, audio_frame_count, plan_frames,
+                      plan_length)
 
 __all__ = ["SCHEDULERS", "VAD_POLICIES", "AUDIO_LONGER", "AUDIO_SHORTER", "LATENT_SCALE", "SamplerSettings",
            "FaceVAE", "LipSyncResult", "lipsync", "plan_lipsync"]
@@ -153,6 +155,18 @@ def _max_window(unet: torch.nn.Module) -> int:
     return 1 << 30
 
 
+def _check_output_memory(input_frames: int, features: AudioFeatures, settings: SamplerSettings,
+                         frame_hw: tuple[int, int], resolution: int, output_dtype: torch.dtype) -> None:
+    """Refuse an output that cannot fit in RAM before any work: the frames, their uint8 face crops and the
+    float32 crops returned beside them, one of each per output frame (as many as the audio asks for)."""
+    audio_frames = audio_frame_count(features.duration, features.fps, features.frames)
+    count = len(plan_length(input_frames, audio_frames, settings.audio_longer, settings.audio_shorter))
+    height, width = (int(v) for v in frame_hw)
+    per_frame = height * width * 3 * output_dtype.itemsize + resolution * resolution * 3 * (1 + 4)
+    check_fits(count * per_frame, f"lip-syncing {count} output frames of {width}x{height}",
+               "the number of output frames (it follows the audio: use shorter audio) or the frames' size", "cpu")
+
+
 def _model_device(module: torch.nn.Module, device: torch.device | str | None) -> torch.device:
     if device is not None:
         return torch.device(device)
@@ -182,6 +196,8 @@ def lipsync(frames: Tensor | np.ndarray, features: AudioFeatures, unet: torch.nn
     if output_dtype not in (torch.float32, torch.uint8):
         raise ValueError(f"output_dtype must be torch.float32 or torch.uint8, got {output_dtype}")
     frames = _as_frames(frames)
+    _check_output_memory(len(frames), features, settings, frames.shape[1:3],
+                         resolution or getattr(faces, "resolution", None) or 256, output_dtype)
     device = _model_device(unet, device)
     dtype = dtype or torch.float32
     stats = {"seconds": {"faces": 0.0, "encode": 0.0, "unet": 0.0, "decode": 0.0, "paste": 0.0}}

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .checkpoint import CheckpointError, describe, read_checkpoint
+
 EMBEDDING_DIM = 1024
 HUB_REPO = "ByteDance/LatentSync-1.5"
 HUB_FILE = "auxiliary/syncnet_v2.model"
@@ -18,7 +20,7 @@ WHERE_TO_GET = (f"download {HUB_FILE} from https://huggingface.co/{HUB_REPO} (La
                 f"checkpoints/{HUB_FILE})")
 
 
-class SyncNetCheckpointError(ValueError):
+class SyncNetCheckpointError(CheckpointError):
     """A weight file that cannot be the network asked for; the message says what it looks like instead."""
 
 
@@ -76,37 +78,8 @@ class SyncNet(nn.Module):
         return self.netfclip(self.video_features(frame_windows))
 
 
-# Top-level names that identify the checkpoints a user may pick up by mistake.
-_SIGNATURES = (
-    ({"netcnnaud", "netfcaud", "netcnnlip", "netfclip"}, "the SyncNet evaluation network (syncnet_v2.model)"),
-    ({"vgg", "L2Norm3_3", "extras", "loc", "conf"}, "the S3FD face detector (sfd_face.pth)"),
-    ({"audio_encoder", "visual_encoder"}, "LatentSync's StableSyncNet (stable_syncnet.pt, the training "
-                                          "SyncNet; LSE-C/LSE-D need syncnet_v2.model)"),
-    ({"conv_in", "down_blocks", "up_blocks"}, "a UNet (e.g. latentsync_unet.pt)"),
-    ({"encoder", "decoder"}, "a whisper or auto-encoder checkpoint"),
-)
+# Prefixes of wrapped state dicts (SyncNetEval's `__S__`, DataParallel's `module`).
 _WRAPPER_PREFIXES = ("__S__.", "module.")
-
-
-def describe_checkpoint(obj: object) -> str:
-    """A short human description of a loaded weight file, for error messages."""
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        extra = sorted(str(k) for k in obj if k != "state_dict")
-        inner = describe_checkpoint(obj["state_dict"])
-        return f"a training checkpoint (keys state_dict, {', '.join(extra)}) holding {inner}"
-    if isinstance(obj, dict) and "model_state_dict" in obj and "dims" in obj:
-        return "an openai-whisper checkpoint"
-    if not isinstance(obj, dict):
-        return f"a {type(obj).__name__} object, not a mapping of names to tensors"
-    tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
-        return f"a mapping with no tensors (keys: {', '.join(sorted(map(str, obj))[:6])})"
-    tops = {_strip_wrapper(k).split(".")[0] for k in tensors}
-    for names, what in _SIGNATURES:
-        if names <= tops:
-            return what
-    shown = ", ".join(sorted(tops)[:8]) + (", ..." if len(tops) > 8 else "")
-    return f"a state dict of {len(tensors)} tensors with top-level names {shown}"
 
 
 def _strip_wrapper(key: str) -> str:
@@ -117,26 +90,16 @@ def _strip_wrapper(key: str) -> str:
 
 
 def read_state_dict(path: str | Path, where_to_get: str) -> dict[str, torch.Tensor]:
-    """Load a plain state dict the way the reference does (`torch.load(weights_only=True)`), or a .safetensors file.
+    """A plain state dict read as the reference does (`torch.load(weights_only=True)`), or a .safetensors file.
 
     A wrapper prefix (`__S__.`, as `SyncNetEval().state_dict()` would write, or `module.`) is removed.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weight file not found: {path}; {where_to_get}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        obj: object = load_file(str(path))
-    else:
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # unpickling errors come in several types; all mean the same to the user
-            raise SyncNetCheckpointError(
-                f"{path} is not a plain PyTorch state dict: torch.load(weights_only=True) refused it ({exc}). "
-                f"The reference only reads pickled name->tensor mappings; {where_to_get}") from exc
+    obj = read_checkpoint(path, "a plain state dict of names to tensors", where_to_get, error=SyncNetCheckpointError)
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise SyncNetCheckpointError(f"{path} is {describe_checkpoint(obj)}; {where_to_get}")
+        raise SyncNetCheckpointError(f"{path} holds {describe(obj)}; {where_to_get}")
     return {_strip_wrapper(str(k)): v for k, v in obj.items()}
 
 
@@ -150,7 +113,7 @@ def check_state_dict(state: dict[str, torch.Tensor], model: nn.Module, path: str
     unexpected = sorted(set(state) - set(expected))
     missing = sorted(k for k in set(expected) - set(state) if not k.endswith(optional_suffixes))
     if unexpected or missing:
-        looks_like = describe_checkpoint(state)
+        looks_like = describe(state)
         detail = []
         if missing:
             detail.append(f"{len(missing)} missing (e.g. {missing[0]})")

@@ -8,15 +8,22 @@ reference's `unet_config` format, optionally with `"resolution"`), the user's ch
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 OFFICIAL = {  # version -> (hub repository, file in it, face crop resolution)
     "1.5": ("ByteDance/LatentSync-1.5", "latentsync_unet.pt", 256),
     "1.6": ("ByteDance/LatentSync-1.6", "latentsync_unet.pt", 512),
 }
 VERSIONS = ("auto", *OFFICIAL)
+# Both official files hold the same float32 state dict (the reference's key list: 1,267,099,844 parameters and
+# 844,800 buffer values, 5.07 GB). torch's file format adds well under a MiB around the tensors; the slack also
+# covers buffers stored once where modules share them. A file outside this range is not the official one.
+OFFICIAL_SIZE_RANGE = (1_267_099_844 * 4, 1_267_944_644 * 4 + 64 * 2**20)
 
 
 @dataclass(frozen=True)
@@ -51,14 +58,49 @@ def where_to_get(version: str, folder: str | Path) -> str:
             f"(or pick 'download {version}' in the loader when online)")
 
 
-def download_official(version: str, folder: str | Path) -> Path:
-    """Fetch the official UNet into `folder/<version>/`; only ever called when the user asked for it."""
+@dataclass(frozen=True)
+class OfficialFile:
+    path: Path
+    note: str  # what happened, for the user: downloaded, or a file already there used
+
+
+def download_official(version: str, folder: str | Path) -> OfficialFile:
+    """Fetch the official UNet into `folder/<version>/`; only ever called when the user asked for it.
+
+    A file already at the target is used as it is (huggingface_hub does not download it again, and offline it
+    cannot check it), so its size is checked here first and the note says it was reused; when the hub is
+    reachable, huggingface_hub also compares its sha256 with the hub's before trusting it.
+    """
     repo, name, _ = OFFICIAL[version]
     target = Path(folder) / version
+    existing = target / name
+    before = None
+    if existing.is_file():
+        check_official_size(existing, version)
+        before = existing.stat().st_mtime_ns
     try:
         from huggingface_hub import hf_hub_download
 
-        return Path(hf_hub_download(repo_id=repo, filename=name, local_dir=target))
+        path = Path(hf_hub_download(repo_id=repo, filename=name, local_dir=target))
     except Exception as exc:  # offline, hub unreachable, no huggingface_hub: say what to do by hand
         raise RuntimeError(f"could not download {repo}/{name} ({type(exc).__name__}: {str(exc)[:200]}); "
                            f"{where_to_get(version, folder)}") from exc
+    size = f"{path.stat().st_size / 1e9:.2f} GB"
+    # Online, huggingface_hub replaces a file whose sha256 is not the hub's, which changes its time stamp.
+    if before is not None and path.stat().st_mtime_ns == before:
+        note = f"used the file already at {path} ({size}, the official size) instead of downloading it"
+    else:
+        note = f"downloaded {repo}/{name} to {path} ({size})"
+    log.info("LatentSync UNet %s: %s", version, note)
+    return OfficialFile(path=path, note=note)
+
+
+def check_official_size(path: Path, version: str) -> None:
+    """Refuse a file at the official file's place whose size is not the official file's (a copy cut short, or
+    another model saved under its name): it would be used instead of downloading."""
+    size = path.stat().st_size
+    low, high = OFFICIAL_SIZE_RANGE
+    if not low <= size <= high:
+        raise ValueError(f"{path} is {size:,} bytes, but the official LatentSync {version} UNet is "
+                         f"{low / 1e9:.2f} GB; it is an interrupted download or another file: delete it and pick "
+                         f"'download {version}' again")

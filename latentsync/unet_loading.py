@@ -14,7 +14,6 @@ checkpoints carry them and they are demanded like any other tensor.
 from __future__ import annotations
 
 import logging
-import pickle
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +21,7 @@ import torch
 from torch import Tensor
 
 from . import unet_quantize
+from .checkpoint import CheckpointError, file_format, read_checkpoint
 from .unet import LatentSyncUNet, build_unet
 from .unet_config import ConfigLike, UNetConfig, resolve_unet_config
 
@@ -38,7 +38,10 @@ _QUANTIZERS: dict[str, Callable[[LatentSyncUNet], LatentSyncUNet]] = {
 QUANTIZATIONS = tuple(_QUANTIZERS)
 
 
-class UNetCheckpointError(ValueError):
+EXPECTED = "latentsync_unet.pt from ByteDance/LatentSync-1.5 or -1.6"
+
+
+class UNetCheckpointError(CheckpointError):
     """The file is not a LatentSync UNet for the chosen config; the message says what it seems to be."""
 
 
@@ -109,44 +112,10 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], str]:
     `.pt` files are memory-mapped where possible, so tensors are paged in only as they are used.
     """
     path = Path(path)
-    with open(path, "rb") as file:
-        head = file.read(16)
-    if not head:
-        raise UNetCheckpointError(f"{path} is empty (an interrupted download?); expected a LatentSync UNet checkpoint")
-    if len(head) > 8 and head[8:9] == b"{":
-        return _read_safetensors(path), "a safetensors file"
-    if head.startswith(b"PK") or head[:1] == b"\x80":
-        return _unwrap(path, _torch_load(path, mmap=head.startswith(b"PK")))
-    raise UNetCheckpointError(
-        f"{path} is neither a PyTorch checkpoint nor a safetensors file (it starts with {head[:8]!r}); "
-        "expected latentsync_unet.pt from ByteDance/LatentSync-1.5 or -1.6")
-
-
-def _read_safetensors(path: Path) -> dict[str, Tensor]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as file:
-            return {name: file.get_tensor(name) for name in file.keys()}
-    except Exception as exc:  # safetensors raises its own exception type for every kind of damage
-        raise UNetCheckpointError(
-            f"{path} cannot be read as safetensors; it looks truncated or corrupt (an interrupted download?): "
-            f"{exc}") from exc
-
-
-def _torch_load(path: Path, mmap: bool) -> object:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower():
-            raise UNetCheckpointError(
-                f"{path} holds Python objects besides tensors, which are not unpickled for safety; a LatentSync "
-                f"UNet checkpoint holds only tensors and numbers. ({str(exc).splitlines()[0]})") from exc
-        raise UNetCheckpointError(f"{path} cannot be read; it looks truncated or corrupt: {exc}") from exc
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise UNetCheckpointError(
-            f"{path} cannot be read as a PyTorch checkpoint; it looks truncated or corrupt (an interrupted "
-            f"download?): {str(exc).splitlines()[0].split('. ')[0]}") from exc
+    payload = read_checkpoint(path, EXPECTED, mmap=True, error=UNetCheckpointError)
+    if file_format(path) == "safetensors":
+        return payload, "a safetensors file"
+    return _unwrap(path, payload)
 
 
 def _unwrap(path: Path, payload: object) -> tuple[dict[str, Tensor], str]:

@@ -7,8 +7,12 @@ symmetric scales, dequantized to the activation dtype on the fly.
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import nn
+
+from .process_state import contained
 
 INSTALL_HINT = "weight quantization needs torchao; run `pip install torchao` in ComfyUI's Python environment"
 
@@ -32,8 +36,12 @@ class Int8Conv2d(nn.Module):
 
 
 def _torchao():
+    if "torchao.quantization" in sys.modules:
+        return sys.modules["torchao.quantization"]
     try:
-        import torchao.quantization as quantization
+        # torchao adds warning filters (and torch sets TORCHINDUCTOR_CACHE_DIR) as it loads: keep those to the import.
+        with contained():
+            import torchao.quantization as quantization
     except ImportError as exc:
         raise ImportError(INSTALL_HINT) from exc
     return quantization

@@ -20,10 +20,11 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from .memory import check_fits, format_bytes
 from .resize import INTERPOLATION_MODES, resize_nchw, scaled_size
 from .upscale_models import UpscaleModel, check_upscale_model
 from .upscale_tiling import (Progress, TiledRunner, UpscaleMemoryError, check_host_memory, default_device,
-                             default_dtype, gib, memory_budget, placed, report)
+                             default_dtype, memory_budget, placed, report)
 
 Size = tuple[int, int]
 
@@ -176,8 +177,9 @@ def _upscaled_chunks(frames: torch.Tensor, method: str | UpscaleModel, target: S
         per_frame = 4 * frames.shape[3] * (frames.shape[1] * frames.shape[2] + 2 * target[0] * target[1])
         budget = memory_budget(device, max_memory, reserved)
         if per_frame > budget:
-            raise UpscaleMemoryError(f"resizing one frame to {target[0]}x{target[1]} needs about {gib(per_frame)} "
-                                     f"on {device} besides the result, and only {gib(budget)} is available")
+            raise UpscaleMemoryError(f"resizing one frame to {target[0]}x{target[1]} needs about {format_bytes(per_frame)} "
+                                     f"on {device} besides the result, and only {format_bytes(budget)} is available; lower "
+                                     "the scale or the output size")
         step = max(1, min(chunk, budget // per_frame))
         for start in range(0, count, step):
             yield start, frames[start:start + step].to(device).permute(0, 3, 1, 2).float()
@@ -202,6 +204,9 @@ def _mouth_weight(mask: torch.Tensor, count: int, target: Size, feather: float) 
         mask = mask[None]
     if mask.ndim != 3 or mask.shape[0] not in (1, count):
         raise ValueError(f"the mouth mask must be [H, W] or [N, H, W] with N = 1 or {count}, got {tuple(mask.shape)}")
+    # The resized mask, its padded copy and two blurred passes, all float32 at the output size.
+    check_fits(4 * mask.shape[0] * target[0] * target[1] * 4, f"the mouth blend of {mask.shape[0]} crops at "
+               f"{target[0]}x{target[1]}", "the scale or the output size", "cpu", error=UpscaleMemoryError)
     mouth = 1 - resize_nchw(mask[:, None].clamp(0, 1), target, "bilinear")
     sigma = feather * min(target)
     if sigma > 0.3:

@@ -11,15 +11,15 @@ in 0-1 to `[B, 3, H*scale, W*scale]`, `.scale` is an int, and `.model` is the `n
 """
 from __future__ import annotations
 
-import math
-import warnings
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
+from .checkpoint import CheckpointError, describe, read_checkpoint
 
-class UpscaleModelError(ValueError):
+
+class UpscaleModelError(CheckpointError):
     """A file or object that cannot be used as an image upscaler; the message says what it is instead."""
 
 
@@ -41,34 +41,26 @@ def import_spandrel():
 
 
 def load_upscale_model(path: str | Path, device: str | torch.device = "cpu") -> UpscaleModel:
-    """Load a super-resolution checkpoint (.pth, .pt, .ckpt or .safetensors) as a spandrel descriptor.
+    """Load a super-resolution checkpoint (.pth, .pt, .ckpt, .bin or .safetensors) as a spandrel descriptor.
 
-    Raises `FileNotFoundError` for a missing file and `UpscaleModelError` for a file that is not an RGB image
-    upscaler, saying what the file looks like (a VAE, a whisper encoder, ...).
+    The file is read as data by the pack (`read_checkpoint`: safetensors or `torch.load(weights_only=True)`;
+    TorchScript archives and pickles with code are refused) and only its tensors reach spandrel, whose own
+    file loader would run TorchScript. Raises `FileNotFoundError` for a missing file and `UpscaleModelError`
+    for a file that is not an RGB image upscaler, saying what the file looks like (a VAE, a whisper encoder, ...).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no upscale model at {path}")
     spandrel = import_spandrel()
-    loader = spandrel.ModelLoader(device=device)
+    payload = read_checkpoint(path, "a super-resolution model such as RealESRGAN_x2plus.pth", error=UpscaleModelError)
+    if not isinstance(payload, dict):
+        raise UpscaleModelError(f"{path.name} holds {describe(payload)}, not the state dict of an upscaler")
+    state = spandrel.canonicalize_state_dict(payload)
     try:
-        with warnings.catch_warnings():
-            # spandrel tries TorchScript first for .pt files; torch's deprecation notice for that is not actionable.
-            warnings.simplefilter("ignore", FutureWarning)
-            state = loader.load_state_dict_from_file(path)
-    except ValueError as exc:  # spandrel's "unsupported extension"
-        raise UpscaleModelError(f"{path.name}: {exc}") from exc
-    except Exception as exc:
-        # torch.load raises several types for files that are not checkpoints (pickle, zip, EOF, restricted class).
-        raise UpscaleModelError(f"{path.name} is not a checkpoint that can be read safely: "
-                                f"{type(exc).__name__}: {exc}") from exc
-    if not isinstance(state, dict):
-        raise UpscaleModelError(f"{path.name} holds a {type(state).__name__}, not a state dict of an upscaler")
-    try:
-        descriptor = loader.load_from_state_dict(state)
+        descriptor = spandrel.ModelLoader(device=device).load_from_state_dict(state)
     except spandrel.UnsupportedModelError as exc:
         raise UpscaleModelError(f"{path.name} is not an image super-resolution model: it looks like "
-                                f"{describe_state_dict(state)}") from exc
+                                f"{describe(payload)}") from exc
     except Exception as exc:
         # Detection is by key names; a file whose names match but whose shapes do not fails here.
         raise UpscaleModelError(f"{path.name} has the key names of an upscaler but does not load as one "
@@ -102,49 +94,7 @@ def model_summary(model: UpscaleModel) -> dict:
             "tags": list(getattr(model, "tags", [])), "supports_half": bool(getattr(model, "supports_half", True))}
 
 
-def describe_state_dict(state: dict) -> str:
-    """A short guess at what a non-upscaler checkpoint is, for error messages."""
-    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
-        nested = [k for k, v in state.items() if isinstance(v, dict)]
-        return f"a dict without tensors (keys: {_preview(list(state))}" + (
-            f"; nested dicts under {_preview(nested)})" if nested else ")")
-    keys = list(tensors)
-
-    def has(*parts: str) -> bool:
-        return all(any(part in k for k in keys) for part in parts)
-
-    if has("motion_modules"):
-        guess = "a LatentSync / AnimateDiff 3D UNet"
-    elif has("down_blocks", "up_blocks", "time_embedding"):
-        guess = "a diffusion UNet"
-    elif has("quant_conv", "decoder.") or has("encoder.down_blocks", "decoder.up_blocks"):
-        guess = "a VAE (autoencoder)"
-    elif has("encoder.blocks.", "encoder.conv1.") or has("encoder.positional_embedding"):
-        guess = "an openai-whisper audio encoder"
-    elif has("audio_encoder", "visual_encoder") or has("face_encoder", "audio_encoder"):
-        guess = "a SyncNet lip-sync scorer"
-    elif has("conv_first.") or has("body.0."):
-        guess = "a super-resolution network, but one spandrel cannot identify (missing or renamed layers)"
-    else:
-        guess = "an unknown network"
-    values = sum(v.numel() for v in tensors.values())
-    return f"{guess} ({len(tensors)} tensors, {_count(values)} values; keys like {_preview(keys)})"
-
-
 def _arch_name(model: Any) -> str:
     arch = getattr(model, "architecture", None)
     name = getattr(arch, "name", None) or getattr(arch, "id", None)
     return str(name or type(getattr(model, "model", model)).__name__)
-
-
-def _preview(keys: list[str], count: int = 3) -> str:
-    shown = ", ".join(keys[:count])
-    return shown + (", ..." if len(keys) > count else "")
-
-
-def _count(values: int) -> str:
-    if values < 1000:
-        return str(values)
-    exponent = min(int(math.log10(values)) // 3, 3)
-    return f"{values / 1000 ** exponent:.1f}{' kMG'[exponent]}"

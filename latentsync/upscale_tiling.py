@@ -8,12 +8,12 @@ overlap, and tiles are placed so that none extends past the image.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 
+from .memory import InsufficientMemoryError, available_bytes, check_fits, format_bytes
 from .upscale_models import UpscaleModel
 
 Progress = Callable[[int, int], None]
@@ -23,7 +23,7 @@ MIN_TILE = 32
 MEMORY_HEADROOM = 0.7
 
 
-class UpscaleMemoryError(ValueError):
+class UpscaleMemoryError(InsufficientMemoryError):
     """A request that cannot fit in memory even with the smallest tiles; the message gives the numbers."""
 
 
@@ -91,9 +91,9 @@ class TiledRunner:
         needed = self._activation_bytes(1, self.tile) + out_frame
         if needed > budget:
             raise UpscaleMemoryError(
-                f"upscaling one {self.width}x{self.height} frame x{self.scale} needs about {gib(needed)} on "
-                f"{self.device} even with {self.tile} px tiles, and only {gib(budget)} is available; use a "
-                "smaller input or free memory")
+                f"upscaling one {self.width}x{self.height} frame x{self.scale} needs about {format_bytes(needed)} on "
+                f"{self.device} even with {self.tile} px tiles, and only {format_bytes(budget)} is available; lower the "
+                "input's size or free memory")
 
     def _tiles_per_frame(self) -> int:
         return len(self._spans(self.height)) * len(self._spans(self.width))
@@ -216,27 +216,14 @@ def memory_budget(device: torch.device, limit: int | None, reserved: int = 0) ->
     if limit is not None:
         return int(limit)
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        # Blocks cached by torch's allocator are free for this process although the driver counts them as used.
-        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-        return int((free + cached) * MEMORY_HEADROOM)
-    return int(max(0, _available_ram() - reserved) * MEMORY_HEADROOM)
-
-
-def _available_ram() -> int:
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return int(available_bytes(device) * MEMORY_HEADROOM)
+    return int(max(0, available_bytes(device) - reserved) * MEMORY_HEADROOM)
 
 
 def check_host_memory(needed: int, what: str, limit: int | None) -> None:
-    available = int(limit) if limit is not None else _available_ram()
-    if needed > available:
-        raise UpscaleMemoryError(f"the result ({what}, float32) would take {gib(needed)} of RAM and only "
-                                 f"{gib(available)} is available; lower the scale or upscale fewer frames at a time")
+    """Refuse a result that cannot fit in RAM (`limit` overrides what is available) before allocating it."""
+    check_fits(needed, f"the result ({what}, float32)", "the scale or the output size, or upscale fewer frames "
+               "at a time", "cpu", available=limit, error=UpscaleMemoryError)
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -248,6 +235,3 @@ def report(progress: Progress | None, done: int, total: int) -> None:
     if progress is not None:
         progress(done, total)
 
-
-def gib(size: int) -> str:
-    return f"{size / 2 ** 30:.2f} GiB" if size >= 2 ** 27 else f"{size / 2 ** 20:.1f} MiB"

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
+
+from .checkpoint import CheckpointError, describe, file_format, read_checkpoint
+from .onnx_runtime import import_onnxruntime
+from .process_state import contained
 
 INSTALL_HINT = ('pyannote.audio is not installed; install the optional extra with '
                 '`pip install "pyannote.audio>=4.0.7,<5"` in ComfyUI\'s Python environment '
@@ -53,12 +59,29 @@ def telemetry_off() -> Iterator[None]:
                 os.environ[_ENV] = previous
 
 
+# Imported together under `contained`, so the imports later in this file find them loaded and change nothing.
+_SUBMODULES = ("pyannote.audio.core.task", "pyannote.audio.models.segmentation", "pyannote.audio.pipelines")
+
+
 def _pyannote():
-    with telemetry_off():
-        try:
-            return importlib.import_module("pyannote.audio")
-        except ImportError as exc:
-            raise ImportError(INSTALL_HINT) from exc
+    if importlib.util.find_spec("onnxruntime") is not None:
+        import_onnxruntime()  # pyannote's dependencies import it: first here, with its telemetry off
+    try:
+        audio = _import("pyannote.audio")
+    except ImportError as exc:
+        raise ImportError(INSTALL_HINT) from exc
+    for name in _SUBMODULES:
+        _import(name)
+    return audio
+
+
+def _import(name: str):
+    """Import without leaving process-wide changes behind: Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK and
+    configures loggers and warning filters as it loads (`process_state.contained`)."""
+    if name in sys.modules:  # loaded already: nothing to contain
+        return sys.modules[name]
+    with telemetry_off(), contained():
+        return importlib.import_module(name)
 
 
 def load_segmentation(path: str | Path):
@@ -71,42 +94,41 @@ def load_segmentation(path: str | Path):
         raise FileNotFoundError(f"pyannote checkpoint not found: {path}; expected {MODEL_HINT}")
     from pyannote.audio.core import task
 
-    try:
-        unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
-    except Exception as exc:  # not a zip checkpoint at all, or a truncated one
-        raise ValueError(f"{path} cannot be read as a pyannote checkpoint ({type(exc).__name__}: "
-                         f"{str(exc)[:200]}); expected {MODEL_HINT}") from exc
+    unsafe = set()
+    if file_format(path) == "torch-zip":  # other formats are refused or read plainly by read_checkpoint
+        try:
+            unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+        except Exception as exc:  # a truncated zip
+            raise CheckpointError(f"{path} cannot be read as a pyannote checkpoint ({type(exc).__name__}: "
+                                  f"{str(exc)[:200]}); expected {MODEL_HINT}") from exc
     if unsafe - SAFE_GLOBALS:
         refused = ", ".join(sorted(unsafe - SAFE_GLOBALS))
-        raise ValueError(f"{path} pickles objects that cannot be loaded safely ({refused}); expected {MODEL_HINT}")
+        raise CheckpointError(f"{path} pickles objects that cannot be loaded safely ({refused}); it was not "
+                              f"unpickled and nothing was loaded; expected {MODEL_HINT}")
     allowed = [task.Specifications, task.Problem, task.Resolution]
     for name in unsafe - {f"pyannote.audio.core.task.{c.__name__}" for c in allowed}:
-        module, _, attr = name.rpartition(".")
-        allowed.append(getattr(importlib.import_module(module), attr))
-    try:
-        with torch.serialization.safe_globals(allowed):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path} cannot be read as a pyannote checkpoint ({type(exc).__name__}: "
-                         f"{str(exc)[:200]}); expected {MODEL_HINT}") from exc
+        module, _, attr = name.rpartition(".")  # only names from SAFE_GLOBALS get here
+        allowed.append(getattr(_import(module), attr))
+    checkpoint = read_checkpoint(path, MODEL_HINT, allowed=allowed)
     info = checkpoint.get("pyannote.audio") if isinstance(checkpoint, dict) else None
     if not info or "state_dict" not in checkpoint:
         keys = sorted(checkpoint)[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise ValueError(f"{path} is not a pyannote.audio checkpoint (top-level: {keys}); expected {MODEL_HINT}")
+        raise CheckpointError(f"{path} is not a pyannote.audio checkpoint: it holds {describe(checkpoint)} "
+                              f"(top-level: {keys}); expected {MODEL_HINT}")
     architecture = f"{info['architecture']['module']}.{info['architecture']['class']}"
     if architecture not in ARCHITECTURES:
-        raise ValueError(f"{path} holds a {architecture}, not a segmentation model this backend runs "
-                         f"({', '.join(ARCHITECTURES)})")
+        raise CheckpointError(f"{path} holds a {architecture}, not a segmentation model this backend runs "
+                              f"({', '.join(ARCHITECTURES)})")
     module, name = ARCHITECTURES[architecture]
     with telemetry_off():
-        model = getattr(importlib.import_module(module), name)(**checkpoint.get("hyper_parameters", {}))
+        model = getattr(_import(module), name)(**checkpoint.get("hyper_parameters", {}))
         model.specifications = info["specifications"]
         model.setup()  # builds the task-dependent classifier the weights include
     state = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("loss_func.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{path} does not match its {name} architecture: missing {sorted(missing)[:5]}, "
-                         f"unexpected {sorted(unexpected)[:5]}")
+        raise CheckpointError(f"{path} does not match its {name} architecture: missing {sorted(missing)[:5]}, "
+                              f"unexpected {sorted(unexpected)[:5]}")
     return model.eval()
 
 

@@ -10,12 +10,13 @@ anything else is refused with a message saying what was found.
 from __future__ import annotations
 
 import json
-import pickle
 import re
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from .checkpoint import CheckpointError, read_checkpoint
 
 CONFIG_PATH = Path(__file__).resolve().parent / "assets" / "sd_vae_ft_mse.json"
 OFFICIAL_FILE = "vae-ft-mse-840000-ema-pruned.safetensors"
@@ -25,7 +26,7 @@ WHERE_TO_GET = (f"download {OFFICIAL_FILE} from https://huggingface.co/stability
 _IGNORED_PREFIXES = ("model_ema.", "loss.")
 
 
-class VAECheckpointError(ValueError):
+class VAECheckpointError(CheckpointError):
     """The file is not the SD VAE; the message says what it looks like and where to get the right one."""
 
 
@@ -60,22 +61,7 @@ def ldm_to_diffusers_key(key: str, levels: int = 4) -> str:
 
 def read_vae_file(path: str | Path) -> dict[str, Tensor]:
     """The tensors of a `.safetensors` or PyTorch (`.ckpt`/`.pt`, optionally under "state_dict") file."""
-    path = Path(path)
-    with open(path, "rb") as file:
-        head = file.read(16)
-    if not head:
-        raise VAECheckpointError(f"{path} is empty (an interrupted download?); {WHERE_TO_GET}")
-    try:
-        if len(head) > 8 and head[8:9] == b"{":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise VAECheckpointError(f"{path} cannot be read as a VAE checkpoint (truncated or not a model file?): "
-                                 f"{str(exc).splitlines()[0]}. {WHERE_TO_GET}") from exc
-    except Exception as exc:  # safetensors raises its own error type for damaged files
-        raise VAECheckpointError(f"{path} cannot be read: {exc}. {WHERE_TO_GET}") from exc
+    payload = read_checkpoint(path, f"the SD VAE ({OFFICIAL_FILE})", WHERE_TO_GET, error=VAECheckpointError)
     if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
         payload = payload["state_dict"]
     if not isinstance(payload, dict):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -37,13 +38,55 @@ def read_frames(path: str | Path, max_frames: int | None = None) -> tuple[torch.
         stream.thread_type = "AUTO"
         fps = float(stream.average_rate or stream.guessed_rate or 0) or None
         frames = []
-        for frame in container.decode(stream):
-            frames.append(frame.to_ndarray(format="rgb24"))
+        for frame in decode_rgb(container, stream, path):
+            frames.append(frame)
             if max_frames is not None and len(frames) >= max_frames:
                 break
     if not frames:
         raise ValueError(f"{path} holds no video frames")
     return torch.from_numpy(np.stack(frames)), fps
+
+
+class VideoDecodeError(ValueError):
+    """A video stream that stops part-way: a truncated or damaged file."""
+
+    @classmethod
+    def after(cls, path: str | Path, frames: int, cause: Exception) -> "VideoDecodeError":
+        reason = getattr(cause, "strerror", None) or cause
+        return cls(f"{path}: video decoding failed after {_frames(frames)} ({reason}); the file is truncated or "
+                   f"damaged")
+
+    @classmethod
+    def check_complete(cls, path: str | Path, container, stream, packets: int, frames: int) -> None:
+        """Raise if fewer packets were read than an MP4/MOV index lists: FFmpeg ends such a stream silently.
+        (Only that family: its index lists every sample, edit-list trims included; other containers' counts
+        are estimates.)"""
+        listed = stream.frames if "mp4" in container.format.name.split(",") else 0
+        if packets < listed:
+            raise cls(f"{path}: the video stops after {_frames(frames)} of the {listed} its index lists; the file "
+                      f"is truncated")
+
+
+def _frames(count: int) -> str:
+    return f"{count} frame" if count == 1 else f"{count} frames"
+
+
+def decode_rgb(container, stream, path: str | Path) -> Iterator[np.ndarray]:
+    """The frames of `stream` as `[H, W, 3]` uint8 RGB. A damaged or truncated file is a `VideoDecodeError`
+    naming the file and how many frames it gave: FFmpeg's own error names neither ("Invalid data found when
+    processing input: 'avcodec_receive_frame()'"), or there is none at all."""
+    import av
+
+    packets = frames = 0
+    try:
+        for packet in container.demux(stream):
+            packets += packet.size > 0  # not the empty packet that flushes the decoder
+            for frame in packet.decode():
+                yield frame.to_ndarray(format="rgb24")
+                frames += 1
+    except av.error.FFmpegError as exc:
+        raise VideoDecodeError.after(path, frames, exc) from exc
+    VideoDecodeError.check_complete(path, container, stream, packets, frames)
 
 
 def _uint8(frame: torch.Tensor) -> np.ndarray:

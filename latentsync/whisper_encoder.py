@@ -14,12 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import CheckpointError, describe, read_checkpoint
+
 WHISPER_TINY_HINT = ("Get openai's whisper `tiny.pt` (LatentSync ships it as `checkpoints/whisper/tiny.pt` in "
                      "ByteDance/LatentSync-1.5 and -1.6 on Hugging Face) and put it in ComfyUI's "
                      "models/whisper folder")
 
 
-class WhisperCheckpointError(ValueError):
+class WhisperCheckpointError(CheckpointError):
     """The file is not a usable openai-whisper checkpoint; the message says what it looks like instead."""
 
 
@@ -136,12 +138,7 @@ def load_whisper_encoder(path: str | Path, device: str | torch.device = "cpu",
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"whisper checkpoint not found: {path}. {WHISPER_TINY_HINT}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and safetensors-as-pickle failures all land here
-        raise WhisperCheckpointError(
-            f"{path} cannot be read as a PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:200]}); "
-            f"expected openai's whisper .pt file. {WHISPER_TINY_HINT}") from exc
+    checkpoint = read_checkpoint(path, "openai's whisper .pt file", WHISPER_TINY_HINT, error=WhisperCheckpointError)
     dims, state = _split_official(checkpoint, path)
     encoder = WhisperEncoder(dims)
     _load_strict(encoder, state, path)
@@ -153,7 +150,7 @@ def _split_official(checkpoint: object, path: Path) -> tuple[EncoderDims, dict[s
         raise WhisperCheckpointError(f"{path} holds a {type(checkpoint).__name__}, not a whisper checkpoint "
                                      f"dict. {WHISPER_TINY_HINT}")
     if "dims" not in checkpoint or "model_state_dict" not in checkpoint:
-        raise WhisperCheckpointError(f"{path} {_describe(checkpoint)}, not an openai-whisper checkpoint "
+        raise WhisperCheckpointError(f"{path} holds {describe(checkpoint)}, not an openai-whisper checkpoint "
                                      f"(which has 'dims' and 'model_state_dict'). {WHISPER_TINY_HINT}")
     raw_dims, state = checkpoint["dims"], checkpoint["model_state_dict"]
     fields = EncoderDims.__dataclass_fields__
@@ -166,7 +163,7 @@ def _split_official(checkpoint: object, path: Path) -> tuple[EncoderDims, dict[s
         raise WhisperCheckpointError(f"{path}: 'model_state_dict' is a {type(state).__name__}, not a dict")
     encoder_state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
     if not encoder_state:
-        raise WhisperCheckpointError(f"{path} has 'dims' but its model_state_dict {_describe(state)}, "
+        raise WhisperCheckpointError(f"{path} has 'dims' but its model_state_dict holds {describe(state)}, "
                                      f"with no encoder.* tensors. {WHISPER_TINY_HINT}")
     return dims, encoder_state
 
@@ -185,24 +182,3 @@ def _load_strict(encoder: WhisperEncoder, state: dict[str, torch.Tensor], path: 
         raise WhisperCheckpointError(f"{path}: the encoder tensors do not match the whisper architecture its "
                                      f"'dims' describe ({encoder.dims}); " + "; ".join(problems))
     encoder.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-
-
-# Key patterns of the other checkpoints a user may pick by mistake from the same model folders.
-# Order matters: a VAE also has down_blocks, so it is recognised first.
-_LOOKALIKES = (
-    (("quant_conv", "encoder.down_blocks.", "encoder.down."), "a VAE checkpoint"),
-    (("conv_in.weight", "down_blocks.", "up_blocks.", "motion_modules"), "a LatentSync UNet checkpoint"),
-    (("model.encoder.layers.", "encoder.layers.0.self_attn"), "a Hugging Face transformers whisper checkpoint"),
-    (("audio_encoder.", "visual_encoder."), "a SyncNet checkpoint"),
-)
-
-
-def _describe(mapping: dict) -> str:
-    keys = [str(k) for k in mapping]
-    inner = mapping.get("state_dict") if isinstance(mapping.get("state_dict"), dict) else None
-    probe = keys + ([str(k) for k in inner] if inner else [])
-    for needles, what in _LOOKALIKES:
-        if any(needle in key for key in probe for needle in needles):
-            return f"looks like {what}"
-    shown = ", ".join(keys[:6]) + (", ..." if len(keys) > 6 else "")
-    return f"has the top-level keys [{shown}]"

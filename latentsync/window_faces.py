@@ -15,6 +15,7 @@ from .face_align import FILL, AlignedFaces, crop_geometry, smoothed_matrices, wa
 from .face_detect import FaceDetector, FaceTrack, detect_faces
 from .face_mask import latent_mask, pixel_mask
 from .image_ops import resize_lanczos4_uint8
+from .threads import single_threaded
 
 
 @dataclass
@@ -45,12 +46,13 @@ class ClipFaces:
         source_index = np.asarray(source_index, dtype=np.int64)
         crops = torch.empty((len(source_index), self.resolution, self.resolution, 3), dtype=torch.uint8)
         made: dict[int, int] = {}
-        for row, index in enumerate(source_index.tolist()):
-            if index in made:  # looped output repeats input frames
-                crops[row] = crops[made[index]]
-            else:
-                crops[row] = self.crop(frames, index)
-                made[index] = row
+        with single_threaded():  # per-frame warps, as in `align`
+            for row, index in enumerate(source_index.tolist()):
+                if index in made:  # looped output repeats input frames
+                    crops[row] = crops[made[index]]
+                else:
+                    crops[row] = self.crop(frames, index)
+                    made[index] = row
         mask = pixel_mask(self.resolution)
         return AlignedFaces(crops=crops, matrices=self.matrices[source_index].clone(),
                             valid=torch.from_numpy(self.valid[source_index].copy()), resolution=self.resolution,

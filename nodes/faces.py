@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..latentsync.face_align import align
-from ..latentsync.face_detect import DETECTORS, SELECTIONS, detect_faces
+from ..latentsync.face_detect import DETECTORS, SELECTIONS, detect_faces, selection_problem
 from ..latentsync.face_restore import paste_back
 from ._comfy import check_choices, folder_paths, io, progress_reporter
 from .types import Faces
@@ -61,9 +61,15 @@ class DetectFaces(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, resolution: str, detector: str, select: str) -> bool | str:
-        return check_choices(resolution=(resolution, RESOLUTIONS), detector=(detector, DETECTORS),
-                             select=(select, SELECTIONS))
+    def validate_inputs(cls, resolution: str, detector: str, select: str, index: int | None = None,
+                        position_x: float | None = None, position_y: float | None = None) -> bool | str:
+        # Inputs named here skip ComfyUI's own min/max check (which NaN would pass anyway), so the library's
+        # check runs instead; a linked input is not known yet (None) and is checked when the node runs.
+        choices = check_choices(resolution=(resolution, RESOLUTIONS), detector=(detector, DETECTORS),
+                                select=(select, SELECTIONS))
+        if choices is not True or None in (index, position_x, position_y):
+            return choices
+        return selection_problem(select, index, (position_x, position_y)) or True
 
     @classmethod
     def execute(cls, images, resolution: str, detector: str, select: str, index: int, position_x: float,

@@ -8,7 +8,7 @@ from ..latentsync.s3fd import load_s3fd
 from ..latentsync.score_plot import render_distances
 from ..latentsync.sync_score import score_sync
 from ..latentsync.syncnet import load_syncnet
-from ._comfy import check_choices, folder_paths, io, model_management
+from ._comfy import InvalidInput, check_choices, folder_paths, io, model_management
 
 CROPS = ("pack", "s3fd", "input")
 NO_MODEL = "none"
@@ -57,15 +57,14 @@ class SyncNetScore(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, syncnet_model: str, crops: str, s3fd_model: str) -> bool | str:
-        if (problem := check_choices(crops=(crops, CROPS))) is not True:
-            return problem
+    def validate_inputs(cls, syncnet_model: str, crops: str, s3fd_model: str) -> bool:
+        check_choices(crops=(crops, CROPS))
         if folder_paths.get_full_path("syncnet", syncnet_model) is None:
-            return (f"SyncNet model {syncnet_model!r} not found in models/syncnet; put LatentSync's "
-                    "checkpoints/auxiliary/syncnet_v2.model there (ByteDance/LatentSync-1.5 on the hub)")
+            raise InvalidInput(f"SyncNet model {syncnet_model!r} not found in models/syncnet; put LatentSync's "
+                               "checkpoints/auxiliary/syncnet_v2.model there (ByteDance/LatentSync-1.5 on the hub)")
         if crops == "s3fd" and folder_paths.get_full_path("syncnet", s3fd_model) is None:
-            return ("crops=s3fd needs sfd_face.pth in models/syncnet (LatentSync's checkpoints/auxiliary/"
-                    "sfd_face.pth), or use crops=pack")
+            raise InvalidInput("crops=s3fd needs sfd_face.pth in models/syncnet (LatentSync's checkpoints/auxiliary/"
+                               "sfd_face.pth), or use crops=pack")
         return True
 
     @classmethod

@@ -68,9 +68,11 @@ class UNetLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, unet_name: str, version: str, dtype: str, quantization: str) -> io.NodeOutput:
+        note = None
         if unet_name in DOWNLOAD:
             version = DOWNLOAD[unet_name]
-            path = download_official(version, folder_paths.get_folder_paths("latentsync")[0])
+            official = download_official(version, folder_paths.get_folder_paths("latentsync")[0])
+            path, note = official.path, official.note
         else:
             path = folder_paths.get_full_path_or_raise("latentsync", unet_name)
         choice = choose_config(path, version)
@@ -84,4 +86,6 @@ class UNetLoader(io.ComfyNode):
                    "dtype": str(torch_dtype).removeprefix("torch."), "quantization": quantization,
                    "weights_mb": round(weight_bytes(unet) / 2**20, 1),
                    "parameters": sum(p.numel() for p in unet.parameters())}
+        if note:  # say whether "download" fetched the file or used one already there
+            summary["download"] = note
         return io.NodeOutput(loaded, ui={"latentsync_unet": [summary]})

@@ -5,7 +5,7 @@ from ..latentsync.resize import INTERPOLATION_MODES
 from ..latentsync.upscale import face_fit_side, upscale_frames, upscale_mouth_region
 from ..latentsync.upscale_models import check_upscale_model, load_upscale_model
 from ..latentsync.upscale_tiling import estimate_activation_bytes, model_device_bytes
-from ._comfy import (PRECISIONS, check_choices, compute_dtype, folder_paths, io, model_management,
+from ._comfy import (PRECISIONS, InvalidInput, check_choices, compute_dtype, folder_paths, io, model_management,
                      progress_reporter)
 from .types import Faces
 
@@ -65,11 +65,11 @@ class Upscale(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, method: str, model_name: str) -> bool | str:
-        if (problem := check_choices(method=(method, METHODS))) is not True:
-            return problem
+    def validate_inputs(cls, method: str, model_name: str) -> bool:
+        check_choices(method=(method, METHODS))
         if model_name != NO_MODEL and folder_paths.get_full_path("upscale_models", model_name) is None:
-            return f"upscale model {model_name!r} not found in models/upscale_models"
+            # Raised, not returned: ComfyUI would repeat a returned message for each argument (see InvalidInput).
+            raise InvalidInput(f"upscale model {model_name!r} not found in models/upscale_models")
         return True
 
     @classmethod
@@ -93,9 +93,13 @@ class Upscale(io.ComfyNode):
             raise ValueError("method 'model' needs an upscale model: pick model_name, connect Load Upscale "
                              "Model, or choose an interpolation method")
         dtype = compute_dtype(precision, device)
-        # Make room the way core upscaling does, so other models are offloaded first.
-        model_management.free_memory(model_device_bytes(model, dtype)
-                                     + estimate_activation_bytes(model, tile, tile, chunk, dtype), device)
+        # Make room the way core upscaling does, so other models are offloaded first. The library shrinks the
+        # tile and chunk to what is free, so asking for more than the device holds would only evict every model.
+        count, height, width = images.shape[:3]
+        side = min(tile, max(height, width))
+        wanted = model_device_bytes(model, dtype) + estimate_activation_bytes(model, side, side, min(chunk, count),
+                                                                              dtype)
+        model_management.free_memory(min(wanted, model_management.get_total_memory(device)), device)
         options = {"scale": None if size else scale, "size": size, "tile": tile, "overlap": overlap, "chunk": chunk,
                    "device": device, "dtype": dtype, "progress": progress_reporter()}
         if mouth_only:

@@ -8,7 +8,7 @@ import torch
 from ..latentsync import timeline, vad
 from ..latentsync.audio import to_mono_16k
 from ..latentsync.vad_pyannote import INSTALL_HINT, MODEL_HINT
-from ._comfy import check_choices, folder_paths, io, progress_reporter
+from ._comfy import InvalidInput, check_choices, folder_paths, io, progress_reporter
 from .types import Speech
 
 TIMELINE_BINS = 800
@@ -57,15 +57,15 @@ class VoiceActivityDetection(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, backend: str, pyannote_model: str = NO_MODEL) -> bool | str:
-        if (problem := check_choices(backend=(backend, vad.BACKENDS))) is not True:
-            return problem
+    def validate_inputs(cls, backend: str, pyannote_model: str = NO_MODEL) -> bool:
+        check_choices(backend=(backend, vad.BACKENDS))
         if backend == "pyannote":
             if importlib.util.find_spec("pyannote") is None:
-                return INSTALL_HINT
+                raise InvalidInput(INSTALL_HINT)
             if folder_paths.get_full_path("pyannote", pyannote_model) is None:
                 folders = ", ".join(folder_paths.get_folder_paths("pyannote"))
-                return f"the pyannote backend needs a checkpoint: pick one, or put {MODEL_HINT} ({folders})"
+                raise InvalidInput(f"the pyannote backend needs a checkpoint: pick one, or put {MODEL_HINT} "
+                                   f"({folders})")
         return True
 
     @classmethod

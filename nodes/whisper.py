@@ -8,6 +8,9 @@ from ..latentsync.whisper_encoder import load_whisper_encoder
 from ._comfy import PRECISIONS, compute_dtype, folder_paths, io, load_for_compute, managed, model_management
 from .types import AudioFeatures, Speech
 
+# Three hours at 60 fps; the features of that many frames take 46 GiB, and the library refuses a count that
+# does not fit in the RAM there is before encoding.
+MAX_FRAMES = 3 * 3600 * 60
 # Loaded encoders stay behind their ModelPatcher between runs; ComfyUI decides where they live.
 _ENCODERS: dict[tuple, object] = {}
 
@@ -43,9 +46,10 @@ class WhisperEncode(io.ComfyNode):
                 io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
                                tooltip="Frame rate of the video to drive (connect GetVideoComponents' fps). "
                                        "Features are taken at each frame's own time; nothing is forced to 25."),
-                io.Int.Input("frames", default=0, min=0, max=1_000_000,
+                io.Int.Input("frames", default=0, min=0, max=MAX_FRAMES,
                              tooltip="How many video frames to make features for. 0 = as many as the audio "
-                                     "lasts (LatentSync's count). Past the audio's end the last row repeats."),
+                                     "lasts (LatentSync's count). Past the audio's end the last row repeats. "
+                                     "Each frame takes 75 KiB of RAM (about 15 GiB an hour at 60 fps)."),
                 io.Combo.Input("speech_policy", options=list(SPEECH_POLICIES), default="keep",
                                tooltip="keep: the reference behaviour. silence: frames outside speech (needs "
                                        "the VAD's segments) get the features of true silence, so breathing, "

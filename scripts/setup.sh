@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the pack, its demo and its tests need, into a cache folder outside the clone
 # (reused when present): a Python venv with ComfyUI's requirements and ours, and ComfyUI 0.3.75.
-# Debian packages (chromium for the browser tests, espeak-ng for the demo voice) are installed when
-# running as root. Idempotent: a second run only checks.
+# Debian packages (chromium for the browser tests, espeak-ng for the demo voice, strace for the offline test)
+# are installed when running as root. Idempotent: a second run only checks.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
@@ -12,6 +12,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   command -v chromium >/dev/null || missing+=(chromium)
   command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+  command -v strace >/dev/null || missing+=(strace)  # the offline test traces the pack's network calls
   if [ ${#missing[@]} -gt 0 ]; then
     echo "[setup] apt-get install ${missing[*]}"
     apt-get update -qq

@@ -81,9 +81,12 @@ def test_a_bad_prompt_yields_node_errors_and_the_server_keeps_serving(comfy_serv
     assert status == 400
     assert reply["error"]["type"] == "prompt_outputs_failed_validation"
     assert {e["type"] for e in reply["node_errors"]["1"]["errors"]} == {"custom_validation_failed"}  # no file
+    (error,) = reply["node_errors"]["2"]["errors"]  # raised by the pack, so reported once (see InvalidInput)
+    assert "backend must be one of jit, onnx" in error["details"]
+    prompt["2"]["inputs"]["backend"] = "jit"  # ComfyUI's own checks of the node come once that is fixed
+    _, reply = comfy_server.queue(prompt)
     errors = {e["type"]: e for e in reply["node_errors"]["2"]["errors"]}
     assert errors["value_bigger_than_max"]["extra_info"]["input_name"] == "threshold"
-    assert "backend must be one of jit, onnx" in errors["custom_validation_failed"]["details"]
     del prompt["2"]["inputs"]["audio"]
     status, reply = comfy_server.queue(prompt)
     assert status == 400 and "required_input_missing" in json.dumps(reply["node_errors"])
@@ -191,7 +194,7 @@ def test_vad_pyannote_backend_in_comfyui(comfy_server):
     assert times == sorted(times) and ui["duration"] == pytest.approx(18.56, abs=0.01)
 
     _, reply = comfy_server.queue(vad_prompt(wav, backend="pyannote", pyannote_model="none"))
-    (error,) = reply["node_errors"]["2"]["errors"][:1]
+    (error,) = reply["node_errors"]["2"]["errors"]  # once, not once per input
     assert "needs a checkpoint" in error["details"] and "models/pyannote" in error["details"]
 
 
@@ -402,7 +405,8 @@ def test_syncnet_score_node_shows_the_three_numbers(comfy_server, tmp_path):
 
     prompt["4"]["inputs"]["crops"] = "s3fd"  # without sfd_face.pth: refused before running, with the fix
     _, reply = comfy_server.queue(prompt)
-    assert "sfd_face.pth" in json.dumps(reply["node_errors"])
+    (error,) = reply["node_errors"]["4"]["errors"]  # once, not once per input
+    assert "sfd_face.pth" in error["details"]
     prompt["4"]["inputs"].update(crops="pack", min_track=50)  # 40 frames: too short for the reference rule
     history = comfy_server.run(prompt)
     (error,) = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
@@ -440,3 +444,42 @@ def test_upscaled_crops_fit_the_faces_and_paste_back(comfy_server, upscale_model
     history = comfy_server.run(prompt)
     (error,) = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
     assert "need the faces input" in error["exception_message"]
+
+
+def test_a_bad_choice_is_reported_once(comfy_server):
+    # ComfyUI 0.3.75 repeats a message returned by validate_inputs once per argument of it (four on the
+    # sampler) and flags each of those inputs; the pack raises instead, which ComfyUI reports once.
+    sampler_inputs = {"images": ["1", 0], "fps": 25.0, "features": ["2", 0], "model": ["3", 0], "vae": ["4", 0],
+                      "scheduler": "ddim", "steps": 20, "guidance": 1.5, "seed": 1, "deepcache_interval": 0,
+                      "window": 16, "vad_policy": "off", "min_silence_s": 0.3, "crossfade_frames": 3,
+                      "fast_steps": 6, "audio_longer": "fastest", "audio_shorter": "stop"}
+    prompt = {  # the sampler's inputs come from nodes that fail too (no files); its own check still runs
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "LatentSyncWhisperEncode", "inputs": {
+            "audio": ["5", 0], "whisper_model": "missing_tiny.pt", "fps": 25.0, "frames": 0, "speech_policy": "keep",
+            "crossfade_frames": 3, "seamless": False, "precision": "auto"}},
+        "3": {"class_type": "LatentSyncUNetLoader", "inputs": {"unet_name": "missing.pt", "version": "auto",
+                                                               "dtype": "auto", "quantization": "none"}},
+        "4": {"class_type": "VAELoader", "inputs": {"vae_name": "missing_vae.safetensors"}},
+        "5": {"class_type": "LoadAudio", "inputs": {"audio": "missing.wav"}},
+        "6": {"class_type": "LatentSyncSampler", "inputs": sampler_inputs},
+        "7": {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}},
+    }
+    status, reply = comfy_server.queue(prompt)
+    assert status == 400
+    shown = [e["details"] for node in reply["node_errors"].values() for e in node["errors"]]
+    assert sum("audio_longer must be one of" in line for line in shown) == 1
+    (error,) = reply["node_errors"]["6"]["errors"]
+    assert "'fastest'" in error["details"]
+
+    upscale = {"images": ["1", 0], "method": "sharpest", "model_name": "none", "scale": 2.0, "width": 0,
+               "height": 0, "tile": 512, "overlap": 32, "chunk": 8, "precision": "auto"}
+    prompt = {"1": prompt["1"], "2": {"class_type": "LatentSyncUpscale", "inputs": upscale},
+              "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}
+    _, reply = comfy_server.queue(prompt)
+    (error,) = reply["node_errors"]["2"]["errors"]
+    assert "method must be one of" in error["details"] and "'sharpest'" in error["details"]
+    upscale.update(method="model", model_name="missing.pth")
+    _, reply = comfy_server.queue(prompt)
+    (error,) = reply["node_errors"]["2"]["errors"]
+    assert "'missing.pth' not found in models/upscale_models" in error["details"]

@@ -25,6 +25,8 @@ def setup(tmp_path_factory, tiny_unet_config):
         "defaults": {"steps": 2},
         "score": {"crops": "pack", "min_track": 8},
         "configs": [{"name": "baseline"}, {"name": "VAD skip, DPM-Solver++", "vad": "skip", "scheduler": "dpmpp_2m"},
+                    # fails at once: int4 needs CUDA, and on CUDA a bf16 model (auto is fp16 there)
+                    {"name": "int4", "quantization": "int4"},
                     {"name": "bicubic x2", "upscale": "bicubic"}]}))
     return root, models, clip, voice, configs
 
@@ -36,17 +38,22 @@ def test_experiment_writes_table_csv_chart_and_videos(setup):
                              str(voice), "--configs", str(configs),
                              "--out", str(out), "--models", str(models)],
                             cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 1, result.stderr[-3000:]  # finished, but a configuration failed
     summary = json.loads(result.stdout)
-    assert [r["name"] for r in summary["results"]] == ["baseline", "VAD skip, DPM-Solver++", "bicubic x2"]
+    assert [r["name"] for r in summary["results"]] == ["baseline", "VAD skip, DPM-Solver++", "int4", "bicubic x2"]
+    assert summary["failed"] == 1 and "int4" in summary["results"][2]["error"]
     table = (out / "README.md").read_text()
-    assert table.count("\n| ") == 5 and "LSE-C" in table  # header, rule and 3 rows
+    assert table.count("\n| ") == 6 and "LSE-C" in table  # header, rule and 4 rows
+    assert "\n| int4 | - | - | - |" in table and "1 of 4 configs failed" in table
     with open(out / "results.csv") as file:
         rows = list(csv.DictReader(file))
-    assert len(rows) == 3 and all(float(r["seconds"]) > 0 and float(r["peak_mb"]) > 0 for r in rows)
+    scored = [r for r in rows if not r["error"]]
+    assert len(rows) == 4 and [r["name"] for r in scored] == ["baseline", "VAD skip, DPM-Solver++", "bicubic x2"]
+    assert all(float(r["seconds"]) > 0 and float(r["peak_mb"]) > 0 for r in scored)
+    assert "int4" in rows[2]["error"] and "\n" not in rows[2]["error"] and rows[2]["lse_c"] == ""
     assert json.loads(rows[1]["settings"])["vad"] == "skip"
     assert (out / "chart.png").stat().st_size > 1000
-    assert {p.name for p in out.glob("*.mp4")} == {r["video"] for r in rows}
+    assert {p.name for p in out.glob("*.mp4")} == {r["video"] for r in scored}
     assert int(rows[1]["generated"]) < int(rows[0]["generated"]) == 16  # the pause before the voice is skipped
 
 
@@ -62,3 +69,53 @@ def test_configs_are_checked_before_anything_runs(setup, tmp_path):
         load_plan(bad)
     models, configs, score = load_plan(REPO / "bench" / "poc_experiment.json", "/models")
     assert len(configs) == 10 and score["crops"] == "s3fd" and str(models["vae"]).startswith("/models/vae/")
+
+
+def test_video_names_are_distinct_and_stable():
+    from latentsync.experiment import video_names
+
+    names = ["Run A", "run-a", "run_a_2", "RUN A!", "", "?"]
+    files = video_names(names)
+    assert files == ["run_a.mp4", "run_a_2.mp4", "run_a_2_2.mp4", "run_a_3.mp4", "config.mp4", "config_2.mp4"]
+    assert video_names(names) == files and len(set(files)) == len(files)
+
+
+def test_a_failing_configuration_is_a_row_and_the_run_goes_on(tmp_path, monkeypatch):
+    """The report is rewritten after every configuration, so a crash later loses nothing already measured."""
+    from media import cut_clip
+
+    from latentsync import experiment
+
+    clip = cut_clip(shared_path("media/latentsync_demo1_video.mp4"), tmp_path / "clip.mp4", 2, 128)
+    configs = tmp_path / "configs.json"
+    configs.write_text(json.dumps({"configs": [{"name": "Run A"}, {"name": "run-a", "steps": 3},
+                                               {"name": "broken | badly"}, {"name": "last"}]}))
+    out = tmp_path / "report"
+    seen = []
+
+    def fake_run_config(config, inputs, models, device, video, score_settings):
+        table = (out / "README.md").read_text() if seen else ""
+        seen.append((config["name"], video.name, max(table.count("\n| ") - 2, 0)))  # rows already reported
+        if config["name"].startswith("broken"):
+            raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
+        video.write_bytes(b"mp4")
+        return {"name": config["name"], "lse_c": 7.5, "lse_d": 6.5, "offset": 1, "crops": "pack", "seconds": 1.0,
+                "peak_mb": 10.0, "frames": 2, "generated": 2, "video": video.name,
+                "settings": {k: v for k, v in config.items() if k != "name"}}
+
+    monkeypatch.setattr(experiment, "run_config", fake_run_config)
+    lines = []
+    rows = experiment.run_experiment(clip, shared_path("media/latentsync_demo1_audio.wav"), configs, out,
+                                     device="cpu", progress=lines.append)
+    assert seen == [("Run A", "run_a.mp4", 0), ("run-a", "run_a_2.mp4", 1), ("broken | badly", "broken_badly.mp4", 2),
+                    ("last", "last.mp4", 3)]
+    assert [r["name"] for r in rows] == ["Run A", "run-a", "broken | badly", "last"]
+    assert rows[2]["error"] == "CUDA out of memory. Tried to allocate 2 GiB" and "lse_c" not in rows[2]
+    assert any(line.endswith("broken | badly failed: CUDA out of memory. Tried to allocate 2 GiB") for line in lines)
+    table = (out / "README.md").read_text()
+    assert "| broken \\| badly | - | - | - |" in table and table.count("\n| ") == 6
+    assert "| last | 7.500 | 6.500 | +1 | 1.0 | 10 | 2/2 |  |" in table
+    with open(out / "results.csv") as file:
+        assert [r["error"] for r in csv.DictReader(file)] == ["", "", rows[2]["error"], ""]
+    assert (out / "chart.png").stat().st_size > 500 and not list(out.glob("*.partial"))
+    assert sorted(p.name for p in out.glob("*.mp4")) == ["last.mp4", "run_a.mp4", "run_a_2.mp4"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 from dataclasses import replace
 
@@ -19,8 +20,9 @@ from conftest import shared_path
 from latentsync.cli_faces import add_faces_parser, decode_frames, faces_command
 from latentsync.face_align import (FILL, align, anchors_in_frame, crop_displacement, crop_geometry, motion_stats,
                                    similarity_transform, smoothed_matrices, warp_face)
-from latentsync.face_detect import (DetectedFace, FaceModelMissing, FaceTracker, choose_face, detect_faces,
-                                    make_detector, points3_from_dlib5, track_from_faces)
+from latentsync.face_detect import (DetectedFace, FaceModelMissing, FaceTracker, check_selection, choose_face,
+                                    detect_faces, make_detector, points3_from_dlib5, selection_problem,
+                                    track_from_faces)
 from latentsync.face_mask import latent_mask, mouth_masks, pixel_mask
 from latentsync.face_restore import blend_mouth, paste_back, restore_frame
 
@@ -288,6 +290,67 @@ def test_two_faces_choice_and_tracking(small_frames, detector):
     assert choose_face(found, "index", 5, None, (10, 10)) is None
     with pytest.raises(ValueError):
         detect_faces(frames, detector, select="nearest")
+
+
+class _CountingDetector:
+    """A detector that finds nothing and counts its calls: a bad selection must fail before any detection."""
+
+    name = "counting"
+
+    def __init__(self):
+        self.calls = 0
+
+    def detect(self, frame, around=None):
+        self.calls += 1
+        return []
+
+
+@pytest.mark.parametrize("select, index, position, problem", [
+    ("position", 0, (float("nan"), 0.5), "position"),
+    ("position", 0, (0.5, float("inf")), "position"),
+    ("position", 0, (-0.01, 0.5), "from 0 to 1"),
+    ("position", 0, (0.5, 1.01), "from 0 to 1"),
+    ("position", 0, (0.5,), "(x, y)"),
+    ("index", -1, None, "face index"),
+    ("index", 1.5, None, "whole number"),
+    ("largest", -2, None, "face index"),  # checked whatever the rule: a bad value is a mistake either way
+    ("nearest", 0, None, "unknown face selection"),
+])
+def test_a_bad_face_selection_is_an_error_not_a_clip_without_faces(small_frames, select, index, position, problem):
+    assert problem in selection_problem(select, index, position)
+    counting = _CountingDetector()
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        detect_faces(small_frames[:2], counting, select=select, index=index, position=position)
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        FaceTracker(counting, select, index, position)
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        choose_face([], select, index, position, (10, 10))
+    assert counting.calls == 0
+
+
+def test_face_selection_edges_are_accepted():
+    for select, index, position in [("position", 0, (0.0, 1.0)), ("position", 0, (1, 0)), ("index", 0, None),
+                                    ("index", np.int64(3), None), ("largest", 0, None)]:
+        assert selection_problem(select, index, position) is None
+        check_selection(select, index, position)
+
+
+def test_detect_faces_node_refuses_a_bad_selection_before_running(comfy_server):
+    """ComfyUI skips its own min/max check for inputs the node validates itself, and NaN passes it anyway."""
+    def prompt(**settings):
+        inputs = {"images": ["1", 0], "resolution": "256", "detector": "dlib", "select": "position", "index": 0,
+                  "position_x": 0.5, "position_y": 0.4, "threshold": -1.0} | settings
+        return {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1,
+                                                               "color": 0}},
+                "2": {"class_type": "LatentSyncDetectFaces", "inputs": inputs},
+                "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 1]}}}
+
+    for settings, problem in [({"position_x": float("nan")}, "face position"), ({"position_y": 1.5}, "from 0 to 1"),
+                              ({"select": "index", "index": -1}, "face index")]:
+        status, reply = comfy_server.queue(prompt(**settings))
+        assert status == 400, reply
+        details = " ".join(e["details"] for e in reply["node_errors"]["2"]["errors"])
+        assert problem in details, details
 
 
 def test_face_at_the_border(small_frames, detector):

@@ -118,11 +118,11 @@ def test_whisper_checkpoint_is_recognised(model_dir):
 def test_files_that_are_not_checkpoints(model_dir):
     junk = model_dir / "junk.pth"
     junk.write_bytes(b"\x89PNG not a checkpoint")
-    with pytest.raises(UpscaleModelError, match="not a checkpoint"):
+    with pytest.raises(UpscaleModelError, match=r"junk\.pth is neither a safetensors nor a PyTorch checkpoint"):
         load_upscale_model(junk)
     onnx = model_dir / "model.onnx"
     onnx.write_bytes(b"onnx")
-    with pytest.raises(UpscaleModelError, match="extension"):
+    with pytest.raises(UpscaleModelError, match=r"model\.onnx is neither.*nothing was loaded"):
         load_upscale_model(onnx)
     with pytest.raises(FileNotFoundError):
         load_upscale_model(model_dir / "missing.pth")
@@ -397,3 +397,27 @@ def test_face_box_sizes_and_matrices_for_upscaled_crops():
         frame_from_resized = torch.linalg.solve(rescaled[0, :, :2], resized_point - rescaled[0, :, 2])
         assert torch.allclose(frame_from_crop, frame_from_resized, atol=1e-3)
     assert torch.isnan(rescaled[1]).all()
+
+
+# --- memory guards -----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def one_mib_free(monkeypatch):
+    from latentsync import memory
+
+    monkeypatch.setattr(memory, "available_ram", lambda: 2**20)
+
+
+def test_an_output_size_beyond_memory_names_the_inputs_to_lower(one_mib_free):
+    with pytest.raises(UpscaleMemoryError, match=r"2 frames of 512x512, float32\) needs 6.0 MiB of RAM and only "
+                                                 r"1.0 MiB is available; lower the scale or the output size"):
+        upscale_frames(torch.rand(2, 64, 64, 3), "bicubic", size=(512, 512))
+
+
+def test_the_mouth_blend_is_checked_before_it_is_made(models, one_mib_free):
+    crops, mask = torch.rand(2, 16, 16, 3), torch.ones(2, 16, 16)
+    mask[:, 10:, 4:12] = 0
+    # The result itself is allowed (max_output_bytes, max_memory): the blend weights are what does not fit.
+    with pytest.raises(UpscaleMemoryError, match=r"the mouth blend of 2 crops at 256x256 needs 2.0 MiB of RAM"):
+        upscale_mouth_region(crops, mask, models["compact-x2"], size=(256, 256), max_output_bytes=2**30,
+                             max_memory=2**30)

@@ -9,6 +9,7 @@ from scipy.signal import resample_poly
 
 from conftest import REPO, VOICES, espeak, shared_path
 from latentsync.audio import AudioError, load_audio
+from latentsync import vad
 from latentsync.vad import SpeechSegments, detect_speech
 
 GAP_BEFORE, GAP_BETWEEN, GAP_AFTER = 0.8, 1.5, 0.7
@@ -166,3 +167,50 @@ def test_a_missing_dependency_says_what_to_install(blocked, backend, message):
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert message in out.stdout
+
+
+class ThreadRecorder:
+    """Stands in for a loaded silero model: calls it, and records torch's thread count at every call."""
+
+    def __init__(self, model):
+        self.model, self.threads = model, []
+
+    def reset_states(self):
+        self.model.reset_states()
+
+    def __call__(self, frame, rate):
+        self.threads.append(torch.get_num_threads())
+        return self.model(frame, rate)
+
+
+@pytest.fixture
+def two_threads():
+    """The caller's own setting, which the VAD must leave as it found it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("backend", ["jit", "onnx"])
+def test_silero_runs_on_one_thread_and_gives_the_callers_threads_back(backend, two_threads, monkeypatch):
+    """Issue 20: with two threads each 32 ms frame waits for the other core, 100x slower when it is busy."""
+    recorder = ThreadRecorder(vad._silero_model(backend))
+    monkeypatch.setitem(vad._MODELS, backend, recorder)
+    speech = torch.zeros(16000)
+    detect_speech(speech, 16000, backend=backend)
+    assert len(recorder.threads) == 32 and set(recorder.threads) == {1}
+    assert torch.get_num_threads() == 2
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(done, total):
+        raise Cancelled
+
+    recorder.threads.clear()
+    with pytest.raises(Cancelled):
+        detect_speech(speech, 16000, backend=backend, progress=cancel)
+    assert set(recorder.threads) == {1}
+    assert torch.get_num_threads() == 2
+

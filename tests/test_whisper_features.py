@@ -230,11 +230,15 @@ def test_missing_checkpoint_says_where_to_get_it(tmp_path):
 
 def test_wrong_checkpoints_are_named(tmp_path, official_state):
     cases = {
-        "unet.pt": ({"state_dict": {"conv_in.weight": torch.zeros(1), "down_blocks.0.x": torch.zeros(1)},
-                     "global_step": 10}, "LatentSync UNet"),
+        "unet.pt": ({"state_dict": {"conv_in.weight": torch.zeros(8, 13, 3, 3),
+                                    "down_blocks.0.motion_modules.0.x": torch.zeros(1)},
+                     "global_step": 10}, "a LatentSync UNet .*under 'state_dict'"),
+        "sd_unet.pt": ({"conv_in.weight": torch.zeros(8, 4, 3, 3), "down_blocks.0.x": torch.zeros(1),
+                        "up_blocks.0.x": torch.zeros(1), "time_embedding.linear_1.weight": torch.zeros(1)},
+                       "a Stable Diffusion-style UNet"),
         "vae.pt": ({"encoder.down_blocks.0.w": torch.zeros(1), "quant_conv.weight": torch.zeros(1)}, "VAE"),
         "hf.pt": ({"model.encoder.layers.0.self_attn.k_proj.weight": torch.zeros(1)}, "Hugging Face"),
-        "other.pt": ({"foo": torch.zeros(1)}, r"top-level keys \[foo\]"),
+        "other.pt": ({"foo": torch.zeros(1)}, r"unknown network with 1 tensors \(keys like foo\)"),
         "list.pt": ([torch.zeros(1)], "holds a list"),
         "no_encoder.pt": ({"dims": TINY_DIMS, "model_state_dict": decoder_placeholders()}, "no encoder"),
     }
@@ -243,10 +247,10 @@ def test_wrong_checkpoints_are_named(tmp_path, official_state):
         with pytest.raises(WhisperCheckpointError, match=message):
             load_whisper_encoder(tmp_path / name)
     (tmp_path / "text.pt").write_text("not a checkpoint")
-    with pytest.raises(WhisperCheckpointError, match="cannot be read as a PyTorch checkpoint"):
+    with pytest.raises(WhisperCheckpointError, match="neither a safetensors nor a PyTorch checkpoint"):
         load_whisper_encoder(tmp_path / "text.pt")
     save_file({"x": torch.zeros(1)}, str(tmp_path / "enc.safetensors"))
-    with pytest.raises(WhisperCheckpointError, match=r"keys \[x\], not an openai-whisper checkpoint"):
+    with pytest.raises(WhisperCheckpointError, match=r"keys like x\), not an openai-whisper checkpoint"):
         load_whisper_encoder(tmp_path / "enc.safetensors")
 
 
@@ -287,3 +291,24 @@ def test_features_command_writes_safetensors(tmp_path, golden, whisper_checkpoin
     written = load_file(summary["out"])
     torch.testing.assert_close(written["features"], short.features, atol=1e-6, rtol=0)
     assert written["chunks"].shape == (96, 50, 384) and written["speech_mask"].dtype == torch.bool
+
+
+# --- memory ---------------------------------------------------------------------------------------------
+
+def test_a_frame_count_beyond_memory_is_refused_before_encoding(golden, encoder, monkeypatch):
+    from latentsync import audio_features, memory
+
+    def must_not_encode(*args, **kwargs):
+        raise AssertionError("encoded although the features cannot fit")
+
+    monkeypatch.setattr(audio_features, "encode_mel", must_not_encode)
+    audio = golden_audio(golden, "3s2")
+    # 10**9 frames would be 77 TB of float32 chunks: more than any machine, refused with the numbers.
+    with pytest.raises(memory.InsufficientMemoryError,
+                       match=r"whisper features for 1000000000 frames \(75 KiB each\) needs [\d,.]+ GiB of RAM "
+                             r"and only [\d.]+ [GM]iB is available; lower frames"):
+        extract_features(audio, 16000, encoder, fps=25, frames=10**9)
+    # The count taken from the audio is checked too: here against a machine with 1 MiB free.
+    monkeypatch.setattr(memory, "available_ram", lambda: 2**20)
+    with pytest.raises(memory.InsufficientMemoryError, match="for 82 frames .* only 1.0 MiB is available"):
+        extract_features(audio, 16000, encoder, fps=25)
