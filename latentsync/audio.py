@@ -13,6 +13,7 @@ import torch
 
 SAMPLE_RATE = 16000
 MIN_SAMPLES = 512  # one silero frame: 32 ms at 16 kHz
+STREAMED_WAV_LENGTH = 0x7F000000  # data lengths from here up are placeholders of streaming writers
 
 
 class AudioError(ValueError):
@@ -37,13 +38,9 @@ def to_mono_16k(waveform: torch.Tensor | np.ndarray, sample_rate: int) -> torch.
     if not (isinstance(sample_rate, (int, np.integer)) or float(sample_rate).is_integer()) or sample_rate <= 0:
         raise AudioError(f"sample rate must be a positive whole number of Hz, got {sample_rate!r}")
     sample_rate = int(sample_rate)
-    if audio.numel() == 0:
-        raise AudioError("the audio is empty")
-    if not torch.isfinite(audio).all():
-        bad = int((~torch.isfinite(audio)).sum())
-        raise AudioError(f"the audio has {bad} NaN or infinite samples; fix or replace the source audio")
-    if audio.numel() * SAMPLE_RATE < MIN_SAMPLES * sample_rate:
-        raise AudioError(f"the audio is {1000 * audio.numel() / sample_rate:.1f} ms long; at least 32 ms is needed")
+    problem = sample_problem(audio, sample_rate)
+    if problem:
+        raise AudioError(problem)
     if sample_rate == SAMPLE_RATE:
         return audio.contiguous()
     from scipy.signal import resample_poly
@@ -71,7 +68,50 @@ def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
         raise AudioError(f"cannot decode {path}: {exc}") from exc
     if not chunks:
         raise AudioError(f"{path} holds no audio samples")
-    return torch.from_numpy(np.concatenate(chunks, axis=1)), int(sample_rate)
+    waveform = torch.from_numpy(np.concatenate(chunks, axis=1))
+    problem = sample_problem(waveform, sample_rate) or _wav_truncation(path)
+    if problem:
+        raise AudioError(f"{path}: {problem}")
+    return waveform, int(sample_rate)
+
+
+def sample_problem(audio: torch.Tensor, sample_rate: int) -> str | None:
+    """Why these samples (`[..., T]`) cannot be used, or None: empty, NaN or infinite values, under 32 ms."""
+    if audio.numel() == 0:
+        return "the audio is empty"
+    if not torch.isfinite(audio).all():
+        bad = int((~torch.isfinite(audio)).sum())
+        return f"the audio has {bad} NaN or infinite samples; fix or replace the source audio"
+    if audio.shape[-1] * SAMPLE_RATE < MIN_SAMPLES * sample_rate:
+        return f"the audio is {1000 * audio.shape[-1] / sample_rate:.1f} ms long; at least 32 ms is needed"
+    return None
+
+
+def _wav_truncation(path: Path) -> str | None:
+    """A WAV file that ends before the data its header announces (FFmpeg decodes the rest without a word), or
+    None. Streamed WAVs never get their length: they announce 0 or a placeholder near 2 or 4 GiB (espeak-ng's
+    0x7FFFF000, 0xFFFFFFFF), which is not checked."""
+    size = path.stat().st_size
+    with open(path, "rb") as file:
+        head = file.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        byte_rate = 0
+        while True:
+            chunk = file.read(8)
+            if len(chunk) < 8:
+                return None
+            name, length = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if name == b"fmt ":
+                byte_rate = int.from_bytes(file.read(length + (length & 1))[8:12], "little")
+            elif name == b"data":
+                present = size - file.tell()
+                if length == 0 or length >= STREAMED_WAV_LENGTH or present >= length or not byte_rate:
+                    return None
+                return (f"the WAV data stops after {present / byte_rate:.2f} s of the {length / byte_rate:.2f} s its "
+                        "header announces; the file is truncated")
+            else:
+                file.seek(length + (length & 1), 1)
 
 
 def _planar_float(frames):

@@ -149,8 +149,11 @@ def reference_frame_count(num_rows: int, fps: float) -> int:
     is `floor(L / 2) + 2`, two more than the audio's own frame count (82 for 3.2 s)."""
     _check_fps(fps)
     step = ROWS_PER_SECOND / float(fps)
-    candidates = np.arange(int((num_rows + 1) / step) + 3)
-    return int((np.floor(candidates * step + 1e-9) <= num_rows).sum()) + 1
+    # Every frame before `sure` starts within the audio; only the few around the end are tested (a huge fps
+    # would otherwise allocate one test per frame before the memory check can refuse the count).
+    sure = max(0, int((num_rows + 1) / step) - 2)
+    candidates = np.arange(sure, sure + 6)
+    return sure + int((np.floor(candidates * step + 1e-9) <= num_rows).sum()) + 1
 
 
 def frame_feature_rows(num_rows: int, fps: float, frames: int) -> np.ndarray:
@@ -303,7 +306,7 @@ def _check_feature_memory(encoder: WhisperEncoder, num_rows: int, frames: int, *
     # The silence policy's blend holds the chunks, silence's chunks, both weighted and their sum at once.
     needed = num_rows * row_bytes * (2 if with_silence else 1) + chunk_bytes * (5 if blend else 1)
     check_fits(needed, f"whisper features for {frames} frames ({ROWS_PER_FRAME * row_bytes // 1024} KiB each)",
-               "frames (0 = as many as the audio lasts) or use shorter audio", "cpu")
+               "frames (0 = as many as the audio lasts) or fps, or use shorter audio", "cpu")
 
 
 def window_seams(num_rows: int, window_rows: int = 1500) -> list[int]:

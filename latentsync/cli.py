@@ -9,10 +9,11 @@ import argparse
 import json
 import sys
 import traceback
+from typing import NoReturn
 
 from . import vad as vad_lib
 from .audio import load_audio
-from .cli_errors import error_line
+from .cli_errors import error_line, join_lines
 from .cli_experiment import add_experiment_parser
 from .cli_faces import add_faces_parser
 from .cli_features import add_features_parser
@@ -30,9 +31,17 @@ def _vad(args: argparse.Namespace) -> dict:
     return segments.to_json()
 
 
+class _Parser(argparse.ArgumentParser):
+    """Refuses a bad value in one line too (argparse's own error prints the whole usage first); the
+    subcommands' parsers are of this class as well."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {join_lines(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m latentsync", description="LatentSync lip-sync tools.",
-                                     epilog="Errors are one line on stderr (exit code 2); --debug adds the traceback.")
+    parser = _Parser(prog="python -m latentsync", description="LatentSync lip-sync tools.",
+                     epilog="Errors are one line on stderr (exit code 2); --debug adds the traceback.")
     parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
 

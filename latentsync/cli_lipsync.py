@@ -95,7 +95,7 @@ def lipsync_command(args: argparse.Namespace) -> dict:
     from .sampler import lipsync
     from .unet_loading import load_unet
     from .vae import load_vae
-    from .video_io import read_frames, write_video
+    from .video_io import check_crf, read_frames, write_video
     from .whisper_encoder import load_whisper_encoder
 
     started = time.perf_counter()
@@ -106,6 +106,7 @@ def lipsync_command(args: argparse.Namespace) -> dict:
         audio_shorter=args.audio_shorter)
     settings.validate()
     check_selection(args.select, args.index, args.position)
+    check_crf(args.crf)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = DTYPES[args.dtype] if args.dtype != "auto" else (torch.float16 if device.type == "cuda" else torch.float32)
 

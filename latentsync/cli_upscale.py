@@ -19,7 +19,7 @@ from .resize import INTERPOLATION_MODES, scaled_size
 from .upscale import upscale_frames, upscale_mouth_region
 from .upscale_models import load_upscale_model, model_summary
 from .upscale_tiling import default_device, default_dtype
-from .video_io import VideoDecodeError
+from .video_io import VideoDecodeError, check_crf
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -77,6 +77,7 @@ def upscale_command(args: argparse.Namespace) -> dict:
         raise ValueError("--mouth-mask needs --model (it blends the model's mouth over interpolation)")
     if args.scale is None and args.size is None and args.mode:
         raise ValueError("interpolation needs --scale or --size")
+    check_crf(args.crf)
     device = torch.device(args.device) if args.device else default_device()
     model = load_upscale_model(args.model) if args.model else None
     dtype = default_dtype(model, device) if args.dtype == "auto" else DTYPES[args.dtype]

@@ -203,6 +203,8 @@ def _resized(image: np.ndarray, scale: float) -> np.ndarray:
 
 def make_detector(name: str = "dlib", threshold: float | None = None, **options) -> FaceDetector:
     """A detector by name (see `DETECTORS`); `options` go to its constructor (e.g. `models_dir` for insightface)."""
+    if threshold is not None and not np.isfinite(threshold):  # NaN would pass no face and look like a faceless clip
+        raise ValueError(f"the face detection threshold must be a finite number, got {threshold}")
     if name == "dlib":
         return DlibFaceDetector(threshold=threshold, **options)
     if name == "insightface":

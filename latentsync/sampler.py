@@ -27,16 +27,18 @@ from .face_align import AlignedFaces
 from .face_detect import FaceDetector, FaceTrack
 from .face_restore import blend_mouth, paste_back
 from .memory import check_fits
-from .schedulers import SCHEDULERS, make_scheduler
+from .schedulers import SCHEDULERS, TRAIN_STEPS, make_scheduler
 from .vad import SpeechSegments
 from .window_faces import clip_faces, subset
 from .windows import (AUDIO_LONGER, AUDIO_SHORTER, VAD_POLICIES, FramePlan, audio_frame_count, plan_frames,
                       plan_length)
 
 __all__ = ["SCHEDULERS", "VAD_POLICIES", "AUDIO_LONGER", "AUDIO_SHORTER", "LATENT_SCALE", "SamplerSettings",
-           "FaceVAE", "LipSyncResult", "lipsync", "plan_lipsync"]
+           "FaceVAE", "LipSyncResult", "lipsync", "plan_lipsync", "MAX_GUIDANCE"]
 
 Progress = Callable[[int, int], None]
+# Classifier-free guidance beyond this only overshoots: the latents leave the VAE's range and decode to noise.
+MAX_GUIDANCE = 10.0
 
 
 @dataclass
@@ -69,13 +71,20 @@ class SamplerSettings:
             value = getattr(self, name)
             if int(value) != value or value < low:
                 raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
+        for name in ("steps", "fast_steps"):
+            value = getattr(self, name)
+            if value > TRAIN_STEPS:  # more would repeat timesteps (and a huge count fills memory)
+                raise ValueError(f"{name} must be at most {TRAIN_STEPS}, the schedule's length; got {value}")
+            make_scheduler(self.scheduler, value)  # its own limits (DDIM: 999), before any model runs
         if self.window > max_window:
             raise ValueError(f"window must be at most {max_window} frames (the motion modules' position table), "
                              f"got {self.window}")
-        if not np.isfinite(self.guidance) or self.guidance < 0:
-            raise ValueError(f"guidance must be a finite number >= 0, got {self.guidance!r}")
+        if not 0 <= self.guidance <= MAX_GUIDANCE:  # also False for NaN
+            raise ValueError(f"guidance must be a number from 0 to {MAX_GUIDANCE:g}, got {self.guidance!r}")
         if not np.isfinite(self.min_silence_s) or self.min_silence_s < 0:
             raise ValueError(f"min_silence_s must be >= 0, got {self.min_silence_s!r}")
+        if int(self.seed) != self.seed or not 0 <= self.seed < 2**64:  # torch.Generator's range
+            raise ValueError(f"seed must be a whole number from 0 to 2**64 - 1, got {self.seed!r}")
 
 
 @dataclass

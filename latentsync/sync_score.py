@@ -78,6 +78,8 @@ def score_video(open_frames: Callable[[], Iterable[np.ndarray]], audio: np.ndarr
                              'detector callable); or use crops="s3fd" with sfd_face.pth, or "input" for face crops')
     if crops == "s3fd" and s3fd is None:
         raise SyncScoreError('crops="s3fd" needs the S3FD detector: pass s3fd (sfd_face.pth or a loaded S3FDNet)')
+    if isinstance(min_track, bool) or not isinstance(min_track, (int, np.integer)) or min_track < 0:
+        raise ValueError(f"min_track must be a whole number of frames >= 0, got {min_track!r}")
     samples = pcm16(to_mono_16k(audio, sample_rate))
     check_audio(samples)
     net = load_syncnet(syncnet) if isinstance(syncnet, (str, Path)) else syncnet

@@ -167,6 +167,13 @@ def _upscaled_chunks(frames: torch.Tensor, method: str | UpscaleModel, target: S
     """Yield `(first frame, [n, C, h, w] float32 on the device)`: the model's output at its own scale, or the
     input chunk itself when interpolating (so interpolation reads the source pixels once). `reserved` is the
     host memory of the result, which a CPU run must leave free."""
+    for name, value, least in (("tile", tile, 1), ("overlap", overlap, 0), ("chunk", chunk, 1)):
+        try:
+            whole = not isinstance(value, bool) and operator.index(value) >= least
+        except TypeError:
+            whole = False
+        if not whole:
+            raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
     device = torch.device(device) if device is not None else default_device()
     count = frames.shape[0]
     if isinstance(method, str):

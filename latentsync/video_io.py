@@ -16,6 +16,13 @@ import torch
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 COPYABLE_AUDIO = {"aac", "mp3"}
+MAX_CRF = 51  # x264's scale for 8-bit video; it clamps anything outside 0-51 without a word
+
+
+def check_crf(crf: int) -> None:
+    """Raise `ValueError` for an H.264 quality outside 0 (lossless) to 51 (worst)."""
+    if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= crf <= MAX_CRF:
+        raise ValueError(f"crf must be a whole number from 0 (lossless) to {MAX_CRF}, got {crf!r}")
 
 
 def read_frames(path: str | Path, max_frames: int | None = None) -> tuple[torch.Tensor, float | None]:
@@ -116,6 +123,7 @@ def write_video(path: str | Path, frames: torch.Tensor, fps: float, audio: str |
     file `audio` (cut at the video's end). Odd frame sizes lose their last row/column (yuv420p needs even)."""
     import av
 
+    check_crf(crf)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     height, width = (int(frames.shape[1]) // 2) * 2, (int(frames.shape[2]) // 2) * 2

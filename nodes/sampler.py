@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..latentsync.sampler import SamplerSettings, lipsync
+from ..latentsync.sampler import MAX_GUIDANCE, SamplerSettings, lipsync
 from ..latentsync.schedulers import SCHEDULERS
 from ..latentsync.windows import AUDIO_LONGER, AUDIO_SHORTER, VAD_POLICIES
 from ._comfy import check_choices, io, load_for_compute, model_management, progress_reporter
@@ -49,7 +49,7 @@ class LatentSyncSampler(io.ComfyNode):
                                tooltip="ddim: the reference. dpmpp_2m: DPM-Solver++ 2M, good in fewer steps. "
                                        "euler: Euler on the same noise schedule."),
                 io.Int.Input("steps", default=20, min=1, max=200, tooltip="Denoising steps per window (reference: 20)."),
-                io.Float.Input("guidance", default=1.5, min=1.0, max=10.0, step=0.05,
+                io.Float.Input("guidance", default=1.5, min=1.0, max=MAX_GUIDANCE, step=0.05,
                                tooltip="Classifier-free guidance on the audio (reference 1.5; 1 = off, twice as "
                                        "fast). Higher follows the audio more, at some cost in naturalness."),
                 io.Int.Input("seed", default=1247, min=0, max=2**63 - 1, control_after_generate=True,
