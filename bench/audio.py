@@ -17,8 +17,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from latentsync.audio_features import extract_features  # noqa: E402
-from latentsync.whisper_encoder import TINY, WhisperEncoder  # noqa: E402
+from latentsync.audio.features import extract_features  # noqa: E402
+from latentsync.audio.whisper import TINY, WhisperEncoder  # noqa: E402
 
 GOAL_RTF = 0.05
 

@@ -21,12 +21,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)]
 
-from latentsync.cli_faces import decode_frames  # noqa: E402
-from latentsync.face_align import (align, anchors_in_frame, crop_displacement, crop_geometry,  # noqa: E402
+from latentsync.media.video import decode_frames  # noqa: E402
+from latentsync.face.align import (align, anchors_in_frame, crop_displacement, crop_geometry,  # noqa: E402
                                    motion_stats, similarity_transform, smoothed_matrices)
-from latentsync.face_detect import (BROW_ALONG, BROW_DOWN, NOSE_DOWN, DlibFaceDetector,  # noqa: E402
+from latentsync.face.detect import (BROW_ALONG, BROW_DOWN, NOSE_DOWN, DlibFaceDetector,  # noqa: E402
                                     FaceTracker, _face_recognition_model, track_from_faces)
-from latentsync.face_restore import paste_back  # noqa: E402
+from latentsync.face.paste import paste_back  # noqa: E402
 
 CLIPS = ("latentsync_demo1_video.mp4", "latentsync_demo3_video.mp4")
 

@@ -30,14 +30,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from latentsync.audio import load_audio, to_mono_16k  # noqa: E402
-from latentsync.audio_features import extract_features  # noqa: E402
-from latentsync.face_detect import detect_faces  # noqa: E402
-from latentsync.sampler import SamplerSettings, lipsync  # noqa: E402
-from latentsync.unet_loading import load_unet  # noqa: E402
-from latentsync.vad import detect_speech  # noqa: E402
-from latentsync.vae import load_vae  # noqa: E402
-from latentsync.whisper_encoder import load_whisper_encoder  # noqa: E402
+from latentsync.media.audio import load_audio, to_mono_16k  # noqa: E402
+from latentsync.audio.features import extract_features  # noqa: E402
+from latentsync.face.detect import detect_faces  # noqa: E402
+from latentsync.sample.sampler import SamplerSettings, lipsync  # noqa: E402
+from latentsync.unet.loading import load_unet  # noqa: E402
+from latentsync.audio.vad import detect_speech  # noqa: E402
+from latentsync.sample.vae import load_vae  # noqa: E402
+from latentsync.audio.whisper import load_whisper_encoder  # noqa: E402
 from model_files import write_tiny_unet, write_whisper_checkpoint  # noqa: E402
 from sampler_fixtures import decode_clip  # noqa: E402
 from vae_files import write_sd_vae  # noqa: E402

@@ -25,10 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from latentsync.unet import LatentSyncUNet, build_unet  # noqa: E402
-from latentsync.unet_blocks import sinusoidal_table  # noqa: E402
-from latentsync.unet_loading import quantize_unet  # noqa: E402
-from latentsync.unet_quantize import weight_bytes as held_bytes  # noqa: E402
+from latentsync.unet.model import LatentSyncUNet, build_unet  # noqa: E402
+from latentsync.unet.blocks import sinusoidal_table  # noqa: E402
+from latentsync.unet.loading import quantize_unet  # noqa: E402
+from latentsync.unet.quantize import weight_bytes as held_bytes  # noqa: E402
 
 # option -> (compute dtype, quantization passed to the loader); int4 runs only on CUDA (torchao's kernels).
 OPTIONS = {

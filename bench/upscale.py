@@ -20,9 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from latentsync.upscale import upscale_frames  # noqa: E402
-from latentsync.upscale_models import load_upscale_model  # noqa: E402
-from latentsync.upscale_tiling import estimate_activation_bytes  # noqa: E402
+from latentsync.upscale.frames import upscale_frames  # noqa: E402
+from latentsync.upscale.models import load_upscale_model  # noqa: E402
+from latentsync.upscale.tiling import estimate_activation_bytes  # noqa: E402
 
 
 def write_random_model(path: Path, kind: str) -> Path:

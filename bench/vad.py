@@ -31,9 +31,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "scripts"), str(REPO / "tests")]
 
-from latentsync import vad  # noqa: E402
-from latentsync.audio import load_audio, to_mono_16k  # noqa: E402
-from latentsync.vad import BACKENDS, detect_speech  # noqa: E402
+from latentsync.audio import vad  # noqa: E402
+from latentsync.media.audio import load_audio, to_mono_16k  # noqa: E402
+from latentsync.audio.vad import BACKENDS, detect_speech  # noqa: E402
 
 TEXT = ("Lip sync should only move the mouth when someone speaks. "
         "Silence costs diffusion time and makes the face mumble. ")

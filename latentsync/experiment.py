@@ -110,9 +110,9 @@ class PeakMemory:
 def run_config(config: dict, inputs: Inputs, models: dict, device: torch.device, video: Path,
                score_settings: dict) -> dict:
     """Lip-sync and score one configuration, writing its mp4 to `video`; returns its result row."""
-    from .face_restore import paste_back
-    from .sampler import SamplerSettings, lipsync
-    from .video_io import write_video
+    from .face.paste import paste_back
+    from .sample.sampler import SamplerSettings, lipsync
+    from .media.video import write_video
 
     dtype = DTYPES.get(config["dtype"], torch.float16 if device.type == "cuda" else torch.float32)
     settings = SamplerSettings(scheduler=config["scheduler"], steps=config["steps"], guidance=config["guidance"],
@@ -144,8 +144,8 @@ def run_experiment(video: str | Path, audio: str | Path, configs_file: str | Pat
                    progress=print) -> list[dict]:
     """Run every configuration of `configs_file` on one clip; the report in `out_dir` is rewritten after each.
     Returns one row per configuration; a failed one has "error" (one line) instead of scores."""
-    from .audio import load_audio
-    from .video_io import read_frames
+    from .media.audio import load_audio
+    from .media.video import read_frames
 
     models, configs, score_settings = load_plan(configs_file, models_dir)
     out_dir = Path(out_dir)
@@ -171,7 +171,7 @@ def run_experiment(video: str | Path, audio: str | Path, configs_file: str | Pat
 def _run_or_record(config: dict, inputs: Inputs, models: dict, device: torch.device, video: Path,
                    score_settings: dict) -> dict:
     """`run_config`'s row, or a row with the error: one configuration's failure is a result, not the end."""
-    from .cli_errors import error_line
+    from .errors import error_line
 
     video.unlink(missing_ok=True)  # an mp4 left by an earlier run must not pass for this one's
     started = time.perf_counter()
@@ -288,8 +288,8 @@ def _need(models: dict, key: str, what: str) -> Path:
 
 
 def _unet(config, inputs, models, device, dtype):
-    from .unet_files import choose_config
-    from .unet_loading import load_unet
+    from .unet.files import choose_config
+    from .unet.loading import load_unet
 
     version = config["version"]
     path = _need(models, f"unet_{version}", f"LatentSync {version} UNet")
@@ -303,9 +303,9 @@ def _unet(config, inputs, models, device, dtype):
 
 
 def _features(config, inputs, models, device):
-    from .audio_features import extract_features
-    from .vad import detect_speech
-    from .whisper_encoder import load_whisper_encoder
+    from .audio.features import extract_features
+    from .audio.vad import detect_speech
+    from .audio.whisper import load_whisper_encoder
 
     speech = None
     if config["vad"] != "off":
@@ -319,14 +319,14 @@ def _features(config, inputs, models, device):
 
 
 def _load_vae(path, device, dtype):
-    from .vae import load_vae
+    from .sample.vae import load_vae
 
     return load_vae(path, device=device, dtype=dtype)
 
 
 def _upscale(result, config, models, device):
-    from .upscale import face_fit_side, upscale_frames
-    from .upscale_models import load_upscale_model
+    from .upscale.frames import face_fit_side, upscale_frames
+    from .upscale.models import load_upscale_model
 
     method = config["upscale"]
     if method == "model":
@@ -337,9 +337,9 @@ def _upscale(result, config, models, device):
 
 
 def _score(frames, inputs, models, device, settings):
-    from .cli_score import pack_face_detector
-    from .sync_score import score_sync
-    from .syncnet import load_syncnet
+    from .score.crops import pack_face_detector
+    from .score.evaluate import score_sync
+    from .score.syncnet import load_syncnet
 
     syncnet = _cached(inputs, ("syncnet", str(device)),
                       lambda: load_syncnet(_need(models, "syncnet", "SyncNet syncnet_v2.model"), device=device))

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
-from ..latentsync.face_align import align
-from ..latentsync.face_detect import DETECTORS, SELECTIONS, detect_faces, selection_problem
-from ..latentsync.face_restore import paste_back
+from ..latentsync.face.align import align
+from ..latentsync.face.detect import DETECTORS, SELECTIONS, detect_faces, selection_problem
+from ..latentsync.face.paste import paste_back
 from ._comfy import check_choices, folder_paths, io, progress_reporter
-from .types import Faces
+from .data_types import Faces
 
 RESOLUTIONS = ["256", "512"]
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import torch
 
-from ..latentsync.sampler import MAX_GUIDANCE, SamplerSettings, lipsync
-from ..latentsync.schedulers import SCHEDULERS
-from ..latentsync.windows import AUDIO_LONGER, AUDIO_SHORTER, VAD_POLICIES
+from ..latentsync.sample.sampler import MAX_GUIDANCE, SamplerSettings, lipsync
+from ..latentsync.sample.schedulers import SCHEDULERS
+from ..latentsync.sample.frame_plan import AUDIO_LONGER, AUDIO_SHORTER, VAD_POLICIES
 from ._comfy import check_choices, io, load_for_compute, model_management, progress_reporter
-from .types import AudioFeatures, Faces, LatentSyncModel, Speech
+from .data_types import AudioFeatures, Faces, LatentSyncModel, Speech
 
 
 class ComfyFaceVAE:

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import torch
 
-from ..latentsync.cli_score import pack_face_detector
-from ..latentsync.s3fd import load_s3fd
-from ..latentsync.score_plot import render_distances
-from ..latentsync.sync_score import score_sync
-from ..latentsync.syncnet import load_syncnet
+from ..latentsync.score.crops import pack_face_detector
+from ..latentsync.score.s3fd import load_s3fd
+from ..latentsync.score.plot import render_distances
+from ..latentsync.score.evaluate import score_sync
+from ..latentsync.score.syncnet import load_syncnet
 from ._comfy import InvalidInput, check_choices, folder_paths, io, model_management
 
 CROPS = ("pack", "s3fd", "input")

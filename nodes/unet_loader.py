@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..latentsync.unet_files import OFFICIAL, VERSIONS, choose_config, download_official, where_to_get
-from ..latentsync.unet_loading import QUANTIZATIONS, load_unet
-from ..latentsync.unet_quantize import weight_bytes
+from ..latentsync.unet.files import OFFICIAL, VERSIONS, choose_config, download_official, where_to_get
+from ..latentsync.unet.loading import QUANTIZATIONS, load_unet
+from ..latentsync.unet.quantize import weight_bytes
 from ._comfy import PRECISIONS, compute_dtype, folder_paths, io, managed, model_management
-from .types import LatentSyncModel
+from .data_types import LatentSyncModel
 
 DOWNLOAD = {f"download {version}": version for version in OFFICIAL}
 OTHER_MODELS = ("whisper/", "pyannote/")  # sub-folders of models/latentsync that hold other models
@@ -17,7 +17,7 @@ OTHER_MODELS = ("whisper/", "pyannote/")  # sub-folders of models/latentsync tha
 class LoadedUNet:
     """What the sampler needs: the managed UNet and the face resolution it was trained at."""
 
-    patcher: object  # ComfyUI ModelPatcher around latentsync.unet.LatentSyncUNet
+    patcher: object  # ComfyUI ModelPatcher around latentsync.unet.model.LatentSyncUNet
     resolution: int
     source: str
 

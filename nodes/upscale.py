@@ -1,13 +1,13 @@
 """Upscale node: Real-ESRGAN-family models or interpolation, for generated face crops or whole frames."""
 from __future__ import annotations
 
-from ..latentsync.resize import INTERPOLATION_MODES
-from ..latentsync.upscale import face_fit_side, upscale_frames, upscale_mouth_region
-from ..latentsync.upscale_models import check_upscale_model, load_upscale_model
-from ..latentsync.upscale_tiling import estimate_activation_bytes, model_device_bytes
+from ..latentsync.upscale.resize import INTERPOLATION_MODES
+from ..latentsync.upscale.frames import face_fit_side, upscale_frames, upscale_mouth_region
+from ..latentsync.upscale.models import check_upscale_model, load_upscale_model
+from ..latentsync.upscale.tiling import estimate_activation_bytes, model_device_bytes
 from ._comfy import (PRECISIONS, InvalidInput, check_choices, compute_dtype, folder_paths, io, model_management,
                      progress_reporter)
-from .types import Faces
+from .data_types import Faces
 
 NO_MODEL = "none"
 METHODS = ("model", *INTERPOLATION_MODES)

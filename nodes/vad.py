@@ -5,11 +5,13 @@ import importlib.util
 
 import torch
 
-from ..latentsync import timeline, vad
-from ..latentsync.audio import to_mono_16k
-from ..latentsync.vad_pyannote import INSTALL_HINT, MODEL_HINT
+from ..latentsync.audio import timeline
+
+from ..latentsync.audio import vad
+from ..latentsync.media.audio import to_mono_16k
+from ..latentsync.audio.vad_pyannote import INSTALL_HINT, MODEL_HINT
 from ._comfy import InvalidInput, check_choices, folder_paths, io, progress_reporter
-from .types import Speech
+from .data_types import Speech
 
 TIMELINE_BINS = 800
 NO_MODEL = "none"  # points of waveform/probability sent to the editor's timeline widget

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import os
 
-from ..latentsync.audio_features import SPEECH_POLICIES, extract_features
-from ..latentsync.whisper_encoder import load_whisper_encoder
+from ..latentsync.audio.features import SPEECH_POLICIES, extract_features
+from ..latentsync.audio.whisper import load_whisper_encoder
 from ._comfy import PRECISIONS, compute_dtype, folder_paths, io, load_for_compute, managed, model_management
-from .types import AudioFeatures, Speech
+from .data_types import AudioFeatures, Speech
 
 # Three hours at 60 fps; the features of that many frames take 46 GiB, and the library refuses a count that
 # does not fit in the RAM there is before encoding.

@@ -39,7 +39,7 @@ def demo_voice(target: Path) -> None:
     import numpy as np
 
     sys.path.insert(0, str(REPO))
-    from latentsync.audio import load_audio
+    from latentsync.media.audio import load_audio
 
     exe = shutil.which("espeak-ng")
     if exe is None:
@@ -64,7 +64,7 @@ def demo_video(target: Path, seconds: float, fps: int = 25) -> None:
     from skimage import data
 
     sys.path.insert(0, str(REPO))
-    from latentsync.video_io import write_video
+    from latentsync.media.video import write_video
 
     import torch
 
@@ -126,11 +126,11 @@ def main() -> int:
         shutil.copy(args.video, inputs / VIDEO)
     else:
         sys.path.insert(0, str(REPO))
-        from latentsync.audio import load_audio
+        from latentsync.media.audio import load_audio
 
         waveform, rate = load_audio(inputs / VOICE)
         if args.video:  # a still image: as long as the voice
-            from latentsync.video_io import read_frames, write_video
+            from latentsync.media.video import read_frames, write_video
 
             still, _ = read_frames(args.video)
             write_video(inputs / VIDEO, still[:1].repeat(int(waveform.shape[1] / rate * 25) + 1, 1, 1, 1), 25)

@@ -46,7 +46,7 @@ def cut_voice(src: Path, dst: Path, seconds: float) -> Path:
     """The first `seconds` of an audio file as a mono 16-bit WAV at its own rate."""
     import wave
 
-    from latentsync.audio import load_audio
+    from latentsync.media.audio import load_audio
 
     waveform, rate = load_audio(src)
     samples = (waveform.mean(0)[: round(seconds * rate)].numpy() * 32767).astype(np.int16)

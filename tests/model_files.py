@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from latentsync.whisper_encoder import WhisperEncoder
+from latentsync.audio.whisper import WhisperEncoder
 
 TINY_DIMS = {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 384, "n_audio_head": 6, "n_audio_layer": 4,
              "n_vocab": 51865, "n_text_ctx": 448, "n_text_state": 384, "n_text_head": 6, "n_text_layer": 4}
@@ -46,7 +46,7 @@ def write_pyannote_segmentation(path: Path, seed: int = 0) -> Path:
     """A random-weight PyanNet with pyannote/segmentation-3.0's hyper-parameters (SincNet stride 10,
     4x128 BiLSTM, 2x128 linear, powerset of 3 speakers with at most 2 at once over 10 s chunks), saved the
     way pyannote's training writes `pytorch_model.bin` (state dict, hyper-parameters, pyannote block)."""
-    from latentsync.vad_pyannote import telemetry_off
+    from latentsync.audio.vad_pyannote import telemetry_off
 
     with telemetry_off():
         from pyannote.audio.core.task import Problem, Resolution, Specifications
@@ -76,7 +76,7 @@ def write_tiny_unet(path: Path, unet_config: dict, seed: int = 0, resolution: in
     too: 256 as 1.5, 512 as 1.6)."""
     import json
 
-    from latentsync.unet import build_unet
+    from latentsync.unet.model import build_unet
 
     torch.manual_seed(seed)
     unet = build_unet(unet_config, device="cpu")

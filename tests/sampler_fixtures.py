@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from latentsync.audio_features import AudioFeatures, frame_feature_rows, gather_chunks, reference_frame_count
+from latentsync.audio.features import AudioFeatures, frame_feature_rows, gather_chunks, reference_frame_count
 
 CLIP = "media/latentsync_demo1_video.mp4"
 VOICE = "media/latentsync_demo1_audio.wav"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from latentsync.s3fd import S3FDNet
-from latentsync.syncnet import SyncNet
+from latentsync.score.s3fd import S3FDNet
+from latentsync.score.syncnet import SyncNet
 
 GOLDEN = "reference/syncnet/syncnet_golden.safetensors.xz"
 

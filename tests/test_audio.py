@@ -1,4 +1,4 @@
-"""latentsync.audio: decoding and the 16 kHz mono front end every audio node shares."""
+"""latentsync.media.audio: decoding and the 16 kHz mono front end every audio node shares."""
 import wave
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import VOICES, shared_path
-from latentsync.audio import AudioError, load_audio, to_mono_16k
+from latentsync.media.audio import AudioError, load_audio, to_mono_16k
 
 
 def tone(freq: float, seconds: float, rate: int) -> torch.Tensor:

@@ -85,8 +85,8 @@ def root(tmp_path_factory) -> Path:
     from scipy.signal import resample_poly
 
     from hostile_files import make_target, write_hostile
-    from latentsync.audio import load_audio
-    from latentsync.video_io import write_video
+    from latentsync.media.audio import load_audio
+    from latentsync.media.video import write_video
     from media import read_frames, write_clip
     from model_files import write_whisper_checkpoint
     from syncnet_model_files import write_syncnet_file
@@ -182,7 +182,7 @@ def frames_for(fps: float) -> Callable[[dict], bool]:
 
 def run_main(capsys, argv: list[str]) -> tuple[int, str, str]:
     """`python -m latentsync ARGV` in this process: exit code, stdout, stderr."""
-    from latentsync import cli
+    from latentsync.cli import main as cli
 
     try:
         code = cli.main(argv)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, missing, shared_path
-from latentsync.audio import load_audio
-from latentsync.vad import detect_speech
+from latentsync.media.audio import load_audio
+from latentsync.audio.vad import detect_speech
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.browser]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, shared_path
-from latentsync.audio import load_audio
-from latentsync.vad import detect_speech
+from latentsync.media.audio import load_audio
+from latentsync.audio.vad import detect_speech
 
 
 def run_cli(*args, offline=False):
@@ -94,7 +94,7 @@ def assert_error_text(stderr: str, *names: str) -> str:
 
 def run_main(capsys, *args) -> tuple[int, str]:
     """The CLI in this process (no second torch import): exit code and stderr."""
-    from latentsync import cli
+    from latentsync.cli import main as cli
 
     code = cli.main([str(a) for a in args])
     captured = capsys.readouterr()
@@ -138,7 +138,7 @@ def test_debug_adds_the_traceback_before_or_after_the_command(damaged, capsys):
 
 
 def test_any_failure_becomes_one_line_and_an_interrupt_exits_130(monkeypatch, capsys):
-    from latentsync import cli
+    from latentsync.cli import main as cli
 
     wav = str(shared_path("media/latentsync_demo1_audio.wav"))
     failures = {"multi-line": RuntimeError("CUDA out of memory.\n  Tried to allocate 2 GiB\n\nfree 1 GiB"),

@@ -16,8 +16,8 @@ import pytest
 from conftest import shared_path
 from sampler_fixtures import CLIP, RESOLUTION, decode_clip
 
-from latentsync.cli_lipsync import add_lipsync_parser
-from latentsync.video_io import read_frames, write_video
+from latentsync.cli.lipsync import add_lipsync_parser
+from latentsync.media.video import read_frames, write_video
 
 pytestmark = pytest.mark.usefixtures("needs_diffusers", "one_thread")
 

@@ -5,8 +5,8 @@ import shutil
 import pytest
 
 from conftest import PACK_NODES, REPO, VOICES, shared_path
-from latentsync.audio import load_audio
-from latentsync.vad import detect_speech
+from latentsync.media.audio import load_audio
+from latentsync.audio.vad import detect_speech
 
 pytestmark = pytest.mark.comfyui
 

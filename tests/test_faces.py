@@ -17,14 +17,15 @@ import pytest
 import torch
 
 from conftest import shared_path
-from latentsync.cli_faces import add_faces_parser, decode_frames, faces_command
-from latentsync.face_align import (FILL, align, anchors_in_frame, crop_displacement, crop_geometry, motion_stats,
+from latentsync.cli.faces import add_faces_parser, faces_command
+from latentsync.media.video import decode_frames
+from latentsync.face.align import (FILL, align, anchors_in_frame, crop_displacement, crop_geometry, motion_stats,
                                    similarity_transform, smoothed_matrices, warp_face)
-from latentsync.face_detect import (DetectedFace, FaceModelMissing, FaceTracker, check_selection, choose_face,
+from latentsync.face.detect import (DetectedFace, FaceModelMissing, FaceTracker, check_selection, choose_face,
                                     detect_faces, make_detector, points3_from_dlib5, selection_problem,
                                     track_from_faces)
-from latentsync.face_mask import latent_mask, mouth_masks, pixel_mask
-from latentsync.face_restore import blend_mouth, paste_back, restore_frame
+from latentsync.face.mask import latent_mask, mouth_masks, pixel_mask
+from latentsync.face.paste import blend_mouth, paste_back, restore_frame
 
 CLIPS = ("latentsync_demo1_video.mp4", "latentsync_demo3_video.mp4")
 
@@ -166,7 +167,7 @@ def test_dlib_point_mapping_against_68_point_brows_and_nose(clip_tracks):
     the 210x280 crop (256 px). Measured mean ~9 px, p95 ~17 px."""
     import dlib
 
-    from latentsync.face_detect import _face_recognition_model
+    from latentsync.face.detect import _face_recognition_model
 
     try:
         model = dlib.shape_predictor(str(_face_recognition_model("shape_predictor_68_face_landmarks.dat")))
@@ -213,7 +214,7 @@ def test_paste_back_of_untouched_crops_changes_only_the_face_region(clip, clip_t
 def test_upscaled_crops_are_pasted_at_their_own_detail(clip_tracks):
     """A crop upscaled 2x (as the upscaler node makes it) lands where the 256 px crop lands and is warped from
     its own pixels: the result is as close to the source as the 256 px paste, and differs from it."""
-    from latentsync.resize import resize_frames
+    from latentsync.upscale.resize import resize_frames
 
     track, kept = clip_tracks["latentsync_demo1_video.mp4"]
     indices = sorted(kept)
@@ -484,7 +485,7 @@ class _FakeLandmarks:
 def test_insightface_pre_and_post_processing():
     """Decoding of SCRFD's anchors, the frame rescale, the landmark crop and the reference's three points,
     with stand-in sessions (no weights here)."""
-    from latentsync.face_insightface import InsightFaceDetector, decode_scrfd, nms, points3_from_106
+    from latentsync.face.insightface import InsightFaceDetector, decode_scrfd, nms, points3_from_106
 
     landmarks = _FakeLandmarks()
     detector = InsightFaceDetector(sessions=(_FakeScrfd(), landmarks))
@@ -553,7 +554,7 @@ def test_detected_face_helpers():
 
 
 def test_faces_command_is_wired_into_the_cli(tmp_path):
-    from latentsync import cli
+    from latentsync.cli import main as cli
 
     commands = cli.build_parser()._subparsers._group_actions[0].choices
     if "faces" not in commands:

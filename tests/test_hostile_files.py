@@ -27,18 +27,18 @@ def _pyannote_loader(path):
         import pyannote.audio  # noqa: F401
     except ImportError:
         missing("pyannote.audio (the optional pyannote extra)")
-    from latentsync.vad_pyannote import load_segmentation
+    from latentsync.audio.vad_pyannote import load_segmentation
 
     return load_segmentation(path)
 
 
 def _loaders() -> dict:
-    from latentsync.s3fd import load_s3fd
-    from latentsync.syncnet import load_syncnet
-    from latentsync.unet_loading import load_unet
-    from latentsync.upscale_models import load_upscale_model
-    from latentsync.vae import read_vae_file
-    from latentsync.whisper_encoder import load_whisper_encoder
+    from latentsync.score.s3fd import load_s3fd
+    from latentsync.score.syncnet import load_syncnet
+    from latentsync.unet.loading import load_unet
+    from latentsync.upscale.models import load_upscale_model
+    from latentsync.sample.vae import read_vae_file
+    from latentsync.audio.whisper import load_whisper_encoder
 
     return {"unet": lambda p: load_unet(p, "1.5"), "whisper": load_whisper_encoder, "vae": read_vae_file,
             "syncnet": load_syncnet, "s3fd": load_s3fd, "upscaler": load_upscale_model,
@@ -80,8 +80,8 @@ def test_every_loader_refuses_hostile_files_in_one_line(tmp_path, loader):
 
 
 def test_insightface_models_are_never_handed_to_onnxruntime_unless_they_are_onnx(tmp_path):
-    from latentsync.face_detect import FaceModelMissing
-    from latentsync.face_insightface import FILES, InsightFaceDetector
+    from latentsync.face.detect import FaceModelMissing
+    from latentsync.face.insightface import FILES, InsightFaceDetector
 
     target = make_target(tmp_path / "target.bin")
     for kind in KINDS:

@@ -34,7 +34,7 @@ def test_available_bytes_asks_the_machine():
 
 
 def test_the_sampler_refuses_an_output_beyond_memory_before_any_work():
-    from latentsync.sampler import lipsync
+    from latentsync.sample.sampler import lipsync
 
     # Ten hours of audio drive 900,000 output frames of 720p: 10 TB as float32, beyond any machine's RAM.
     features = SimpleNamespace(duration=36_000.0, fps=25.0, frames=900_000)
@@ -46,8 +46,8 @@ def test_the_sampler_refuses_an_output_beyond_memory_before_any_work():
 
 
 def test_paste_back_refuses_a_copy_beyond_memory(one_mib_free):
-    from latentsync.face_align import AlignedFaces
-    from latentsync.face_restore import paste_back
+    from latentsync.face.align import AlignedFaces
+    from latentsync.face.paste import paste_back
 
     frames = torch.rand(4, 256, 256, 3)  # 3 MiB: a copy does not fit in the 1 MiB left
     faces = AlignedFaces(crops=torch.zeros(4, 8, 8, 3, dtype=torch.uint8), matrices=torch.full((4, 2, 3), np.nan),
@@ -60,7 +60,7 @@ def test_paste_back_refuses_a_copy_beyond_memory(one_mib_free):
 
 
 def test_a_resize_beyond_memory_is_refused():
-    from latentsync.resize import resize_frames
+    from latentsync.upscale.resize import resize_frames
 
     start = time.perf_counter()
     with pytest.raises(InsufficientMemoryError, match=r"resizing 1 frames of 4x4 to 1000000x1000000 \(lanczos\) "

@@ -28,12 +28,12 @@ LOOPBACK = re.compile(r'inet_addr\("127\.|inet_pton\(AF_INET6, "(::1|::ffff:127\
 PACK_SCRIPT = """
 import sys, time
 import numpy as np
-from latentsync.audio import load_audio
-from latentsync.face_detect import make_detector
-from latentsync.vad import detect_speech
+from latentsync.media.audio import load_audio
+from latentsync.face.detect import make_detector
+from latentsync.audio.vad import detect_speech
 import importlib.util
 if importlib.util.find_spec("pyannote") is not None:  # its dependencies import onnxruntime: it must come first here
-    from latentsync.vad_pyannote import load_segmentation
+    from latentsync.audio.vad_pyannote import load_segmentation
     try:
         load_segmentation(sys.argv[2] + "/no_such_checkpoint.bin")
     except FileNotFoundError:

@@ -1,8 +1,11 @@
 """House rules of the pack, checked on the tree and on a real import inside ComfyUI's Python path."""
 import ast
+import importlib
+import subprocess
+import sys
 import tomllib
 
-from conftest import PACK_NODES, REPO
+from conftest import PACK_NODES, REPO, shared_path
 
 COMFY_MODULES = {"comfy", "comfy_api", "comfy_extras", "comfy_execution", "folder_paths", "server", "nodes",
                  "execution", "node_helpers"}
@@ -58,3 +61,16 @@ def test_dependencies_agree_between_pyproject_and_requirements():
                    for dep in listed)
     comfy = project["tool"]["comfy"]
     assert comfy["PublisherId"] and comfy["DisplayName"] and comfy["Icon"]
+
+
+def test_the_library_layout_and_its_public_names():
+    """Every name `latentsync` offers resolves to the object in its subpackage; the house plan holds."""
+    import latentsync
+
+    for name in latentsync.__all__:
+        value = getattr(latentsync, name)
+        module = importlib.import_module(f"latentsync.{latentsync._EXPORTS[name]}")
+        assert value is getattr(module, name), name
+    layout = shared_path("tools/layout_check.py")
+    result = subprocess.run([sys.executable, str(layout)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout

@@ -52,7 +52,7 @@ def assert_unchanged(report: dict) -> None:
 def test_loading_the_pyannote_backend_leaves_the_process_as_it_was(tmp_path):
     refused = tmp_path / "not_a_checkpoint.bin"
     refused.write_bytes(b"not a checkpoint")
-    action = ("from latentsync.vad import detect_speech\n"
+    action = ("from latentsync.audio.vad import detect_speech\n"
               "try:\n"
               f"    detect_speech(torch.zeros(16000), 16000, backend='pyannote', model_path={str(refused)!r})\n"
               "except ValueError:\n"
@@ -63,7 +63,7 @@ def test_loading_the_pyannote_backend_leaves_the_process_as_it_was(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("torchao") is None, reason="torchao is not installed")
 def test_int8_quantization_leaves_the_process_as_it_was():
-    action = ("from latentsync.unet_quantize import quantize_int8\n"
+    action = ("from latentsync.unet.quantize import quantize_int8\n"
               "quantize_int8(torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Conv2d(4, 4, 3)))\n")
     assert_unchanged(run_probe(action, "torchao"))
 

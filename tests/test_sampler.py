@@ -18,16 +18,16 @@ from conftest import shared_path
 from sampler_fixtures import (CLIP, RESOLUTION, PoolVAE, RecordingUNet, decode_clip, face_boxes, fake_features,
                               outside_boxes)
 
-from latentsync.deepcache import DeepCache
-from latentsync.denoise import LATENT_SCALE, audio_context, denoise, guided_noise, unet_input
-from latentsync.face_align import align
-from latentsync.face_detect import FaceTrack, detect_faces
-from latentsync.schedulers import make_scheduler
-from latentsync.sampler import SamplerSettings, lipsync
-from latentsync.unet import build_unet
-from latentsync.unet_loading import load_unet
-from latentsync.vad import SpeechSegments
-from latentsync.windows import ping_pong, plan_frames, plan_length
+from latentsync.unet.deepcache import DeepCache
+from latentsync.sample.denoise import LATENT_SCALE, audio_context, denoise, guided_noise, unet_input
+from latentsync.face.align import align
+from latentsync.face.detect import FaceTrack, detect_faces
+from latentsync.sample.schedulers import make_scheduler
+from latentsync.sample.sampler import SamplerSettings, lipsync
+from latentsync.unet.model import build_unet
+from latentsync.unet.loading import load_unet
+from latentsync.audio.vad import SpeechSegments
+from latentsync.sample.frame_plan import ping_pong, plan_frames, plan_length
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -275,9 +275,9 @@ def test_silent_audio(unet, clip, track, tmp_path):
     every frame as the reference would; "skip" finds no speech and returns the input untouched."""
     from model_files import write_whisper_checkpoint
 
-    from latentsync.audio_features import extract_features
-    from latentsync.vad import detect_speech
-    from latentsync.whisper_encoder import load_whisper_encoder
+    from latentsync.audio.features import extract_features
+    from latentsync.audio.vad import detect_speech
+    from latentsync.audio.whisper import load_whisper_encoder
 
     audio = torch.zeros(int(16000 * 12 / 25))
     speech = detect_speech(audio, 16000)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import shared_path
 
-from latentsync.schedulers import SCHEDULERS, alphas_cumprod, make_scheduler
+from latentsync.sample.schedulers import SCHEDULERS, alphas_cumprod, make_scheduler
 
 
 @pytest.fixture(scope="module")

@@ -18,15 +18,16 @@ from conftest import shared_path
 from syncnet_model_files import (GOLDEN, golden_syncnet_state, load_golden, write_s3fd_file,
                                  write_syncnet_file)
 
-from latentsync import sync_metric as metric
-from latentsync.audio import load_audio
-from latentsync.cli_score import add_score_parser, decode_frames, score_command
-from latentsync.s3fd import S3FDNet, candidate_detections, decode_boxes, detect_faces, load_s3fd, nms, priors
-from latentsync.sync_crops import (CropTrack, ShotDetector, build_tracks, crop_face, frames_at_25fps,
+from latentsync.score import metric
+from latentsync.media.audio import load_audio
+from latentsync.cli.score import add_score_parser, score_command
+from latentsync.media.video import decode_frames
+from latentsync.score.s3fd import S3FDNet, candidate_detections, decode_boxes, detect_faces, load_s3fd, nms, priors
+from latentsync.score.crops import (CropTrack, ShotDetector, build_tracks, crop_face, frames_at_25fps,
                                    smoothed_geometry)
-from latentsync.sync_metric import SyncScoreError
-from latentsync.sync_score import score_sync
-from latentsync.syncnet import SyncNet, SyncNetCheckpointError, load_syncnet
+from latentsync.score.metric import SyncScoreError
+from latentsync.score.evaluate import score_sync
+from latentsync.score.syncnet import SyncNet, SyncNetCheckpointError, load_syncnet
 
 REFERENCE = "reference/syncnet"
 DEMO_VIDEO, DEMO_AUDIO = "media/latentsync_demo1_video.mp4", "media/latentsync_demo1_audio.wav"
@@ -203,7 +204,7 @@ def test_score_command_on_reference_mp4(syncnet_file):
 def test_shifting_real_audio_by_k_frames_shifts_the_distance_table(net):
     """demo1 with the golden (random) weights: delaying the audio by k frames moves column k of the
     per-window table to column k + k', independent of what the network learned."""
-    it = decode_frames(shared_path(DEMO_VIDEO))
+    it, _, _ = decode_frames(shared_path(DEMO_VIDEO))
     frames = np.stack([next(it) for _ in range(21)])
     waveform, rate = load_audio(shared_path(DEMO_AUDIO))
     assert rate == 16000

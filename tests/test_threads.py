@@ -3,8 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from latentsync import face_align, face_restore, window_faces
-from latentsync.face_detect import FaceTrack
+from latentsync.face import align as face_align
+
+from latentsync.face import paste as face_restore
+
+from latentsync.face import window_crops as window_faces
+from latentsync.face.detect import FaceTrack
 from latentsync.threads import single_threaded
 
 FRAMES, HEIGHT, WIDTH = 3, 96, 128

@@ -12,10 +12,10 @@ import pytest
 import torch
 from conftest import shared_path
 
-from latentsync.unet import LatentSyncUNet, build_unet
-from latentsync.unet_blocks import sinusoidal_table
-from latentsync.unet_config import UNetConfig, resolve_unet_config
-from latentsync.unet_loading import UNetCheckpointError, load_unet
+from latentsync.unet.model import LatentSyncUNet, build_unet
+from latentsync.unet.blocks import sinusoidal_table
+from latentsync.unet.config import UNetConfig, resolve_unet_config
+from latentsync.unet.loading import UNetCheckpointError, load_unet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -257,7 +257,7 @@ def golden_pt(golden, tmp_path_factory):
 
 
 def test_int8_weight_only_stays_close_to_the_reference_and_shrinks_the_weights(golden, golden_pt, tiny_config_path):
-    from latentsync.unet_quantize import Int8Conv2d, weight_bytes
+    from latentsync.unet.quantize import Int8Conv2d, weight_bytes
 
     full = load_unet(golden_pt, tiny_config_path)
     unet = load_unet(golden_pt, tiny_config_path, quantization="int8")

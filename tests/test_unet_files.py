@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import shared_path
-from latentsync.unet_files import choose_config, download_official
+from latentsync.unet.files import choose_config, download_official
 
 
 def test_config_file_beside_the_checkpoint_wins(tmp_path):
@@ -56,7 +56,7 @@ def offline(monkeypatch):
 def test_official_size_range_matches_the_reference_key_list():
     import math
 
-    from latentsync.unet_files import OFFICIAL_SIZE_RANGE
+    from latentsync.unet.files import OFFICIAL_SIZE_RANGE
 
     for name in ("unet_keys_stage2.json", "unet_keys_stage2_512.json"):  # 1.5 and 1.6
         keys = json.loads(shared_path(f"reference/latentsync/{name}").read_text())
@@ -76,13 +76,13 @@ def test_download_refuses_a_wrong_size_file_already_at_the_target(tmp_path, offl
 
 
 def test_download_says_it_used_the_file_already_there(tmp_path, offline, caplog):
-    from latentsync.unet_files import OFFICIAL_SIZE_RANGE
+    from latentsync.unet.files import OFFICIAL_SIZE_RANGE
 
     present = tmp_path / "1.6" / "latentsync_unet.pt"
     present.parent.mkdir()
     with present.open("wb") as out:  # sparse: the official size without writing 5 GB
         out.truncate(OFFICIAL_SIZE_RANGE[0] + 12345)
-    with caplog.at_level("INFO", logger="latentsync.unet_files"):
+    with caplog.at_level("INFO", logger="latentsync.unet.files"):
         found = download_official("1.6", tmp_path)
     assert found.path == present and "used the file already at" in found.note and "5.07 GB" in found.note
     assert found.note in caplog.text

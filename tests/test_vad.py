@@ -1,4 +1,4 @@
-"""latentsync.vad on signals whose truth is known by construction, and on the shared voice tracks."""
+"""latentsync.audio.vad on signals whose truth is known by construction, and on the shared voice tracks."""
 import subprocess
 import sys
 
@@ -8,9 +8,9 @@ import torch
 from scipy.signal import resample_poly
 
 from conftest import REPO, VOICES, espeak, shared_path
-from latentsync.audio import AudioError, load_audio
-from latentsync import vad
-from latentsync.vad import SpeechSegments, detect_speech
+from latentsync.media.audio import AudioError, load_audio
+from latentsync.audio import vad
+from latentsync.audio.vad import SpeechSegments, detect_speech
 
 GAP_BEFORE, GAP_BETWEEN, GAP_AFTER = 0.8, 1.5, 0.7
 
@@ -142,7 +142,7 @@ def test_importing_silero_keeps_the_callers_thread_count():
     """silero_vad's import sets torch to 1 thread for the whole process; we must put it back."""
     code = (
         "import torch; torch.set_num_threads(2)\n"
-        "from latentsync.vad import detect_speech\n"
+        "from latentsync.audio.vad import detect_speech\n"
         "detect_speech(torch.zeros(16000), 16000)\n"
         "import sys; assert 'silero_vad' in sys.modules\n"
         "print(torch.get_num_threads())\n"
@@ -159,7 +159,7 @@ def test_a_missing_dependency_says_what_to_install(blocked, backend, message):
     code = (
         f"import sys; sys.modules[{blocked!r}] = None\n"  # makes `import` of it fail, as if uninstalled
         "import torch\n"
-        "from latentsync.vad import detect_speech\n"
+        "from latentsync.audio.vad import detect_speech\n"
         "try:\n"
         f"    detect_speech(torch.zeros(16000), 16000, backend={backend!r})\n"
         "except ImportError as exc:\n"

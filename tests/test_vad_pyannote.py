@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from conftest import REPO, VOICES, shared_path
-from latentsync.audio import load_audio
-from latentsync.vad import detect_speech
+from latentsync.media.audio import load_audio
+from latentsync.audio.vad import detect_speech
 
 pytest.importorskip("pyannote.audio", reason="the pyannote extra is not installed") if os.environ.get("CI") != "true" else None
 
@@ -92,7 +92,7 @@ def test_cli_runs_offline(segmentation):
 def test_without_the_extra_the_backend_says_what_to_install():
     code = ("import sys; sys.modules['pyannote'] = None\n"  # as if the extra were not installed
             "import torch\n"
-            "from latentsync.vad import detect_speech\n"
+            "from latentsync.audio.vad import detect_speech\n"
             "try:\n"
             "    detect_speech(torch.zeros(16000), 16000, backend='pyannote', model_path='segmentation.bin')\n"
             "except ImportError as exc:\n"

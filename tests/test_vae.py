@@ -15,7 +15,7 @@ import torch
 from conftest import shared_path
 from sampler_fixtures import CLIP, RESOLUTION, VOICE, decode_clip, face_boxes, outside_boxes
 
-from latentsync.vae import VAECheckpointError, load_vae
+from latentsync.sample.vae import VAECheckpointError, load_vae
 
 pytestmark = pytest.mark.usefixtures("needs_diffusers", "one_thread")
 
@@ -89,11 +89,11 @@ def test_wrong_files_are_refused_with_a_clear_message(vae_file, tmp_path):
 def test_lipsync_end_to_end_with_the_full_sd_vae(vae, tmp_path):
     from model_files import write_tiny_unet, write_whisper_checkpoint
 
-    from latentsync.audio import load_audio
-    from latentsync.audio_features import extract_features
-    from latentsync.sampler import SamplerSettings, lipsync
-    from latentsync.unet_loading import load_unet
-    from latentsync.whisper_encoder import load_whisper_encoder
+    from latentsync.media.audio import load_audio
+    from latentsync.audio.features import extract_features
+    from latentsync.sample.sampler import SamplerSettings, lipsync
+    from latentsync.unet.loading import load_unet
+    from latentsync.audio.whisper import load_whisper_encoder
 
     frames = decode_clip(shared_path(CLIP), 8)
     waveform, rate = load_audio(shared_path(VOICE))

@@ -18,12 +18,12 @@ from safetensors.torch import load_file, save_file
 
 from conftest import shared_path
 from model_files import TINY_DIMS, decoder_placeholders
-from latentsync.audio_features import (
+from latentsync.audio.features import (
     extract_features, frame_feature_rows, log_mel_spectrogram, reference_frame_count, seam_discontinuity,
     speech_weights, step_ratios, window_plan, window_seams)
-from latentsync.cli_features import add_features_parser
-from latentsync.vad import SpeechSegments
-from latentsync.whisper_encoder import WhisperCheckpointError, load_whisper_encoder, sinusoids
+from latentsync.cli.features import add_features_parser
+from latentsync.audio.vad import SpeechSegments
+from latentsync.audio.whisper import WhisperCheckpointError, load_whisper_encoder, sinusoids
 
 ATOL = 1e-4
 @pytest.fixture(scope="module")
@@ -296,7 +296,8 @@ def test_features_command_writes_safetensors(tmp_path, golden, whisper_checkpoin
 # --- memory ---------------------------------------------------------------------------------------------
 
 def test_a_frame_count_beyond_memory_is_refused_before_encoding(golden, encoder, monkeypatch):
-    from latentsync import audio_features, memory
+    from latentsync.audio import features as audio_features
+    from latentsync import memory
 
     def must_not_encode(*args, **kwargs):
         raise AssertionError("encoded although the features cannot fit")

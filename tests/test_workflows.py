@@ -72,7 +72,7 @@ def video_of(server, history, key) -> tuple[int, float]:
 
 
 def face_boxes(frames: list[np.ndarray]) -> np.ndarray:
-    from latentsync.face_detect import detect_faces
+    from latentsync.face.detect import detect_faces
 
     return detect_faces(np.stack(frames).astype(np.uint8)).boxes
 

@@ -3,7 +3,7 @@
 The modules below are written from the published architectures (xinntao/Real-ESRGAN, BasicSR): the parameter
 names, shapes and forward passes are the ones the official `.pth` files use. Small widths keep tests fast;
 `REALESRGAN_FULL` holds the released sizes. The files are loaded through the product's real path
-(`latentsync.upscale_models.load_upscale_model`, i.e. spandrel), and `module.forward` is an independent
+(`latentsync.upscale.models.load_upscale_model`, i.e. spandrel), and `module.forward` is an independent
 reference to check spandrel's reading of the layout against.
 """
 from __future__ import annotations

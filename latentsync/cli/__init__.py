@@ -1,0 +1,1 @@
+"""The command line, `python -m latentsync COMMAND`; nothing in the library imports it."""

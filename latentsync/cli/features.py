@@ -1,0 +1,71 @@
+"""`python -m latentsync features`: whisper features and per-frame chunks of an audio file, to safetensors."""
+from __future__ import annotations
+
+import argparse
+import json
+from fractions import Fraction
+from pathlib import Path
+
+from ..media.audio import load_audio
+from ..audio.features import SPEECH_POLICIES, extract_features
+from ..audio.whisper import load_whisper_encoder
+
+
+def parse_fps(text: str) -> float:
+    """A frame rate as a number or a ratio, so NTSC can be given exactly as 30000/1001."""
+    try:
+        fps = float(Fraction(text))
+    except (ValueError, ZeroDivisionError) as exc:
+        raise argparse.ArgumentTypeError(f"not a frame rate: {text!r}") from exc
+    if fps <= 0:
+        raise argparse.ArgumentTypeError(f"the frame rate must be positive, got {text}")
+    return fps
+
+
+def add_features_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "features", help="whisper features [L, 5, 384] and per-frame chunks [N, 50, 384] of an audio file, "
+                         "written to safetensors; prints a summary")
+    parser.add_argument("audio", help="audio or video file (wav, flac, mp3, m4a, mp4, ...)")
+    parser.add_argument("--whisper", required=True, help="openai whisper checkpoint (LatentSync's "
+                                                         "checkpoints/whisper/tiny.pt)")
+    parser.add_argument("--fps", type=parse_fps, default=25.0, help="video frame rate, e.g. 25, 29.97 or 30000/1001")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="video frames to make chunks for (default: LatentSync's count for this audio)")
+    parser.add_argument("--speech-policy", choices=SPEECH_POLICIES, default="keep",
+                        help="keep: the reference; silence: frames outside speech (silero VAD) get the "
+                             "features of digital silence")
+    parser.add_argument("--vad-threshold", type=float, default=0.5, help="speech probability threshold (0-1)")
+    parser.add_argument("--crossfade-frames", type=int, default=3,
+                        help="frames over which silence fades in at the edges of speech")
+    parser.add_argument("--seamless", action="store_true",
+                        help="overlap the 30 s whisper windows so the features do not jump every 30 s")
+    parser.add_argument("--device", default="cpu", help="torch device for the encoder, e.g. cpu or cuda")
+    parser.add_argument("--out", required=True, help="output .safetensors file")
+    parser.set_defaults(run=features_command)
+    return parser
+
+
+def features_command(args: argparse.Namespace) -> dict:
+    """Run the `features` command; returns the JSON summary the CLI prints."""
+    from safetensors.torch import save_file
+
+    waveform, sample_rate = load_audio(args.audio)
+    segments = None
+    if args.speech_policy == "silence":
+        from ..audio.vad import detect_speech
+
+        segments = detect_speech(waveform, sample_rate, threshold=args.vad_threshold)
+    encoder = load_whisper_encoder(args.whisper, device=args.device)
+    result = extract_features(waveform, sample_rate, encoder, fps=args.fps, frames=args.frames,
+                              segments=segments, speech_policy=args.speech_policy,
+                              crossfade_frames=args.crossfade_frames, seamless=args.seamless)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    summary = result.summary()
+    if segments is not None:
+        summary["speech"] = segments.to_json()["speech"]
+    save_file({"features": result.features, "chunks": result.chunks, "speech_mask": result.speech_mask,
+               "speech_weight": result.speech_weight},
+              str(out), metadata={key: json.dumps(value) for key, value in summary.items()})
+    return {"out": str(out), **summary}

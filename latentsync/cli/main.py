@@ -1,0 +1,90 @@
+"""Command line: `python -m latentsync COMMAND ...`; each command prints JSON on stdout.
+
+A failure is one line `error: ...` on stderr with exit code 2 (130 when interrupted); `--debug` (before or
+after the command) prints the traceback as well.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from typing import NoReturn
+
+from ..audio import vad as vad_lib
+from ..media.audio import load_audio
+from ..errors import error_line, join_lines
+from .experiment import add_experiment_parser
+from .faces import add_faces_parser
+from .features import add_features_parser
+from .lipsync import add_lipsync_parser
+from .score import add_score_parser
+from .upscale import add_upscale_parser
+
+
+def _vad(args: argparse.Namespace) -> dict:
+    waveform, sample_rate = load_audio(args.audio)
+    segments = vad_lib.detect_speech(
+        waveform, sample_rate, threshold=args.threshold, min_speech_ms=args.min_speech_ms,
+        min_silence_ms=args.min_silence_ms, padding_ms=args.padding_ms, backend=args.backend,
+        model_path=args.model)
+    return segments.to_json()
+
+
+class _Parser(argparse.ArgumentParser):
+    """Refuses a bad value in one line too (argparse's own error prints the whole usage first); the
+    subcommands' parsers are of this class as well."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {join_lines(message)} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m latentsync", description="LatentSync lip-sync tools.",
+                     epilog="Errors are one line on stderr (exit code 2); --debug adds the traceback.")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    vad = commands.add_parser("vad", help="find speech in an audio file; prints "
+                                          '{"duration": s, "speech": [[start_s, end_s], ...]}')
+    vad.add_argument("audio", help="audio or video file (wav, flac, mp3, m4a, mp4, ...)")
+    vad.add_argument("--threshold", type=float, default=0.5, help="speech probability threshold (0-1)")
+    vad.add_argument("--min-speech-ms", type=int, default=250, help="drop speech shorter than this")
+    vad.add_argument("--min-silence-ms", type=int, default=100, help="pauses shorter than this do not split speech")
+    vad.add_argument("--padding-ms", type=int, default=30, help="widen each segment by this on both sides")
+    vad.add_argument("--backend", choices=vad_lib.BACKENDS, default="jit",
+                     help="silero-vad (jit or onnx, shipped in its wheel) or pyannote (optional extra)")
+    vad.add_argument("--model", help="pyannote backend: a local segmentation checkpoint (pytorch_model.bin)")
+    vad.set_defaults(run=_vad)
+
+    add_features_parser(commands)
+    add_faces_parser(commands)
+    add_score_parser(commands)
+    add_upscale_parser(commands)
+    add_lipsync_parser(commands)
+    add_experiment_parser(commands)
+    for command in commands.choices.values():
+        # SUPPRESS: without the flag after the command, the value given before it stays.
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="print the traceback of an error")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command. A command returns the JSON to print, or (JSON, exit code) when a run that finished
+    still has something to report in its exit code (the experiment: some configurations failed)."""
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.run(args)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 -- any failure becomes one line; the traceback is opt-in
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {error_line(exc)}", file=sys.stderr)
+        return 2
+    result, code = result if isinstance(result, tuple) else (result, 0)
+    json.dump(result, sys.stdout)
+    sys.stdout.write("\n")
+    return code

@@ -1,0 +1,79 @@
+"""`python -m latentsync score`: LSE-C, LSE-D and the AV offset of a video, as the reference metric computes them."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..media.audio import AudioError, load_audio
+from ..media.video import decode_frames
+from ..score.crops import pack_face_detector
+
+
+def add_score_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "score", help="SyncNet lip-sync score of a video; prints "
+                      '{"lse_c": ..., "lse_d": ..., "offset": frames, "crops": "s3fd"|"pack"|"input", ...}')
+    parser.add_argument("video", help="video file; frames are taken at 25 fps (nearest frame by time), as the "
+                                      "metric is defined at 25 fps")
+    parser.add_argument("--audio", default=None, help="audio to score against (default: the video's own audio track)")
+    parser.add_argument("--syncnet", required=True, help="SyncNet weights, LatentSync's "
+                                                         "checkpoints/auxiliary/syncnet_v2.model")
+    parser.add_argument("--s3fd", default=None, help="S3FD face detector (checkpoints/auxiliary/sfd_face.pth): "
+                                                     "crop faces as the reference does, comparable with papers")
+    parser.add_argument("--already-cropped", action="store_true",
+                        help="the video already is a face crop (resized to 224x224), as in the reference's "
+                             "per-crop evaluation")
+    parser.add_argument("--min-track", type=int, default=50,
+                        help="face tracks need more than this many frames (the reference: 50, i.e. 2 s)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--json", action="store_true",
+                        help="print JSON (the only output format; accepted for clarity)")
+    parser.set_defaults(run=score_command)
+    return parser
+
+
+def video_fps(path: str | Path) -> float:
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video file not found: {path}")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError(f"{path} has no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    except av.error.FFmpegError as exc:
+        raise ValueError(f"cannot decode {path}: {exc}") from exc
+    if not rate:
+        raise ValueError(f"{path} does not state a frame rate")
+    return float(rate)
+
+
+def score_command(args: argparse.Namespace) -> dict:
+    """Run the `score` command; returns the JSON dict the CLI prints."""
+    from ..score.evaluate import score_video
+    from ..score.syncnet import load_syncnet
+
+    fps = video_fps(args.video)
+    if args.already_cropped and args.s3fd:
+        raise ValueError("--already-cropped and --s3fd exclude each other")
+    try:
+        waveform, sample_rate = load_audio(args.audio or args.video)
+    except AudioError as exc:
+        if args.audio is None:
+            raise AudioError(f"{exc}; pass --audio with the speech to score against") from exc
+        raise
+    if args.already_cropped:
+        crops, extra = "input", {}
+    elif args.s3fd:
+        from .s3fd import load_s3fd
+
+        crops, extra = "s3fd", {"s3fd": load_s3fd(args.s3fd, device=args.device)}
+    else:
+        crops, extra = "pack", {"face_boxes": pack_face_detector()}
+    syncnet = load_syncnet(args.syncnet, device=args.device)
+    score = score_video(lambda: decode_frames(args.video)[0], waveform, sample_rate, fps, syncnet, crops=crops,
+                        min_track=args.min_track, **extra)
+    return {**score.to_json(), "video_fps": fps}

@@ -1,0 +1,1 @@
+"""Faces: detection and tracking, alignment to crops, the mouth mask, and pasting crops back."""

@@ -1,0 +1,224 @@
+"""Video in and out for the command line: frames from a video or a still image, and one mp4 encode at the end.
+
+The reference re-encodes the whole frame three times and writes 16 kHz audio (users see blur and dull sound,
+LatentSync issue #67). Here the output is encoded once (libx264, else mpeg4) at the input's frame rate, and
+the original soundtrack goes along unchanged when the container allows (AAC, MP3), otherwise re-encoded to
+AAC at its own sample rate and channel layout.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+COPYABLE_AUDIO = {"aac", "mp3"}
+MAX_CRF = 51  # x264's scale for 8-bit video; it clamps anything outside 0-51 without a word
+
+
+def check_crf(crf: int) -> None:
+    """Raise `ValueError` for an H.264 quality outside 0 (lossless) to 51 (worst)."""
+    if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= crf <= MAX_CRF:
+        raise ValueError(f"crf must be a whole number from 0 (lossless) to {MAX_CRF}, got {crf!r}")
+
+
+def read_frames(path: str | Path, max_frames: int | None = None) -> tuple[torch.Tensor, float | None]:
+    """All frames of a video (or the one of a still image) as `[N, H, W, 3]` uint8 RGB, and the frame rate
+    (None for a still image)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video file not found: {path}")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return torch.from_numpy(np.asarray(image.convert("RGB")).copy())[None], None
+    import av
+
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError(f"{path} has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        fps = float(stream.average_rate or stream.guessed_rate or 0) or None
+        frames = []
+        for frame in decode_rgb(container, stream, path):
+            frames.append(frame)
+            if max_frames is not None and len(frames) >= max_frames:
+                break
+    if not frames:
+        raise ValueError(f"{path} holds no video frames")
+    return torch.from_numpy(np.stack(frames)), fps
+
+
+class VideoDecodeError(ValueError):
+    """A video stream that stops part-way: a truncated or damaged file."""
+
+    @classmethod
+    def after(cls, path: str | Path, frames: int, cause: Exception) -> "VideoDecodeError":
+        reason = getattr(cause, "strerror", None) or cause
+        return cls(f"{path}: video decoding failed after {_frames(frames)} ({reason}); the file is truncated or "
+                   f"damaged")
+
+    @classmethod
+    def check_complete(cls, path: str | Path, container, stream, packets: int, frames: int) -> None:
+        """Raise if fewer packets were read than an MP4/MOV index lists: FFmpeg ends such a stream silently.
+        (Only that family: its index lists every sample, edit-list trims included; other containers' counts
+        are estimates.)"""
+        listed = stream.frames if "mp4" in container.format.name.split(",") else 0
+        if packets < listed:
+            raise cls(f"{path}: the video stops after {_frames(frames)} of the {listed} its index lists; the file "
+                      f"is truncated")
+
+
+def _frames(count: int) -> str:
+    return f"{count} frame" if count == 1 else f"{count} frames"
+
+
+def decode_rgb(container, stream, path: str | Path) -> Iterator[np.ndarray]:
+    """The frames of `stream` as `[H, W, 3]` uint8 RGB. A damaged or truncated file is a `VideoDecodeError`
+    naming the file and how many frames it gave: FFmpeg's own error names neither ("Invalid data found when
+    processing input: 'avcodec_receive_frame()'"), or there is none at all."""
+    import av
+
+    packets = frames = 0
+    try:
+        for packet in container.demux(stream):
+            packets += packet.size > 0  # not the empty packet that flushes the decoder
+            for frame in packet.decode():
+                yield frame.to_ndarray(format="rgb24")
+                frames += 1
+    except av.error.FFmpegError as exc:
+        raise VideoDecodeError.after(path, frames, exc) from exc
+    VideoDecodeError.check_complete(path, container, stream, packets, frames)
+
+
+def decode_frames(path: str | Path) -> tuple[Iterator[np.ndarray], float, int]:
+    """RGB uint8 frames of a video's first video stream, one at a time; also its fps and frame count (0 if
+    the container does not say)."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video file not found: {path}")
+    container = av.open(str(path))
+    if not container.streams.video:
+        container.close()
+        raise ValueError(f"{path} has no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    fps = float(stream.average_rate or stream.guessed_rate or 0)
+
+    def frames() -> Iterator[np.ndarray]:
+        with container:
+            yield from decode_rgb(container, stream, path)
+
+    return frames(), fps, int(stream.frames or 0)
+
+
+def _uint8(frame: torch.Tensor) -> np.ndarray:
+    if frame.dtype != torch.uint8:
+        frame = (frame.float().clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+    return frame.numpy()
+
+
+def _video_stream(container, fps: float, width: int, height: int, crf: int):
+    import av
+
+    rate = Fraction(fps).limit_denominator(100_000)
+    if "libx264" in av.codecs_available:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.options = {"crf": str(crf), "preset": "medium"}
+    else:
+        stream = container.add_stream("mpeg4", rate=rate)
+        stream.bit_rate = 8_000_000  # mpeg4 has no crf; this is visually lossless for typical talking heads
+    stream.width, stream.height = width, height
+    stream.pix_fmt = "yuv420p"
+    return stream
+
+
+def write_video(path: str | Path, frames: torch.Tensor, fps: float, audio: str | Path | None = None,
+                crf: int = 18) -> Path:
+    """Write `[M, H, W, 3]` frames (float 0-1 or uint8) as an mp4 at `fps`, with the first audio stream of the
+    file `audio` (cut at the video's end). Odd frame sizes lose their last row/column (yuv420p needs even)."""
+    import av
+
+    check_crf(crf)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = (int(frames.shape[1]) // 2) * 2, (int(frames.shape[2]) // 2) * 2
+    duration = len(frames) / float(fps)
+    source = av.open(str(audio)) if audio is not None else None
+    try:
+        with av.open(str(path), "w", format="mp4") as container:
+            video = _video_stream(container, fps, width, height, crf)
+            audio_in = source.streams.audio[0] if source is not None and source.streams.audio else None
+            if source is not None and audio_in is None:
+                raise ValueError(f"{audio} has no audio stream")
+            copy = audio_in is not None and audio_in.codec_context.name in COPYABLE_AUDIO
+            audio_out = None
+            if audio_in is not None:
+                if copy:
+                    audio_out = container.add_stream(audio_in.codec_context.name, rate=audio_in.rate)
+                    audio_out.codec_context.extradata = audio_in.codec_context.extradata
+                    audio_out.codec_context.layout = audio_in.layout
+                    audio_out.time_base = audio_in.time_base
+                else:
+                    audio_out = container.add_stream("aac", rate=audio_in.rate)
+                    channels = audio_in.layout.nb_channels
+                    # WAV files often leave the layout unnamed ("1 channels"), which AAC refuses.
+                    audio_out.layout = {1: "mono", 2: "stereo"}.get(channels, audio_in.layout.name)
+                    audio_out.format = "fltp"  # the native AAC encoder's only sample format
+                    # 96 kb/s a channel, within what AAC can carry at low sample rates (6144 bits a frame).
+                    audio_out.bit_rate = min(96_000, int(6144 * audio_in.rate / 1024 * 0.9)) * channels
+            for frame in frames:
+                picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(_uint8(frame)[:height, :width]),
+                                                     format="rgb24")
+                container.mux(video.encode(picture))
+            container.mux(video.encode(None))
+            if audio_in is not None:
+                if copy:
+                    _copy_audio(source, audio_in, audio_out, container, duration)
+                else:
+                    _encode_audio(source, audio_in, audio_out, container, duration)
+    finally:
+        if source is not None:
+            source.close()
+    return path
+
+
+def _copy_audio(source, audio_in, audio_out, container, duration: float) -> None:
+    for packet in source.demux(audio_in):
+        if packet.dts is None:
+            continue
+        if packet.pts is not None and float(packet.pts * audio_in.time_base) >= duration:
+            break
+        packet.stream = audio_out
+        container.mux(packet)
+
+
+def _encode_audio(source, audio_in, audio_out, container, duration: float) -> None:
+    import av
+
+    resampler = av.AudioResampler(format=audio_out.codec_context.format, layout=audio_out.layout,
+                                  rate=audio_out.rate)
+    written, limit = 0, int(round(duration * audio_out.rate))
+    for frame in source.decode(audio_in):
+        frame.pts = None
+        for chunk in resampler.resample(frame):
+            if written >= limit:
+                break
+            if written + chunk.samples > limit:
+                array = chunk.to_ndarray()[..., : limit - written]
+                chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(array), format=chunk.format.name,
+                                                   layout=chunk.layout.name)
+                chunk.sample_rate = audio_out.rate
+            chunk.pts = written
+            written += chunk.samples
+            container.mux(audio_out.encode(chunk))
+        if written >= limit:
+            break
+    container.mux(audio_out.encode(None))

@@ -1,0 +1,180 @@
+"""Which output frames the sampler makes, from which input frames, in which windows, with how many steps.
+
+Output frames follow the audio: output frame j is driven by audio chunk j (the features were taken at the
+video's own frame times). Lengths (`plan_length`):
+- audio longer than the video: "loop" plays the video forward, backward, forward, ... (the reference's
+  ping-pong), "freeze" holds the last frame;
+- audio shorter: "stop" ends the output with the audio, "keep" keeps the remaining frames unchanged.
+The audio's length is its duration in frames (a frame counts when at least half of it has audio), capped at
+the number of chunks, so the reference's two extra chunks past the end do not lengthen a clip whose audio
+and video are equally long.
+
+Windows (`plan_frames`): frames without a face are never diffused, so windows lie along runs of face frames.
+- off / silence: each run is cut like the reference's grid, full windows then the remainder;
+- skip / fast: non-speech stretches of at least `min_silence_s` are singled out. "skip" leaves them out
+  (except `crossfade_frames` frames at their edges, generated and faded out into the original video);
+  "fast" generates them with silence conditioning and `fast_steps` steps. Windows then follow the speech
+  and silence runs, each cut into near-equal windows of at most `window` frames.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..audio.features import speech_weights
+
+VAD_POLICIES = ("off", "silence", "skip", "fast")
+AUDIO_LONGER = ("loop", "freeze")
+AUDIO_SHORTER = ("stop", "keep")
+
+
+@dataclass(frozen=True)
+class Window:
+    """Output frames `start ... stop - 1`, denoised together in `steps` steps."""
+
+    start: int
+    stop: int
+    steps: int
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def indices(self) -> np.ndarray:
+        return np.arange(self.start, self.stop)
+
+
+@dataclass
+class FramePlan:
+    """Per output frame: its input frame, how its chunk mixes with silence, how much of it is generated."""
+
+    source_index: np.ndarray  # [M] int64: input frame each output frame is made from
+    audio_frames: int  # output frames 0 ... audio_frames - 1 have audio (chunks)
+    chunk_weight: np.ndarray  # [M] float32: 1 = the features' chunk, 0 = silence, between = a blend
+    output_weight: np.ndarray  # [M] float32: weight of the generated frame in the output (0 = not generated)
+    windows: list[Window]
+
+    @property
+    def frames(self) -> int:
+        return len(self.source_index)
+
+    @property
+    def generated(self) -> np.ndarray:
+        return self.output_weight > 0
+
+    @property
+    def total_steps(self) -> int:
+        return sum(window.steps for window in self.windows)
+
+
+def audio_frame_count(duration_s: float, fps: float, chunks: int) -> int:
+    """Frames the audio drives: its duration in frames, rounded (a frame counts when at least half of it
+    has audio), at least 1 and at most the number of chunks."""
+    return max(1, min(int(chunks), int(math.floor(duration_s * fps + 0.5))))
+
+
+def ping_pong(frames: int, length: int) -> np.ndarray:
+    """Input indices for `length` output frames: forward, backward, forward, ... (ends repeat, as the
+    reference's `loop_video` concatenates the video and its reverse)."""
+    if frames == 1:
+        return np.zeros(length, dtype=np.int64)
+    period = np.concatenate([np.arange(frames), np.arange(frames)[::-1]])
+    return period[np.arange(length) % (2 * frames)].astype(np.int64)
+
+
+def plan_length(input_frames: int, audio_frames: int, longer: str = "loop",
+                shorter: str = "stop") -> np.ndarray:
+    """`source_index` [M]: the input frame of each output frame under the length rules."""
+    if longer not in AUDIO_LONGER:
+        raise ValueError(f"audio_longer must be one of {AUDIO_LONGER}, got {longer!r}")
+    if shorter not in AUDIO_SHORTER:
+        raise ValueError(f"audio_shorter must be one of {AUDIO_SHORTER}, got {shorter!r}")
+    if input_frames < 1:
+        raise ValueError("no input frames")
+    if audio_frames > input_frames:
+        if longer == "loop":
+            return ping_pong(input_frames, audio_frames)
+        return np.minimum(np.arange(audio_frames), input_frames - 1).astype(np.int64)
+    length = audio_frames if shorter == "stop" else input_frames
+    return np.arange(length, dtype=np.int64)
+
+
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """`(start, stop)` of each run of True in a 1-D mask."""
+    padded = np.concatenate([[False], np.asarray(mask, bool), [False]])
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return [(int(a), int(b)) for a, b in zip(edges[0::2], edges[1::2])]
+
+
+def grid_windows(start: int, stop: int, size: int, steps: int) -> list[Window]:
+    """The reference's layout: full windows of `size`, then the remainder."""
+    return [Window(a, min(a + size, stop), steps) for a in range(start, stop, size)]
+
+
+def even_windows(start: int, stop: int, size: int, steps: int) -> list[Window]:
+    """`ceil(n / size)` windows of near-equal length, so no run ends in a window of one or two frames,
+    which would give the motion modules and the clip-wide norms little to work with."""
+    count = math.ceil((stop - start) / size)
+    edges = np.linspace(start, stop, count + 1).round().astype(int)
+    return [Window(int(a), int(b), steps) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def long_silences(speech: np.ndarray, min_frames: int) -> np.ndarray:
+    """True on frames inside non-speech stretches of at least `min_frames` frames."""
+    out = np.zeros(len(speech), dtype=bool)
+    for a, b in runs(~np.asarray(speech, bool)):
+        if b - a >= min_frames:
+            out[a:b] = True
+    return out
+
+
+def plan_frames(input_frames: int, audio_frames: int, face_valid: np.ndarray, *, window: int, steps: int,
+                vad_policy: str = "off", speech: np.ndarray | None = None, min_silence_frames: int = 1,
+                crossfade_frames: int = 3, fast_steps: int = 6, audio_longer: str = "loop",
+                audio_shorter: str = "stop", silence_already_in_chunks: bool = False) -> FramePlan:
+    """The whole plan for one clip (see the module docstring).
+
+    `face_valid` [input_frames]: frames with a usable face. `speech` [audio_frames]: True where someone
+    speaks (needed by every policy but "off"). `silence_already_in_chunks`: the features were made with the
+    silence policy on the same segments, so the "silence" policy has nothing left to do.
+    """
+    if vad_policy not in VAD_POLICIES:
+        raise ValueError(f"vad_policy must be one of {VAD_POLICIES}, got {vad_policy!r}")
+    source = plan_length(input_frames, audio_frames, audio_longer, audio_shorter)
+    frames = len(source)
+    audible = np.arange(frames) < audio_frames
+    candidates = np.asarray(face_valid, bool)[source] & audible
+    chunk_weight = np.ones(frames, np.float32)
+    output_weight = candidates.astype(np.float32)
+    windows: list[Window] = []
+
+    if vad_policy != "off":
+        if speech is None:
+            raise ValueError(f"vad_policy {vad_policy!r} needs to know where the speech is")
+        talk = np.zeros(frames, bool)
+        talk[:audio_frames] = np.asarray(speech, bool)[:audio_frames]
+    if vad_policy in ("off", "silence"):
+        if vad_policy == "silence" and not silence_already_in_chunks:
+            chunk_weight[:audio_frames] = speech_weights(talk[:audio_frames], crossfade_frames)
+        for a, b in runs(candidates):
+            windows += grid_windows(a, b, window, steps)
+    else:
+        quiet = np.zeros(frames, bool)
+        quiet[:audio_frames] = long_silences(talk[:audio_frames], max(int(min_silence_frames), 1))
+        # Fades reach from the frames that are generated in full into the quiet stretches.
+        fade = speech_weights(~quiet[:audio_frames], crossfade_frames)
+        if vad_policy == "skip":
+            output_weight[:audio_frames] *= fade
+            for a, b in runs(output_weight > 0):
+                windows += even_windows(a, b, window, steps)
+        else:
+            chunk_weight[:audio_frames] = fade
+            for a, b in runs(candidates & ~quiet):
+                windows += even_windows(a, b, window, steps)
+            for a, b in runs(candidates & quiet):
+                windows += even_windows(a, b, window, fast_steps)
+            windows.sort(key=lambda w: w.start)
+    return FramePlan(source_index=source, audio_frames=int(audio_frames), chunk_weight=chunk_weight,
+                     output_weight=output_weight, windows=windows)

@@ -1,0 +1,271 @@
+"""LatentSync lip-sync: frames + audio features -> frames whose mouths follow the audio.
+
+`lipsync()` runs the reference pipeline (bytedance/LatentSync `LipsyncPipeline`, see DOSSIER.md) window by
+window: align the window's faces, VAE-encode the masked and the reference crops, denoise from one noise tensor
+shared by every frame with classifier-free guidance on all-zero audio, decode, paste the generated mouth over
+the crop, restore the crop into the frame. Only the window's tensors go to the device; frames stay on the
+CPU, so memory grows with the clip only by the input and output frames.
+
+Beyond the reference: frames without a face pass through; other frame rates (the features carry theirs);
+length rules for audio longer or shorter than the video; DPM-Solver++ and Euler; DeepCache; and VAD policies
+that quiet, skip or cheapen the non-speech stretches (`frame_plan.py`).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..audio.features import AudioFeatures
+from ..unet.deepcache import DeepCache
+from .denoise import LATENT_SCALE, FaceVAE, decode_faces, denoise, encode_conditioning
+from ..face.align import AlignedFaces
+from ..face.detect import FaceDetector, FaceTrack
+from ..face.paste import blend_mouth, paste_back
+from ..memory import check_fits
+from .schedulers import SCHEDULERS, TRAIN_STEPS, make_scheduler
+from ..audio.vad import SpeechSegments
+from ..face.window_crops import clip_faces, subset
+from .frame_plan import (AUDIO_LONGER, AUDIO_SHORTER, VAD_POLICIES, FramePlan, audio_frame_count, plan_frames,
+                      plan_length)
+
+__all__ = ["SCHEDULERS", "VAD_POLICIES", "AUDIO_LONGER", "AUDIO_SHORTER", "LATENT_SCALE", "SamplerSettings",
+           "FaceVAE", "LipSyncResult", "lipsync", "plan_lipsync", "MAX_GUIDANCE"]
+
+Progress = Callable[[int, int], None]
+# Classifier-free guidance beyond this only overshoots: the latents leave the VAE's range and decode to noise.
+MAX_GUIDANCE = 10.0
+
+
+@dataclass
+class SamplerSettings:
+    """How to sample. Defaults are the reference's (`inference.sh`): DDIM, 20 steps, guidance 1.5, seed 1247,
+    16-frame windows; DeepCache off (the reference's `--enable_deepcache` is interval 3)."""
+
+    scheduler: str = "ddim"
+    steps: int = 20
+    guidance: float = 1.5  # <= 1 runs without the unconditional half
+    seed: int = 1247
+    deepcache_interval: int = 0  # 0 or 1 = off; k = full UNet every k-th step
+    window: int = 16  # frames per UNet call (the motion modules take at most 24)
+    vad_policy: str = "off"
+    min_silence_s: float = 0.3  # skip/fast: shorter pauses are generated as speech
+    crossfade_frames: int = 3
+    fast_steps: int = 6
+    audio_longer: str = "loop"
+    audio_shorter: str = "stop"
+
+    def validate(self, max_window: int = 24) -> None:
+        """Raise `ValueError` naming the first bad setting."""
+        choices = {"scheduler": SCHEDULERS, "vad_policy": VAD_POLICIES, "audio_longer": AUDIO_LONGER,
+                   "audio_shorter": AUDIO_SHORTER}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name, low in (("steps", 1), ("fast_steps", 1), ("window", 1), ("deepcache_interval", 0),
+                          ("crossfade_frames", 0)):
+            value = getattr(self, name)
+            if int(value) != value or value < low:
+                raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
+        for name in ("steps", "fast_steps"):
+            value = getattr(self, name)
+            if value > TRAIN_STEPS:  # more would repeat timesteps (and a huge count fills memory)
+                raise ValueError(f"{name} must be at most {TRAIN_STEPS}, the schedule's length; got {value}")
+            make_scheduler(self.scheduler, value)  # its own limits (DDIM: 999), before any model runs
+        if self.window > max_window:
+            raise ValueError(f"window must be at most {max_window} frames (the motion modules' position table), "
+                             f"got {self.window}")
+        if not 0 <= self.guidance <= MAX_GUIDANCE:  # also False for NaN
+            raise ValueError(f"guidance must be a number from 0 to {MAX_GUIDANCE:g}, got {self.guidance!r}")
+        if not np.isfinite(self.min_silence_s) or self.min_silence_s < 0:
+            raise ValueError(f"min_silence_s must be >= 0, got {self.min_silence_s!r}")
+        if int(self.seed) != self.seed or not 0 <= self.seed < 2**64:  # torch.Generator's range
+            raise ValueError(f"seed must be a whole number from 0 to 2**64 - 1, got {self.seed!r}")
+
+
+@dataclass
+class LipSyncResult:
+    frames: Tensor  # [M, H, W, 3] float32 0-1 on the CPU (uint8 if asked for): the lip-synced output frames
+    crops: Tensor  # [M, R, R, 3] float32 0-1: generated face crops (the aligned input crop where none was made)
+    faces: AlignedFaces  # alignment of each output frame (what paste_back needs); valid=False where no face
+    generated: Tensor  # [M] bool: the frame was diffused
+    source_index: np.ndarray  # [M]: the input frame each output frame was made from
+    fps: float = 25.0  # the features' frame rate, which is the output's
+    stats: dict = field(default_factory=dict)  # UNet passes, windows, seconds per stage
+
+
+def _as_frames(frames: Tensor | np.ndarray) -> Tensor:
+    frames = torch.as_tensor(frames)
+    if frames.ndim != 4 or frames.shape[-1] not in (3, 4) or len(frames) == 0:
+        raise ValueError(f"frames must be [N, H, W, 3] (ComfyUI IMAGE), got {tuple(frames.shape)}")
+    if frames.dtype != torch.uint8 and not frames.is_floating_point():
+        raise ValueError(f"frames must be float 0-1 or uint8, got {frames.dtype}")
+    return frames[..., :3].cpu()
+
+
+def _convert(frames: Tensor, dtype: torch.dtype) -> Tensor:
+    if frames.dtype == dtype:
+        return frames
+    if dtype == torch.uint8:
+        return (frames.float().clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+    if frames.dtype == torch.uint8:
+        return frames.to(dtype) / 255.0
+    return frames.to(dtype)
+
+
+def _speech_mask(features: AudioFeatures, speech: SpeechSegments | None, audio_frames: int,
+                 policy: str) -> np.ndarray | None:
+    if policy == "off":
+        return None
+    if speech is not None:
+        return speech.speech_mask(features.fps, audio_frames)
+    if features.silence_features is None and features.speech_policy != "silence":
+        raise ValueError(f"vad_policy {policy!r} needs to know where the speech is: pass the speech segments "
+                         "(the VAD node's output), or features extracted with them")
+    return features.speech_mask.numpy()[:audio_frames].astype(bool)
+
+
+def plan_lipsync(input_frames: int, features: AudioFeatures, face_valid: np.ndarray,
+                 settings: SamplerSettings, speech: SpeechSegments | None = None) -> FramePlan:
+    """The frame plan `lipsync` will follow (lengths, windows, steps), without running anything."""
+    audio_frames = audio_frame_count(features.duration, features.fps, features.frames)
+    talk = _speech_mask(features, speech, audio_frames, settings.vad_policy)
+    needs_silence = settings.vad_policy == "fast" or (
+        settings.vad_policy == "silence" and not (speech is None and features.speech_policy == "silence"))
+    if needs_silence and features.silence_features is None:
+        raise ValueError(f"vad_policy {settings.vad_policy!r} conditions non-speech frames on whisper's features "
+                         "of digital silence, which these features lack: extract them with the speech segments")
+    return plan_frames(input_frames, audio_frames, face_valid, window=settings.window, steps=settings.steps,
+                       vad_policy=settings.vad_policy, speech=talk,
+                       min_silence_frames=round(settings.min_silence_s * features.fps),
+                       crossfade_frames=settings.crossfade_frames, fast_steps=settings.fast_steps,
+                       audio_longer=settings.audio_longer, audio_shorter=settings.audio_shorter,
+                       silence_already_in_chunks=speech is None and features.speech_policy == "silence")
+
+
+def _window_chunks(features: AudioFeatures, plan: FramePlan, indices: np.ndarray) -> Tensor:
+    chunks = features.chunks[torch.from_numpy(indices)]
+    weight = plan.chunk_weight[indices]
+    if (weight < 1).any():
+        w = torch.from_numpy(weight)[:, None, None]
+        chunks = w * chunks + (1 - w) * features.silence_chunks(indices)
+    return chunks
+
+
+def _max_window(unet: torch.nn.Module) -> int:
+    config = getattr(unet, "config", None)
+    motion = getattr(config, "motion_module_kwargs", None)
+    if getattr(config, "use_motion_module", False) and getattr(motion, "temporal_position_encoding", False):
+        return int(motion.temporal_position_encoding_max_len)
+    return 1 << 30
+
+
+def _check_output_memory(input_frames: int, features: AudioFeatures, settings: SamplerSettings,
+                         frame_hw: tuple[int, int], resolution: int, output_dtype: torch.dtype) -> None:
+    """Refuse an output that cannot fit in RAM before any work: the frames, their uint8 face crops and the
+    float32 crops returned beside them, one of each per output frame (as many as the audio asks for)."""
+    audio_frames = audio_frame_count(features.duration, features.fps, features.frames)
+    count = len(plan_length(input_frames, audio_frames, settings.audio_longer, settings.audio_shorter))
+    height, width = (int(v) for v in frame_hw)
+    per_frame = height * width * 3 * output_dtype.itemsize + resolution * resolution * 3 * (1 + 4)
+    check_fits(count * per_frame, f"lip-syncing {count} output frames of {width}x{height}",
+               "the number of output frames (it follows the audio: use shorter audio) or the frames' size", "cpu")
+
+
+def _model_device(module: torch.nn.Module, device: torch.device | str | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    parameter = next(iter(module.parameters()), None) if hasattr(module, "parameters") else None
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def lipsync(frames: Tensor | np.ndarray, features: AudioFeatures, unet: torch.nn.Module, vae: FaceVAE,
+            settings: SamplerSettings = SamplerSettings(), *, speech: SpeechSegments | None = None,
+            faces: AlignedFaces | None = None, resolution: int | None = None,
+            detector: str | FaceDetector | None = None, track: FaceTrack | None = None,
+            device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+            progress: Progress | None = None, output_dtype: torch.dtype = torch.float32) -> LipSyncResult:
+    """Lip-sync `frames` (`[N, H, W, 3]`, float 0-1 or uint8) to `features` (taken at the video's frame times).
+
+    Faces come from `faces` (aligned crops of the input frames), else `track`, else `detector` (default dlib)
+    run here; `resolution` is the crop size (default: the faces', else 256; 512 for LatentSync 1.6).
+    `speech` gives the VAD policies their segments (else the features' own speech mask). `device` defaults to
+    the UNet's; `dtype` is the latents' dtype (default float32; the models cast to their own).
+    `output_dtype=torch.uint8` returns uint8 frames (a quarter of the memory; pasted faces are truncated to
+    whole grey levels as in the reference) instead of float32 0-1.
+    `progress(done, total)` is called after every UNet step (total = all steps planned) and may raise to
+    cancel: the exception propagates and nothing is returned.
+    """
+    settings.validate(_max_window(unet))
+    if output_dtype not in (torch.float32, torch.uint8):
+        raise ValueError(f"output_dtype must be torch.float32 or torch.uint8, got {output_dtype}")
+    frames = _as_frames(frames)
+    _check_output_memory(len(frames), features, settings, frames.shape[1:3],
+                         resolution or getattr(faces, "resolution", None) or 256, output_dtype)
+    device = _model_device(unet, device)
+    dtype = dtype or torch.float32
+    stats = {"seconds": {"faces": 0.0, "encode": 0.0, "unet": 0.0, "decode": 0.0, "paste": 0.0}}
+    seconds = stats["seconds"]
+
+    def timed(stage: str, start: float) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        now = time.perf_counter()
+        seconds[stage] += now - start
+        return now
+
+    clock = time.perf_counter()
+    source = clip_faces(frames, faces=faces, track=track, detector=detector, resolution=resolution)
+    plan = plan_lipsync(len(frames), features, source.valid, settings, speech)
+    total, done = plan.total_steps, 0
+
+    def on_step() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    if hasattr(vae, "reseed"):
+        vae.reseed(settings.seed)
+    latent_size = source.resolution // 8
+    # One noise tensor for every frame of every window, drawn on the CPU so a seed means the same on any device.
+    noise = torch.randn((1, 4, 1, latent_size, latent_size), generator=torch.Generator().manual_seed(settings.seed))
+    noise = noise.to(device, dtype)
+    cache = DeepCache(settings.deepcache_interval)
+
+    out = torch.empty((plan.frames, *frames.shape[1:]), dtype=output_dtype)
+    for start in range(0, plan.frames, 256):  # converted a slice at a time: no full-size temporary
+        out[start:start + 256] = _convert(frames[plan.source_index[start:start + 256]], output_dtype)
+    out_faces = source.select(frames, plan.source_index)
+    crops = out_faces.images()
+    clock = timed("faces", clock)
+    for window in plan.windows:
+        indices = window.indices
+        window_faces = subset(out_faces, indices)
+        conditioning = encode_conditioning(vae, window_faces, device, dtype)
+        clock = timed("encode", clock)
+        latents = denoise(unet, make_scheduler(settings.scheduler, window.steps),
+                          noise.expand(-1, -1, len(window), -1, -1), conditioning,
+                          _window_chunks(features, plan, indices).to(device, dtype), settings.guidance, cache,
+                          on_step)
+        clock = timed("unet", clock)
+        faces_out = blend_mouth(decode_faces(vae, latents), window_faces)
+        clock = timed("decode", clock)
+        pasted = paste_back(out[indices], window_faces, faces_out, inplace=True)
+        weight = torch.from_numpy(plan.output_weight[indices])[:, None, None, None]
+        if (weight < 1).any():  # skip's fade from the generated frames into the original ones
+            faded = weight * pasted.float() + (1 - weight) * out[indices].float()
+            pasted = (faded + 0.5).to(torch.uint8) if output_dtype == torch.uint8 else faded
+        out[indices] = pasted
+        crops[indices] = (faces_out / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
+        clock = timed("paste", clock)
+
+    stats.update(windows=len(plan.windows), generated_frames=int(plan.generated.sum()), unet_steps=total,
+                 full_passes=cache.full_passes, shallow_passes=cache.shallow_passes, audio_frames=plan.audio_frames)
+    return LipSyncResult(frames=out, crops=crops, faces=out_faces, generated=torch.from_numpy(plan.generated.copy()),
+                         source_index=plan.source_index, fps=float(features.fps), stats=stats)

@@ -1,0 +1,1 @@
+"""The SyncNet metric: SyncNet and S3FD, face crops for scoring, LSE-C / LSE-D / offset, plots."""

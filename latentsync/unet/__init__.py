@@ -1,0 +1,1 @@
+"""LatentSync's UNet: the model and its layers, configs, strict loading, quantization, DeepCache."""

@@ -1,0 +1,1 @@
+"""Upscaling generated faces or frames: super-resolution models, tiling, classical resizing."""

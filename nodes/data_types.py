@@ -1,0 +1,14 @@
+"""The pack's own socket types, shared by its nodes."""
+from ._comfy import io
+
+# latentsync.audio.vad.SpeechSegments: speech times in seconds, from the VAD node to the encoder and sampler.
+Speech = io.Custom("LATENTSYNC_SPEECH")
+
+# latentsync.audio.features.AudioFeatures: per-frame whisper chunks [N, 50, 384] and the speech mask.
+AudioFeatures = io.Custom("LATENTSYNC_AUDIO_FEATURES")
+
+# nodes.unet_loader.LoadedUNet: the managed UNet and its face resolution, from the loader to the sampler.
+LatentSyncModel = io.Custom("LATENTSYNC_MODEL")
+
+# latentsync.face.align.AlignedFaces: per-frame crops, matrices, masks and face-found flags.
+Faces = io.Custom("LATENTSYNC_FACES")
