@@ -22,6 +22,7 @@ import pytest
 from conftest import REPO, missing, shared_path
 
 IDLE_S = 22  # the uploader's first look-up comes ~9 s after the import; then every few seconds
+CONTROL_LIMIT_S = 40  # the control's idle: margin for a busy machine, where the uploader may start later
 NETWORK_CALL = re.compile(r"\b(connect|sendto|sendmsg|sendmmsg)\(.*?(sa_family=AF_INET6?\b[^}]*)")
 LOOPBACK = re.compile(r'inet_addr\("127\.|inet_pton\(AF_INET6, "(::1|::ffff:127\.)')
 
@@ -80,11 +81,10 @@ def test_onnx_vad_and_face_detectors_stay_offline_while_the_process_idles(tmp_pa
     (tmp_path / "control.py").write_text(CONTROL_SCRIPT)
     voice = shared_path("media/latentsync_demo1_audio.wav")
     pack = _traced(tmp_path, "pack", "pack.py", str(voice), str(models), str(IDLE_S))
-    control = _traced(tmp_path, "control", "control.py", str(IDLE_S))
+    control = _traced(tmp_path, "control", "control.py", str(CONTROL_LIMIT_S))
     out, err = pack.communicate(timeout=600)
-    control.communicate(timeout=600)
     assert pack.returncode == 0 and "ready" in out, err[-3000:]
-    assert control.returncode == 0
+    control.communicate(timeout=600)
     assert off_machine_calls((tmp_path / "control.trace").read_text()), \
         "the control (a plain `import onnxruntime`) made no network call: the trace would not catch one"
     calls = off_machine_calls((tmp_path / "pack.trace").read_text())

@@ -74,3 +74,23 @@ def test_the_library_layout_and_its_public_names():
     layout = shared_path("tools/layout_check.py")
     result = subprocess.run([sys.executable, str(layout)], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def test_only_the_media_subpackage_touches_pyav():
+    """Video and audio files are decoded and encoded in one place: `latentsync/media/` is the only importer of
+    PyAV (`import av`, `from av... import`, or `importlib.import_module("av")` / `__import__("av")`)."""
+    def imports_av(path):
+        if "av" in imported_modules(path):
+            return True
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+                    and str(node.args[0].value).split(".")[0] == "av"
+                    and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("import_module", "__import__")):
+                return True
+        return False
+
+    media = REPO / "latentsync" / "media"
+    files = [*(REPO / "latentsync").rglob("*.py"), *(REPO / "nodes").rglob("*.py")]
+    offenders = [str(path.relative_to(REPO)) for path in files if media not in path.parents and imports_av(path)]
+    assert not offenders, f"PyAV used outside latentsync/media/: {offenders}"
+    assert any(imports_av(path) for path in media.rglob("*.py"))  # the walk does see PyAV imports

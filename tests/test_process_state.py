@@ -33,7 +33,7 @@ print(json.dumps({{"before": before, "after": state(), "imported": {module!r} in
 
 def run_probe(action: str, module: str) -> dict:
     code = PROBE.format(loggers=HOST_LOGGERS, action=action, module=module)
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..media.audio import AudioError, load_audio
-from ..media.video import decode_frames
+from ..media.video import decode_frames, video_info
 from ..score.crops import pack_face_detector
 
 
@@ -33,22 +33,10 @@ def add_score_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 
 def video_fps(path: str | Path) -> float:
-    import av
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"video file not found: {path}")
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise ValueError(f"{path} has no video stream")
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    except av.error.FFmpegError as exc:
-        raise ValueError(f"cannot decode {path}: {exc}") from exc
-    if not rate:
+    fps = video_info(path).fps
+    if not fps:
         raise ValueError(f"{path} does not state a frame rate")
-    return float(rate)
+    return fps
 
 
 def score_command(args: argparse.Namespace) -> dict:

@@ -1,15 +1,14 @@
 """`python -m latentsync upscale`: upscale an image or a video with a Real-ESRGAN-family model or interpolation.
 
-Images go through PIL. Videos are decoded with PyAV and upscaled a chunk of frames at a time, so memory does
-not grow with the length; they are written as H.264 (libx264, yuv420p, whose sizes must be even) and the audio
-stream is copied when the output container takes it as is.
+Images go through PIL. Videos are streamed through `media/video_stream.py` and upscaled a chunk of frames at a
+time, so memory does not grow with the length; they are written as H.264 (libx264, yuv420p, whose sizes must be
+even) and the audio stream is copied when the output container takes it as is.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +18,11 @@ from ..upscale.resize import INTERPOLATION_MODES, scaled_size
 from ..upscale.frames import upscale_frames, upscale_mouth_region
 from ..upscale.models import load_upscale_model, model_summary
 from ..upscale.tiling import default_device, default_dtype
-from ..media.video import VideoDecodeError, check_crf
+from ..media.video import NoVideoStream, check_crf
+from ..media.video_stream import VideoChunkReader, VideoChunkWriter
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-# Audio codecs the MP4/MOV muxer accepts without transcoding.
-MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "opus", "alac", "flac"}
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -125,111 +123,28 @@ def _upscale_image(src: Path, out: Path, upscale) -> dict:
 
 
 def _upscale_video(src: Path, out: Path, upscale, args: argparse.Namespace, model_scale: int | None) -> dict:
-    import av
-
-    with av.open(str(src)) as container:
-        if not container.streams.video:
-            raise ValueError(f"{src} has no video stream (and is not an image with a known suffix)")
-        video_in = container.streams.video[0]
-        video_in.thread_type = "AUTO"
-        audio_in = container.streams.audio[0] if container.streams.audio else None
-        width, height = video_in.codec_context.width, video_in.codec_context.height
-        target = _video_size(width, height, args.size, args.scale or model_scale)
-        rate = video_in.average_rate or video_in.guessed_rate or Fraction(25)
-        start = float(video_in.start_time * video_in.time_base) if video_in.start_time is not None else 0.0
-        with av.open(str(out), "w") as output:
-            codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-            video_out = output.add_stream(codec, rate=rate)
-            video_out.width, video_out.height, video_out.pix_fmt = target[0], target[1], "yuv420p"
-            if codec == "libx264":
-                video_out.options = {"crf": str(args.crf)}
-            audio_out, audio_note = _audio_stream(output, audio_in, out)
-            writer = _VideoWriter(output, video_out, rate, start)
-            pending: list[np.ndarray] = []
-            pending_times: list[float] = []
-            streams = [video_in] + ([audio_in] if audio_out is not None else [])
-            packets = 0
-            for packet in container.demux(*streams):
-                if packet.stream is audio_in:
-                    _copy_audio(packet, audio_out, start, output)
-                    continue
-                packets += packet.size > 0  # not the empty packet that flushes the decoder
-                for frame in _decode(packet, src, writer.count + len(pending)):
-                    index = writer.count + len(pending)
-                    pending.append(frame.to_ndarray(format="rgb24"))
-                    pending_times.append(frame.time if frame.time is not None else start + index / rate)
-                    if len(pending) >= args.chunk:
-                        writer.write(upscale(torch.from_numpy(np.stack(pending)), target), pending_times)
-                        pending, pending_times = [], []
-            if pending:
-                writer.write(upscale(torch.from_numpy(np.stack(pending)), target), pending_times)
-            writer.close()
-            VideoDecodeError.check_complete(src, container, video_in, packets, writer.count)
-    return {"kind": "video", "frames": writer.count, "fps": float(rate), "input_size": [width, height],
-            "output_size": list(target), "codec": codec, "audio": audio_note}
-
-
-def _decode(packet, src: Path, done: int) -> list:
-    import av
-
     try:
-        return packet.decode()
-    except av.error.FFmpegError as exc:
-        raise VideoDecodeError.after(src, done, exc) from exc
-
-
-class _VideoWriter:
-    def __init__(self, output, stream, rate: Fraction, start: float):
-        self.output, self.stream, self.rate, self.start = output, stream, rate, start
-        self.count, self.last_pts = 0, -1
-
-    def write(self, frames: torch.Tensor, times: list[float]) -> None:
-        import av
-
-        for frame, when in zip(_to_uint8(frames), times):
-            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            # Timestamps follow the source (variable frame rates survive) on the output's 1/rate clock.
-            self.last_pts = max(self.last_pts + 1, round((when - self.start) * self.rate))
-            video_frame.pts = self.last_pts
-            for packet in self.stream.encode(video_frame):
-                self.output.mux(packet)
-            self.count += 1
-        if sys.stderr.isatty():  # stdout carries the JSON summary
-            print(f"\rupscaled {self.count} frames", end="", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        for packet in self.stream.encode():
-            self.output.mux(packet)
+        reader = VideoChunkReader(src)
+    except NoVideoStream as exc:
+        raise ValueError(f"{exc} (and is not an image with a known suffix)") from None
+    with reader:
+        target = _video_size(reader.width, reader.height, args.size, args.scale or model_scale)
+        with VideoChunkWriter(out, reader, target, crf=args.crf) as writer:
+            for frames, times in reader.chunks(args.chunk, audio_to=writer):
+                writer.write(_to_uint8(upscale(torch.from_numpy(frames), target)), times)
+                if sys.stderr.isatty():  # stdout carries the JSON summary
+                    print(f"\rupscaled {writer.count} frames", end="", file=sys.stderr, flush=True)
         if sys.stderr.isatty():
             print(file=sys.stderr)
+    return {"kind": "video", "frames": writer.count, "fps": float(reader.rate),
+            "input_size": [reader.width, reader.height], "output_size": list(target), "codec": writer.codec,
+            "audio": writer.audio_note}
 
 
 def _video_size(width: int, height: int, size: tuple[int, int] | None, scale: float) -> tuple[int, int]:
     size = size or scaled_size(width, height, scale)
     # yuv420p stores colour at half resolution, so the encoder needs even sizes.
     return size[0] + size[0] % 2, size[1] + size[1] % 2
-
-
-def _audio_stream(output, audio_in, out: Path):
-    if audio_in is None:
-        return None, "none"
-    name = audio_in.codec_context.name
-    if out.suffix.lower() in (".mp4", ".m4v", ".mov") and name not in MP4_AUDIO:
-        return None, f"dropped ({name} cannot be copied into {out.suffix})"
-    return output.add_stream_from_template(audio_in), f"copied ({name})"
-
-
-def _copy_audio(packet, stream, start: float, output) -> None:
-    if packet.dts is None:  # the demuxer's flush packet
-        return
-    # Video timestamps are rebased to start at 0, so audio moves by the same amount to stay in sync; negative
-    # times (AAC priming) are kept, the muxer writes them as an edit list.
-    offset = round(start / packet.time_base) if start else 0
-    if offset:
-        packet.pts = None if packet.pts is None else packet.pts - offset
-        packet.dts -= offset
-    packet.stream = stream
-    output.mux(packet)
 
 
 def _to_uint8(frames: torch.Tensor) -> np.ndarray:

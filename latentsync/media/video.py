@@ -1,4 +1,5 @@
 """Video in and out for the command line: frames from a video or a still image, and one mp4 encode at the end.
+Every PyAV call of the pack lives in `media/` (`video_stream.py` streams long videos chunk by chunk).
 
 The reference re-encodes the whole frame three times and writes 16 kHz audio (users see blur and dull sound,
 LatentSync issue #67). Here the output is encoded once (libx264, else mpeg4) at the input's frame rate, and
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -23,6 +24,40 @@ def check_crf(crf: int) -> None:
     """Raise `ValueError` for an H.264 quality outside 0 (lossless) to 51 (worst)."""
     if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= crf <= MAX_CRF:
         raise ValueError(f"crf must be a whole number from 0 (lossless) to {MAX_CRF}, got {crf!r}")
+
+
+class NoVideoStream(ValueError):
+    """A file that opens but holds no video stream (a sound file with a video suffix)."""
+
+    def __init__(self, path: str | Path):
+        super().__init__(f"{path} has no video stream")
+
+
+class VideoInfo(NamedTuple):
+    fps: float | None  # None when the file does not state a frame rate
+    frames: int  # 0 when the container does not say
+    width: int
+    height: int
+
+
+def video_info(path: str | Path) -> VideoInfo:
+    """The frame rate, frame count and size of a video's first video stream, read from its header (nothing is
+    decoded). A file FFmpeg cannot open is a `ValueError` naming it."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video file not found: {path}")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise NoVideoStream(path)
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            return VideoInfo(float(rate) if rate else None, int(stream.frames or 0), stream.codec_context.width,
+                             stream.codec_context.height)
+    except av.error.FFmpegError as exc:
+        raise ValueError(f"cannot decode {path}: {exc}") from exc
 
 
 def read_frames(path: str | Path, max_frames: int | None = None) -> tuple[torch.Tensor, float | None]:
@@ -40,7 +75,7 @@ def read_frames(path: str | Path, max_frames: int | None = None) -> tuple[torch.
 
     with av.open(str(path)) as container:
         if not container.streams.video:
-            raise ValueError(f"{path} has no video stream")
+            raise NoVideoStream(path)
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         fps = float(stream.average_rate or stream.guessed_rate or 0) or None
@@ -82,14 +117,24 @@ def decode_rgb(container, stream, path: str | Path) -> Iterator[np.ndarray]:
     """The frames of `stream` as `[H, W, 3]` uint8 RGB. A damaged or truncated file is a `VideoDecodeError`
     naming the file and how many frames it gave: FFmpeg's own error names neither ("Invalid data found when
     processing input: 'avcodec_receive_frame()'"), or there is none at all."""
+    for frame in demux_decode(container, stream, path):
+        yield frame.to_ndarray(format="rgb24")
+
+
+def demux_decode(container, stream, path: str | Path, *others) -> Iterator:
+    """The decoded `av.VideoFrame`s of `stream`, in file order with the undecoded packets of the streams
+    `others` (e.g. audio to copy as it comes, without buffering); errors as in `decode_rgb`."""
     import av
 
     packets = frames = 0
     try:
-        for packet in container.demux(stream):
+        for packet in container.demux(stream, *others):
+            if packet.stream is not stream:
+                yield packet
+                continue
             packets += packet.size > 0  # not the empty packet that flushes the decoder
             for frame in packet.decode():
-                yield frame.to_ndarray(format="rgb24")
+                yield frame
                 frames += 1
     except av.error.FFmpegError as exc:
         raise VideoDecodeError.after(path, frames, exc) from exc
@@ -107,7 +152,7 @@ def decode_frames(path: str | Path) -> tuple[Iterator[np.ndarray], float, int]:
     container = av.open(str(path))
     if not container.streams.video:
         container.close()
-        raise ValueError(f"{path} has no video stream")
+        raise NoVideoStream(path)
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
     fps = float(stream.average_rate or stream.guessed_rate or 0)
@@ -125,10 +170,11 @@ def _uint8(frame: torch.Tensor) -> np.ndarray:
     return frame.numpy()
 
 
-def _video_stream(container, fps: float, width: int, height: int, crf: int):
+def _video_stream(container, fps: float | Fraction, width: int, height: int, crf: int):
+    """An H.264 (libx264, else mpeg4) yuv420p stream; a `Fraction` rate (a source's own) is kept exactly."""
     import av
 
-    rate = Fraction(fps).limit_denominator(100_000)
+    rate = fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(100_000)
     if "libx264" in av.codecs_available:
         stream = container.add_stream("libx264", rate=rate)
         stream.options = {"crf": str(crf), "preset": "medium"}
@@ -192,12 +238,23 @@ def write_video(path: str | Path, frames: torch.Tensor, fps: float, audio: str |
 
 def _copy_audio(source, audio_in, audio_out, container, duration: float) -> None:
     for packet in source.demux(audio_in):
-        if packet.dts is None:
-            continue
-        if packet.pts is not None and float(packet.pts * audio_in.time_base) >= duration:
+        if packet.dts is not None and packet.pts is not None and float(packet.pts * audio_in.time_base) >= duration:
             break
-        packet.stream = audio_out
-        container.mux(packet)
+        copy_audio_packet(packet, audio_out, container)
+
+
+def copy_audio_packet(packet, audio_out, container, start: float = 0.0) -> None:
+    """Mux a demuxed audio packet unchanged into `audio_out`, moved `start` seconds earlier (when the video's
+    timestamps are rebased to 0, so the two stay in sync); the demuxer's flush packet is skipped. Negative times
+    (AAC priming) are kept: the muxer writes them as an edit list."""
+    if packet.dts is None:
+        return
+    offset = round(start / packet.time_base) if start else 0
+    if offset:
+        packet.pts = None if packet.pts is None else packet.pts - offset
+        packet.dts -= offset
+    packet.stream = audio_out
+    container.mux(packet)
 
 
 def _encode_audio(source, audio_in, audio_out, container, duration: float) -> None:
