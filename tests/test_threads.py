@@ -14,13 +14,6 @@ from latentsync.threads import single_threaded
 FRAMES, HEIGHT, WIDTH = 3, 96, 128
 
 
-@pytest.fixture
-def two_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
-
 
 def recording(monkeypatch, module, name: str) -> list[int]:
     """Wrap `module.name` so that each call records torch's thread count."""

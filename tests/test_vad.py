@@ -183,14 +183,6 @@ class ThreadRecorder:
         return self.model(frame, rate)
 
 
-@pytest.fixture
-def two_threads():
-    """The caller's own setting, which the VAD must leave as it found it."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.mark.parametrize("backend", ["jit", "onnx"])
 def test_silero_runs_on_one_thread_and_gives_the_callers_threads_back(backend, two_threads, monkeypatch):
