@@ -1,7 +1,7 @@
 """ComfyUI adapters for the latentsync library: read inputs, call the library, wrap outputs."""
 from __future__ import annotations
 
-from ._comfy import ComfyExtension, io
+from ._comfy import ComfyExtension, io, override
 from .model_folders import register_model_folders
 from .faces import DetectFaces, PasteFaces
 from .sampler import LatentSyncSampler
@@ -16,6 +16,7 @@ NODES: list[type[io.ComfyNode]] = [VoiceActivityDetection, WhisperEncode, UNetLo
 
 
 class LatentSyncExtension(ComfyExtension):
+    @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         # ComfyUI 0.3.75 never calls ComfyExtension.on_load, so the folders are registered here
         # (idempotent), before any node lists its model files.

@@ -6,10 +6,11 @@ import folder_paths
 import torch
 from comfy.model_patcher import ModelPatcher
 from comfy.utils import ProgressBar
-from comfy_api.latest import ComfyExtension, io
+from comfy_api.latest import ComfyExtension, io, ui
+from typing_extensions import override  # as core V3 nodes import it (torch depends on typing_extensions)
 
-__all__ = ["ComfyExtension", "io", "folder_paths", "model_management", "progress_reporter", "managed",
-           "load_for_compute", "compute_dtype", "check_choices", "InvalidInput", "PRECISIONS"]
+__all__ = ["ComfyExtension", "io", "ui", "override", "folder_paths", "model_management", "progress_reporter",
+           "managed", "load_for_compute", "compute_dtype", "PRECISIONS"]
 
 PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
 
@@ -48,19 +49,3 @@ def compute_dtype(choice: str, device: torch.device) -> torch.dtype:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {choice!r}")
     return dtypes[choice]
 
-
-class InvalidInput(ValueError):
-    """A problem found by `validate_inputs`, raised rather than returned when `validate_inputs` takes several
-    inputs: ComfyUI 0.3.75 repeats a returned message once per argument of `validate_inputs` (and flags each of
-    those inputs), while an exception is reported once, on the node. The cost: ComfyUI's own checks of that node
-    (a value over its max) are reported on the next try, once this problem is fixed."""
-
-
-def check_choices(**choices: tuple[str, object]) -> bool:
-    """For `validate_inputs`: ComfyUI 0.3.75 does not check V3 combo values itself, so a bad one (an API prompt,
-    an old workflow) would only fail mid-run. `name=(value, options)`; True, or `InvalidInput` naming the first
-    problem."""
-    for name, (value, options) in choices.items():
-        if value not in options:
-            raise InvalidInput(f"{name} must be one of {', '.join(map(str, options))}, got {value!r}")
-    return True

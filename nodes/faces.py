@@ -7,9 +7,10 @@ from pathlib import Path
 import torch
 
 from ..latentsync.face.align import align
-from ..latentsync.face.detect import DETECTORS, SELECTIONS, detect_faces, selection_problem
+from ..latentsync.face.detect import DETECTORS, SELECTIONS, detect_faces
 from ..latentsync.face.paste import paste_back
-from ._comfy import check_choices, folder_paths, io, progress_reporter
+from ._comfy import folder_paths, io, override, progress_reporter
+from .base import LatentSyncNode
 from .data_types import Faces
 
 RESOLUTIONS = ["256", "512"]
@@ -20,8 +21,9 @@ def insightface_dirs() -> list[Path]:
     return [Path(p) / "models" / "buffalo_l" for p in folder_paths.get_folder_paths("insightface")]
 
 
-class DetectFaces(io.ComfyNode):
+class DetectFaces(LatentSyncNode):
     @classmethod
+    @override
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="LatentSyncDetectFaces",
@@ -35,43 +37,34 @@ class DetectFaces(io.ComfyNode):
                 io.Combo.Input("resolution", options=RESOLUTIONS, default="256",
                                tooltip="Face crop size: 256 for LatentSync 1.5, 512 for 1.6 (match the UNet)."),
                 io.Combo.Input("detector", options=list(DETECTORS), default="dlib",
-                               tooltip="dlib: offline default, ships with the pack's requirements (frontal faces). "
-                                       "insightface: the reference's buffalo_l (det_10g.onnx + 2d106det.onnx) from "
-                                       "models/insightface/models/buffalo_l/; non-commercial licence."),
+                               tooltip="dlib: offline, ships with the pack; insightface: the reference's buffalo_l "
+                                       "(non-commercial)."),
                 io.Combo.Input("select", options=list(SELECTIONS), default="largest",
-                               tooltip="Which face when there are several: the largest, the index-th from the "
-                                       "left, or the one nearest position x/y. The choice is then tracked."),
+                               tooltip="Which face to follow: the largest, the index-th from the left, or the "
+                                       "one nearest a position."),
+                # The schema check (nodes/base.py) refuses a negative index or a NaN position before the run;
+                # linked ones are checked by the library when the node runs.
                 io.Int.Input("index", default=0, min=0, max=32, tooltip="select=index: 0 is the leftmost face."),
                 io.Float.Input("position_x", default=0.5, min=0.0, max=1.0, step=0.01,
                                tooltip="select=position: horizontal position as a fraction of the width."),
                 io.Float.Input("position_y", default=0.4, min=0.0, max=1.0, step=0.01,
                                tooltip="select=position: vertical position as a fraction of the height."),
                 io.Float.Input("threshold", default=-1.0, min=-1.0, max=5.0, step=0.05,
-                               tooltip="Detection threshold; -1 = the detector's default (dlib score 0, "
-                                       "insightface probability 0.5). Raise it to ignore faint faces."),
+                               tooltip="Detection threshold; -1 is the detector's default, higher ignores faint "
+                                       "faces."),
             ],
             outputs=[
                 Faces.Output(display_name="faces", tooltip="Aligned faces and how to paste them back, for the "
-                                                           "sampler and the paste node."),
+                                                           "sampler and Paste Faces Back."),
                 io.Image.Output(display_name="crops", tooltip="The aligned face crops the model sees."),
                 io.Mask.Output(display_name="mouth_mask",
-                               tooltip="1 where the mouth will be regenerated, per crop; all 0 on frames "
-                                       "without a face."),
+                               tooltip="1 where the mouth will be regenerated, per crop; 0 on frames without a "
+                                       "face."),
             ],
         )
 
     @classmethod
-    def validate_inputs(cls, resolution: str, detector: str, select: str, index: int | None = None,
-                        position_x: float | None = None, position_y: float | None = None) -> bool | str:
-        # Inputs named here skip ComfyUI's own min/max check (which NaN would pass anyway), so the library's
-        # check runs instead; a linked input is not known yet (None) and is checked when the node runs.
-        choices = check_choices(resolution=(resolution, RESOLUTIONS), detector=(detector, DETECTORS),
-                                select=(select, SELECTIONS))
-        if choices is not True or None in (index, position_x, position_y):
-            return choices
-        return selection_problem(select, index, (position_x, position_y)) or True
-
-    @classmethod
+    @override
     def execute(cls, images, resolution: str, detector: str, select: str, index: int, position_x: float,
                 position_y: float, threshold: float) -> io.NodeOutput:
         options = {"models_dir": insightface_dirs()} if detector == "insightface" else {}
@@ -87,8 +80,9 @@ class DetectFaces(io.ComfyNode):
         return io.NodeOutput(faces, faces.images(), mouth, ui={"latentsync_faces": [summary]})
 
 
-class PasteFaces(io.ComfyNode):
+class PasteFaces(LatentSyncNode):
     @classmethod
+    @override
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="LatentSyncPasteFaces",
@@ -105,5 +99,6 @@ class PasteFaces(io.ComfyNode):
         )
 
     @classmethod
+    @override
     def execute(cls, images, faces, crops) -> io.NodeOutput:
         return io.NodeOutput(paste_back(images, faces, crops, progress=progress_reporter()))

@@ -6,7 +6,8 @@ import torch
 from ..latentsync.sample.sampler import MAX_GUIDANCE, SamplerSettings, lipsync
 from ..latentsync.sample.schedulers import SCHEDULERS
 from ..latentsync.sample.frame_plan import AUDIO_LONGER, AUDIO_SHORTER, VAD_POLICIES
-from ._comfy import check_choices, io, load_for_compute, model_management, progress_reporter
+from ._comfy import io, load_for_compute, model_management, override, progress_reporter
+from .base import LatentSyncNode
 from .data_types import AudioFeatures, Faces, LatentSyncModel, Speech
 
 
@@ -26,8 +27,9 @@ class ComfyFaceVAE:
         return pixels.reshape(-1, *pixels.shape[-3:]).movedim(-1, 1).float() * 2 - 1
 
 
-class LatentSyncSampler(io.ComfyNode):
+class LatentSyncSampler(LatentSyncNode):
     @classmethod
+    @override
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="LatentSyncSampler",
@@ -39,52 +41,50 @@ class LatentSyncSampler(io.ComfyNode):
             inputs=[
                 io.Image.Input("images", tooltip="Video frames (GetVideoComponents) or a still image repeated."),
                 io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
-                               tooltip="Frame rate of the images (connect GetVideoComponents' fps); must match "
-                                       "the fps the audio features were made at."),
+                               tooltip="Frame rate of the images; must match the fps given to Whisper Encode."),
                 AudioFeatures.Input("features", tooltip="From Whisper Encode (LatentSync)."),
                 LatentSyncModel.Input("model", tooltip="From Load LatentSync UNet."),
-                io.Vae.Input("vae", tooltip="sd-vae-ft-mse (vae-ft-mse-840000-ema-pruned.safetensors) from "
-                                            "ComfyUI's Load VAE."),
+                io.Vae.Input("vae", tooltip="sd-vae-ft-mse (vae-ft-mse-840000-ema-pruned) from ComfyUI's Load VAE."),
                 io.Combo.Input("scheduler", options=list(SCHEDULERS), default="ddim",
-                               tooltip="ddim: the reference. dpmpp_2m: DPM-Solver++ 2M, good in fewer steps. "
-                                       "euler: Euler on the same noise schedule."),
-                io.Int.Input("steps", default=20, min=1, max=200, tooltip="Denoising steps per window (reference: 20)."),
+                               tooltip="ddim: the reference; dpmpp_2m: good in fewer steps; euler: Euler on the "
+                                       "same schedule."),
+                io.Int.Input("steps", default=20, min=1, max=200,
+                             tooltip="Denoising steps per window (reference: 20)."),
                 io.Float.Input("guidance", default=1.5, min=1.0, max=MAX_GUIDANCE, step=0.05,
-                               tooltip="Classifier-free guidance on the audio (reference 1.5; 1 = off, twice as "
-                                       "fast). Higher follows the audio more, at some cost in naturalness."),
+                               tooltip="Classifier-free guidance on the audio (reference 1.5); 1 is off and "
+                                       "twice as fast."),
                 io.Int.Input("seed", default=1247, min=0, max=2**63 - 1, control_after_generate=True,
-                             tooltip="Seed of the initial noise (one noise shared by all frames, as the reference)."),
+                             tooltip="Seed of the initial noise, one noise shared by all frames as the "
+                                     "reference does."),
                 io.Int.Input("deepcache_interval", default=0, min=0, max=10,
-                             tooltip="DeepCache: run the full UNet every N-th step and reuse its deep features "
-                                     "in between (0/1 = off; 3 = the reference's DeepCache helper)."),
+                             tooltip="DeepCache: run the full UNet every N-th step, reuse its deep features "
+                                     "between (0 or 1: off)."),
                 io.Int.Input("window", default=16, min=1, max=24,
                              tooltip="Frames denoised together (the model was trained on 16)."),
                 io.Combo.Input("vad_policy", options=list(VAD_POLICIES), default="off",
-                               tooltip="With speech segments: off = reference; silence = non-speech frames get "
-                                       "silence features (mouth at rest); skip = long pauses are not diffused, "
-                                       "their frames pass through with a cross-fade; fast = long pauses are "
-                                       "generated with silence features and fewer steps."),
+                               tooltip="With speech segments: what pauses get; off is the reference, "
+                                       "silence/skip/fast save motion or time."),
                 io.Float.Input("min_silence_s", default=0.3, min=0.0, max=10.0, step=0.05,
                                tooltip="skip/fast: pauses at least this long (seconds) are skipped or sped up."),
                 io.Int.Input("crossfade_frames", default=3, min=0, max=25,
                              tooltip="skip: frames of cross-fade between generated and passed-through frames."),
                 io.Int.Input("fast_steps", default=6, min=1, max=200, tooltip="fast: steps used for pauses."),
                 io.Combo.Input("audio_longer", options=list(AUDIO_LONGER), default="loop",
-                               tooltip="Audio longer than the video: loop the frames back and forth (reference) "
-                                       "or freeze the last frame."),
+                               tooltip="Audio longer than the video: loop the frames back and forth "
+                                       "(reference), or freeze."),
                 io.Combo.Input("audio_shorter", options=list(AUDIO_SHORTER), default="stop",
-                               tooltip="Audio shorter than the video: stop at the audio's end, or keep the "
-                                       "remaining frames unchanged."),
+                               tooltip="Audio shorter than the video: stop at its end, or keep the remaining "
+                                       "frames unchanged."),
                 Speech.Input("speech", optional=True,
                              tooltip="Speech segments from the VAD node, for the silence/skip/fast policies."),
                 Faces.Input("faces", optional=True,
-                            tooltip="Faces from Detect and Align Faces (to pick the face or detector); without "
-                                    "it the largest face is found with the offline detector."),
+                            tooltip="Faces from Detect and Align Faces; without it the largest face is found "
+                                    "with dlib."),
             ],
             outputs=[
                 io.Image.Output(display_name="images", tooltip="The lip-synced frames."),
-                io.Image.Output(display_name="crops", tooltip="The generated face crops (before paste-back), "
-                                                              "e.g. for the upscaler and Paste Faces Back."),
+                io.Image.Output(display_name="crops", tooltip="The generated face crops before paste-back, "
+                                                              "e.g. for the upscaler."),
                 Faces.Output(display_name="faces", tooltip="Where each output frame's crop goes back."),
                 io.Mask.Output(display_name="generated",
                                tooltip="Per output frame, [N, 1, 1]: 1 where the frame was diffused."),
@@ -92,11 +92,7 @@ class LatentSyncSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, scheduler: str, vad_policy: str, audio_longer: str, audio_shorter: str) -> bool | str:
-        return check_choices(scheduler=(scheduler, SCHEDULERS), vad_policy=(vad_policy, VAD_POLICIES),
-                             audio_longer=(audio_longer, AUDIO_LONGER), audio_shorter=(audio_shorter, AUDIO_SHORTER))
-
-    @classmethod
+    @override
     def execute(cls, images, fps: float, features, model, vae, scheduler: str, steps: int, guidance: float,
                 seed: int, deepcache_interval: int, window: int, vad_policy: str, min_silence_s: float,
                 crossfade_frames: int, fast_steps: int, audio_longer: str, audio_shorter: str, speech=None,

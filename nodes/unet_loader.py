@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from ..latentsync.unet.files import OFFICIAL, VERSIONS, choose_config, download_official, where_to_get
 from ..latentsync.unet.loading import QUANTIZATIONS, load_unet
 from ..latentsync.unet.quantize import weight_bytes
-from ._comfy import PRECISIONS, compute_dtype, folder_paths, io, managed, model_management
+from ._comfy import PRECISIONS, compute_dtype, folder_paths, io, managed, model_management, override
+from .base import LatentSyncNode
 from .data_types import LatentSyncModel
 
 DOWNLOAD = {f"download {version}": version for version in OFFICIAL}
@@ -27,8 +28,9 @@ def unet_files() -> list[str]:
     return [n for n in names if not n.replace("\\", "/").startswith(OTHER_MODELS)]
 
 
-class UNetLoader(io.ComfyNode):
+class UNetLoader(LatentSyncNode):
     @classmethod
+    @override
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="LatentSyncUNetLoader",
@@ -39,34 +41,32 @@ class UNetLoader(io.ComfyNode):
             is_output_node=True,  # shows what was loaded, and runs on its own to check a file
             inputs=[
                 io.Combo.Input("unet_name", options=[*unet_files(), *DOWNLOAD],
-                               tooltip="latentsync_unet.pt in models/latentsync/ (sub-folders allowed). "
-                                       "'download 1.5/1.6' fetches the official file from the hub into "
-                                       "models/latentsync/<version>/ (only when you pick it)."),
+                               tooltip="latentsync_unet.pt in models/latentsync/, or 'download 1.5/1.6' to fetch "
+                                       "the official file."),
                 io.Combo.Input("version", options=list(VERSIONS), default="auto",
-                               tooltip="1.5 makes 256 px faces, 1.6 makes 512 px; the files have identical keys. "
-                                       "auto: a JSON config beside the file, else '1.6'/'512' in its path means "
-                                       "1.6, otherwise 1.5."),
+                               tooltip="1.5 makes 256 px faces, 1.6 makes 512 px; auto reads it from a config "
+                                       "or the file's path."),
                 io.Combo.Input("dtype", options=PRECISIONS, default="auto",
-                               tooltip="Weights and compute precision. auto: fp16 where ComfyUI would use it "
-                                       "(CUDA), else fp32. bf16 halves memory on CPU too."),
+                               tooltip="Weights and compute precision; auto is fp16 on CUDA, fp32 on CPU."),
                 io.Combo.Input("quantization", options=list(QUANTIZATIONS), default="none",
-                               tooltip="Weight-only quantization: int8 stores Linear and Conv weights in 8 bits "
-                                       "(about 1/4 of fp32, works on CPU and CUDA); int4 needs a CUDA GPU and "
-                                       "bf16."),
+                               tooltip="Weight-only quantization: int8 (CPU or CUDA) or int4 (CUDA and bf16) to "
+                                       "save memory."),
             ],
             outputs=[LatentSyncModel.Output(display_name="model",
-                                            tooltip="The UNet, managed by ComfyUI (loaded and offloaded "
-                                                    "like a core model), for the LatentSync sampler.")],
+                                            tooltip="The UNet, managed by ComfyUI like a core model, for the "
+                                                    "LatentSync Sampler.")],
         )
 
     @classmethod
-    def validate_inputs(cls, unet_name: str) -> bool | str:
-        if unet_name not in DOWNLOAD and folder_paths.get_full_path("latentsync", unet_name) is None:
-            folder = folder_paths.get_folder_paths("latentsync")[0]
-            return f"{unet_name!r} not found in models/latentsync; {where_to_get('1.5', folder)}"
-        return True
+    @override
+    def check_inputs(cls, unet_name: str | None = None, **_) -> dict[str, str]:
+        if unet_name is None or unet_name in DOWNLOAD or folder_paths.get_full_path("latentsync", unet_name):
+            return {}
+        folder = folder_paths.get_folder_paths("latentsync")[0]
+        return {"unet_name": f"{unet_name!r} not found in models/latentsync; {where_to_get('1.5', folder)}"}
 
     @classmethod
+    @override
     def execute(cls, unet_name: str, version: str, dtype: str, quantization: str) -> io.NodeOutput:
         note = None
         if unet_name in DOWNLOAD:

@@ -5,16 +5,17 @@ from ..latentsync.upscale.resize import INTERPOLATION_MODES
 from ..latentsync.upscale.frames import face_fit_side, upscale_frames, upscale_mouth_region
 from ..latentsync.upscale.models import check_upscale_model, load_upscale_model
 from ..latentsync.upscale.tiling import estimate_activation_bytes, model_device_bytes
-from ._comfy import (PRECISIONS, InvalidInput, check_choices, compute_dtype, folder_paths, io, model_management,
-                     progress_reporter)
+from ._comfy import PRECISIONS, compute_dtype, folder_paths, io, model_management, override, progress_reporter
+from .base import LatentSyncNode
 from .data_types import Faces
 
 NO_MODEL = "none"
 METHODS = ("model", *INTERPOLATION_MODES)
 
 
-class Upscale(io.ComfyNode):
+class Upscale(LatentSyncNode):
     @classmethod
+    @override
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="LatentSyncUpscale",
@@ -26,53 +27,49 @@ class Upscale(io.ComfyNode):
             inputs=[
                 io.Image.Input("images", tooltip="Face crops or frames to upscale."),
                 io.Combo.Input("method", options=list(METHODS), default="model",
-                               tooltip="model: the upscale model below (or the one connected); otherwise plain "
-                                       "interpolation: nearest, bilinear, bicubic, lanczos or area."),
+                               tooltip="model: the upscale model below or the one connected; the others "
+                                       "interpolate."),
                 io.Combo.Input("model_name", options=[NO_MODEL, *folder_paths.get_filename_list("upscale_models")],
                                default=NO_MODEL,
-                               tooltip="A Real-ESRGAN .pth (RealESRGAN_x2plus/x4plus, realesr-animevideov3, "
-                                       "realesr-general-x4v3) from models/upscale_models/."),
+                               tooltip="A Real-ESRGAN-family .pth in models/upscale_models/."),
                 io.Float.Input("scale", default=2.0, min=0.05, max=16.0, step=0.05,
-                               tooltip="Output size as a multiple of the input size (ignored when width and "
-                                       "height are set). A model's own scale is used, then resized to this."),
+                               tooltip="Output size as a multiple of the input size, unless width and height "
+                                       "are set."),
                 io.Int.Input("width", default=0, min=0, max=16384, step=1,
                              tooltip="Exact output width in pixels; 0 = from scale."),
                 io.Int.Input("height", default=0, min=0, max=16384, step=1,
                              tooltip="Exact output height in pixels; 0 = from scale."),
                 io.Int.Input("tile", default=512, min=32, max=4096, step=32,
-                             tooltip="Tile size in input pixels for the model; halved automatically when memory "
-                                     "runs out."),
+                             tooltip="Tile size in input pixels for the model; halved when memory runs out."),
                 io.Int.Input("overlap", default=32, min=0, max=256, step=8,
                              tooltip="Overlap between tiles (input pixels), cross-faded to hide seams."),
                 io.Int.Input("chunk", default=8, min=1, max=256,
                              tooltip="Frames on the device at once; memory stays flat however long the clip."),
                 io.Combo.Input("precision", options=PRECISIONS, default="auto",
-                               tooltip="Model precision. auto: fp16 on GPU, fp32 on CPU."),
+                               tooltip="Model precision; auto is fp16 on GPU, fp32 on CPU."),
                 io.UpscaleModel.Input("upscale_model", optional=True,
-                                      tooltip="A model from ComfyUI's Load Upscale Model node; overrides "
-                                              "model_name."),
+                                      tooltip="A model from ComfyUI's Load Upscale Model; overrides model_name."),
                 Faces.Input("faces", optional=True,
-                            tooltip="The faces the crops belong to (sampler or Detect Faces): needed by "
-                                    "fit_to_faces and mouth_only."),
+                            tooltip="The faces the crops belong to, for fit_to_faces and mouth_only."),
                 io.Boolean.Input("fit_to_faces", default=False, optional=True,
-                                 tooltip="With faces: square crops as large as the faces appear in the frames, so "
-                                         "Paste Faces Back keeps every detail (overrides scale/width/height)."),
+                                 tooltip="With faces: crops as large as the faces in the frames (overrides the "
+                                         "size settings)."),
                 io.Boolean.Input("mouth_only", default=False, optional=True,
                                  tooltip="With faces and a model: the model upscales only the regenerated mouth "
-                                         "region (soft edge); the rest of the crop is resized bicubically."),
+                                         "region."),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="The upscaled images.")],
         )
 
     @classmethod
-    def validate_inputs(cls, method: str, model_name: str) -> bool:
-        check_choices(method=(method, METHODS))
-        if model_name != NO_MODEL and folder_paths.get_full_path("upscale_models", model_name) is None:
-            # Raised, not returned: ComfyUI would repeat a returned message for each argument (see InvalidInput).
-            raise InvalidInput(f"upscale model {model_name!r} not found in models/upscale_models")
-        return True
+    @override
+    def check_inputs(cls, model_name: str | None = None, **_) -> dict[str, str]:
+        if model_name in (None, NO_MODEL) or folder_paths.get_full_path("upscale_models", model_name):
+            return {}
+        return {"model_name": f"upscale model {model_name!r} not found in models/upscale_models"}
 
     @classmethod
+    @override
     def execute(cls, images, method: str, model_name: str, scale: float, width: int, height: int, tile: int,
                 overlap: int, chunk: int, precision: str, upscale_model=None, faces=None, fit_to_faces: bool = False,
                 mouth_only: bool = False) -> io.NodeOutput:

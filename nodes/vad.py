@@ -10,15 +10,17 @@ from ..latentsync.audio import timeline
 from ..latentsync.audio import vad
 from ..latentsync.media.audio import to_mono_16k
 from ..latentsync.audio.vad_pyannote import INSTALL_HINT, MODEL_HINT
-from ._comfy import InvalidInput, check_choices, folder_paths, io, progress_reporter
+from ._comfy import folder_paths, io, override, progress_reporter, ui
+from .base import LatentSyncNode
 from .data_types import Speech
 
-TIMELINE_BINS = 800
-NO_MODEL = "none"  # points of waveform/probability sent to the editor's timeline widget
+TIMELINE_BINS = 800  # points of waveform/probability sent to the editor's timeline widget
+NO_MODEL = "none"
 
 
-class VoiceActivityDetection(io.ComfyNode):
+class VoiceActivityDetection(LatentSyncNode):
     @classmethod
+    @override
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="LatentSyncVAD",
@@ -28,49 +30,46 @@ class VoiceActivityDetection(io.ComfyNode):
                         "silent stretches neither drive mouth motion nor cost diffusion time.",
             is_output_node=True,
             inputs=[
-                io.Audio.Input("audio", tooltip="The voice track. Any sample rate and channel count; it is "
-                                                "mixed to mono and resampled to 16 kHz in memory."),
+                io.Audio.Input("audio", tooltip="The voice track, at any sample rate and channel count."),
                 io.Float.Input("threshold", default=0.5, min=0.05, max=0.95, step=0.01,
-                               tooltip="Speech probability above which a 32 ms frame counts as speech. Lower "
-                                       "it for quiet or noisy voices, raise it to ignore breathing and music."),
+                               tooltip="Speech probability above which a 32 ms frame counts as speech."),
                 io.Int.Input("min_speech_ms", default=250, min=0, max=10000, step=10,
                              tooltip="Speech shorter than this (ms) is dropped as a click or breath."),
                 io.Int.Input("min_silence_ms", default=100, min=0, max=10000, step=10,
                              tooltip="Pauses shorter than this (ms) do not split a speech segment."),
                 io.Int.Input("padding_ms", default=30, min=0, max=2000, step=10,
-                             tooltip="Each segment is widened by this (ms) on both sides, so word onsets "
-                                     "and endings are kept."),
+                             tooltip="Each segment is widened by this (ms) on both sides, to keep word onsets."),
                 io.Combo.Input("backend", options=list(vad.BACKENDS), default="jit",
-                               tooltip="silero-vad as TorchScript (jit) or ONNX Runtime (onnx): same segments, "
-                                       "ONNX a little faster on CPU; both ship in the silero-vad wheel. pyannote: "
-                                       "pyannote.audio (optional extra) with the checkpoint picked below."),
+                               tooltip="silero-vad via TorchScript (jit) or ONNX Runtime (onnx), or pyannote "
+                                       "with the checkpoint below."),
                 io.Combo.Input("pyannote_model", options=[NO_MODEL, *folder_paths.get_filename_list("pyannote")],
                                default=NO_MODEL, optional=True,
-                               tooltip="pyannote backend only: a segmentation checkpoint you downloaded (e.g. "
-                                       "pyannote/segmentation-3.0's pytorch_model.bin) in models/pyannote/. "
-                                       "Powerset models such as 3.0 ignore the threshold."),
+                               tooltip="pyannote backend only: a segmentation checkpoint in models/pyannote/."),
             ],
             outputs=[
-                Speech.Output(display_name="speech", tooltip="Speech segments in seconds, for the "
-                                                             "Whisper encode and sampler nodes."),
-                io.Image.Output(display_name="timeline", tooltip="A picture of the waveform with speech "
-                                                                 "spans in green and silero's probability."),
+                Speech.Output(display_name="speech", tooltip="Speech segments in seconds, for Whisper Encode "
+                                                             "and the sampler."),
+                io.Image.Output(display_name="timeline", tooltip="The waveform with speech in green and the "
+                                                                 "speech probability."),
             ],
         )
 
     @classmethod
-    def validate_inputs(cls, backend: str, pyannote_model: str = NO_MODEL) -> bool:
-        check_choices(backend=(backend, vad.BACKENDS))
-        if backend == "pyannote":
-            if importlib.util.find_spec("pyannote") is None:
-                raise InvalidInput(INSTALL_HINT)
-            if folder_paths.get_full_path("pyannote", pyannote_model) is None:
-                folders = ", ".join(folder_paths.get_folder_paths("pyannote"))
-                raise InvalidInput(f"the pyannote backend needs a checkpoint: pick one, or put {MODEL_HINT} "
-                                   f"({folders})")
-        return True
+    @override
+    def check_inputs(cls, backend: str | None = None, pyannote_model: str | None = NO_MODEL,
+                     **_) -> dict[str, str]:
+        if backend != "pyannote":
+            return {}
+        if importlib.util.find_spec("pyannote") is None:
+            return {"backend": INSTALL_HINT}
+        if pyannote_model is not None and folder_paths.get_full_path("pyannote", pyannote_model) is None:
+            folders = ", ".join(folder_paths.get_folder_paths("pyannote"))
+            return {"pyannote_model": f"the pyannote backend needs a checkpoint: pick one, or put {MODEL_HINT} "
+                                      f"({folders})"}
+        return {}
 
     @classmethod
+    @override
     def execute(cls, audio, threshold: float, min_speech_ms: int, min_silence_ms: int, padding_ms: int,
                 backend: str, pyannote_model: str = NO_MODEL) -> io.NodeOutput:
         waveform, sample_rate = audio["waveform"], audio["sample_rate"]
@@ -81,7 +80,10 @@ class VoiceActivityDetection(io.ComfyNode):
                                      padding_ms=padding_ms, backend=backend, model_path=model_path,
                                      progress=progress_reporter())
         picture = torch.from_numpy(timeline.render_timeline(audio16k, segments)).float().div(255)[None]
-        return io.NodeOutput(segments, picture, ui={"latentsync_vad": [_timeline_payload(audio16k, segments)]})
+        # The core image preview, and the payload the editor's timeline widget draws (js/vad_timeline.js).
+        payload = _timeline_payload(audio16k, segments)
+        shown = ui.PreviewImage(picture, cls=cls).as_dict() | {"latentsync_vad": [payload]}
+        return io.NodeOutput(segments, picture, ui=shown)
 
 
 def _timeline_payload(audio16k: torch.Tensor, segments: vad.SpeechSegments) -> dict:

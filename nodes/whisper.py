@@ -5,7 +5,9 @@ import os
 
 from ..latentsync.audio.features import SPEECH_POLICIES, extract_features
 from ..latentsync.audio.whisper import load_whisper_encoder
-from ._comfy import PRECISIONS, compute_dtype, folder_paths, io, load_for_compute, managed, model_management
+from ._comfy import (PRECISIONS, compute_dtype, folder_paths, io, load_for_compute, managed, model_management,
+                     override)
+from .base import LatentSyncNode
 from .data_types import AudioFeatures, Speech
 
 # Three hours at 60 fps; the features of that many frames take 46 GiB, and the library refuses a count that
@@ -28,8 +30,9 @@ def _encoder(name: str, precision: str):
     return _ENCODERS[key]
 
 
-class WhisperEncode(io.ComfyNode):
+class WhisperEncode(LatentSyncNode):
     @classmethod
+    @override
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="LatentSyncWhisperEncode",
@@ -41,44 +44,42 @@ class WhisperEncode(io.ComfyNode):
             inputs=[
                 io.Audio.Input("audio", tooltip="The voice to lip-sync to; any sample rate and channels."),
                 io.Combo.Input("whisper_model", options=folder_paths.get_filename_list("whisper"),
-                               tooltip="openai whisper tiny.pt (LatentSync's checkpoints/whisper/tiny.pt), in "
-                                       "models/whisper/ or models/latentsync/whisper/."),
+                               tooltip="OpenAI's whisper tiny.pt (LatentSync's checkpoints/whisper/tiny.pt) in "
+                                       "models/whisper/."),
                 io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
-                               tooltip="Frame rate of the video to drive (connect GetVideoComponents' fps). "
-                                       "Features are taken at each frame's own time; nothing is forced to 25."),
+                               tooltip="Frame rate of the video to drive; connect GetVideoComponents' fps."),
                 io.Int.Input("frames", default=0, min=0, max=MAX_FRAMES,
-                             tooltip="How many video frames to make features for. 0 = as many as the audio "
-                                     "lasts (LatentSync's count). Past the audio's end the last row repeats. "
-                                     "Each frame takes 75 KiB of RAM (about 15 GiB an hour at 60 fps)."),
+                             tooltip="How many video frames to make features for; 0 = as many as the audio "
+                                     "lasts."),
                 io.Combo.Input("speech_policy", options=list(SPEECH_POLICIES), default="keep",
-                               tooltip="keep: the reference behaviour. silence: frames outside speech (needs "
-                                       "the VAD's segments) get the features of true silence, so breathing, "
-                                       "noise and music do not move the mouth."),
+                               tooltip="keep: the reference; silence: frames outside speech get silence, so "
+                                       "noise does not move the mouth."),
                 io.Int.Input("crossfade_frames", default=3, min=0, max=25,
                              tooltip="With silence: frames over which silence fades in at the edges of speech."),
                 io.Boolean.Input("seamless", default=False,
-                                 tooltip="Overlap whisper's 30 s windows so the features do not jump every "
-                                         "30 s on long audio (off = reference behaviour)."),
+                                 tooltip="Overlap whisper's 30 s windows so long audio has no jump every 30 s "
+                                         "(off: the reference)."),
                 io.Combo.Input("precision", options=PRECISIONS, default="auto",
-                               tooltip="Encoder precision. auto: fp16 on GPU (as the reference), fp32 on CPU."),
+                               tooltip="Encoder precision; auto is fp16 on GPU (as the reference), fp32 on CPU."),
                 Speech.Input("speech", optional=True,
-                             tooltip="Speech segments from the VAD node; needed by the silence policy and "
-                                     "carried with the features as a per-frame speech mask."),
+                             tooltip="Speech segments from the VAD node: needed by silence, kept as a speech "
+                                     "mask."),
             ],
             outputs=[AudioFeatures.Output(display_name="features",
                                           tooltip="Per-frame audio features and speech mask, for the sampler.")],
         )
 
     @classmethod
-    def validate_inputs(cls, whisper_model: str) -> bool | str:
-        # ComfyUI 0.3.75 does not check V3 combo values, so a missing file would only fail mid-run.
-        if folder_paths.get_full_path("whisper", whisper_model) is None:
-            folders = ", ".join(folder_paths.get_folder_paths("whisper"))
-            return (f"whisper model {whisper_model!r} not found in {folders}; put openai's whisper tiny.pt "
-                    f"there (LatentSync ships it as checkpoints/whisper/tiny.pt)")
-        return True
+    @override
+    def check_inputs(cls, whisper_model: str | None = None, **_) -> dict[str, str]:
+        if whisper_model is None or folder_paths.get_full_path("whisper", whisper_model):
+            return {}
+        folders = ", ".join(folder_paths.get_folder_paths("whisper"))
+        return {"whisper_model": f"whisper model {whisper_model!r} not found in {folders}; put openai's whisper "
+                                 f"tiny.pt there (LatentSync ships it as checkpoints/whisper/tiny.pt)"}
 
     @classmethod
+    @override
     def execute(cls, audio, whisper_model: str, fps: float, frames: int, speech_policy: str,
                 crossfade_frames: int, seamless: bool, precision: str, speech=None) -> io.NodeOutput:
         if speech_policy == "silence" and speech is None:

@@ -1,6 +1,7 @@
 """The pack inside a real ComfyUI 0.3.75 server, driven over its HTTP API."""
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -81,13 +82,12 @@ def test_a_bad_prompt_yields_node_errors_and_the_server_keeps_serving(comfy_serv
     assert status == 400
     assert reply["error"]["type"] == "prompt_outputs_failed_validation"
     assert {e["type"] for e in reply["node_errors"]["1"]["errors"]} == {"custom_validation_failed"}  # no file
-    (error,) = reply["node_errors"]["2"]["errors"]  # raised by the pack, so reported once (see InvalidInput)
-    assert "backend must be one of jit, onnx" in error["details"]
-    prompt["2"]["inputs"]["backend"] = "jit"  # ComfyUI's own checks of the node come once that is fixed
-    _, reply = comfy_server.queue(prompt)
-    errors = {e["type"]: e for e in reply["node_errors"]["2"]["errors"]}
-    assert errors["value_bigger_than_max"]["extra_info"]["input_name"] == "threshold"
-    del prompt["2"]["inputs"]["audio"]
+    # Every problem the schema shows, in one error raised by the pack (reported once, see nodes/base.py).
+    (error,) = reply["node_errors"]["2"]["errors"]
+    assert "backend must be one of jit, onnx, pyannote, got 'nope'" in error["details"]
+    assert "threshold must be from 0.05 to 0.95, got 5" in error["details"]
+    prompt["2"]["inputs"].update(backend="jit", threshold=0.5)
+    del prompt["2"]["inputs"]["audio"]  # ComfyUI's own checks of the node come once the pack's pass
     status, reply = comfy_server.queue(prompt)
     assert status == 400 and "required_input_missing" in json.dumps(reply["node_errors"])
     assert comfy_server.get("/system_stats")["system"]["comfyui_version"] == "0.3.75"
@@ -402,6 +402,8 @@ def test_syncnet_score_node_shows_the_three_numbers(comfy_server, tmp_path):
     assert score["crops"] == "pack" and len(score["distances"]) == 31 and score["windows"] > 0
     assert score["lse_c"] >= 0 and -15 <= score["offset"] <= 15
     assert "LSE-C" in score["report"] and saved_sizes(comfy_server, history, "5") == [(512, 192)]
+    (preview,) = history["outputs"]["4"]["images"]  # the plot, also as the core image preview on the node
+    assert preview["type"] == "temp" and (comfy_server.dir("temp") / preview["subfolder"] / preview["filename"]).is_file()
 
     prompt["4"]["inputs"]["crops"] = "s3fd"  # without sfd_face.pth: refused before running, with the fix
     _, reply = comfy_server.queue(prompt)
@@ -483,3 +485,107 @@ def test_a_bad_choice_is_reported_once(comfy_server):
     _, reply = comfy_server.queue(prompt)
     (error,) = reply["node_errors"]["2"]["errors"]
     assert "'missing.pth' not found in models/upscale_models" in error["details"]
+
+
+# ------------------------------------------------------------------------ schema checks, previews, help pages
+
+
+def unet_loader_prompt(**settings) -> dict:
+    # "download 1.5" passes the loader's file check without a file; nothing is downloaded before the run.
+    inputs = {"unet_name": "download 1.5", "version": "auto", "dtype": "auto", "quantization": "none"} | settings
+    return {"1": {"class_type": "LatentSyncUNetLoader", "inputs": inputs}}
+
+
+@pytest.mark.parametrize("name, value, options", [
+    ("version", "2.0", "auto, 1.5, 1.6"),
+    ("dtype", "fp8", "auto, fp32, fp16, bf16"),
+    ("quantization", "int2", "none, int8, int4"),
+])
+def test_the_unet_loaders_combos_are_checked_before_the_run(comfy_server, name, value, options):
+    status, reply = comfy_server.queue(unet_loader_prompt(**{name: value}))
+    assert status == 400, reply
+    (error,) = reply["node_errors"]["1"]["errors"]  # once, not once per input
+    assert f"{name} must be one of {options}, got '{value}'" in error["details"]
+
+
+def test_whisper_encodes_precision_is_checked_before_the_run(comfy_server, whisper_file):
+    wav = put_input(comfy_server, shared_path("media/latentsync_demo1_audio.wav"))
+    status, reply = comfy_server.queue(whisper_prompt(wav, whisper_file, precision="fp64", speech_policy="lots"))
+    assert status == 200  # the VAD branch is valid and still runs; the encoder's is refused
+    (error,) = reply["node_errors"]["4"]["errors"]
+    assert "precision must be one of auto, fp32, fp16, bf16, got 'fp64'" in error["details"]
+    assert "speech_policy must be one of keep, silence, got 'lots'" in error["details"]
+
+
+def test_every_combo_of_every_node_is_checked(comfy_server, object_info):
+    """A value outside each combo's options is refused, whatever the node: the check reads the schema."""
+    for name in sorted(PACK_NODES):
+        inputs = {**object_info[name]["input"]["required"], **object_info[name]["input"].get("optional", {})}
+        for input_name, spec in inputs.items():
+            if spec[0] != "COMBO":
+                continue
+            prompt = {"1": {"class_type": name, "inputs": {input_name: "no such choice"}}}
+            if not object_info[name]["output_node"]:
+                prompt["2"] = {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}
+            _, reply = comfy_server.queue(prompt)
+            shown = json.dumps(reply.get("node_errors", {}).get("1"))
+            assert "'no such choice'" in shown, (name, input_name, reply)
+            # the options, or for a model file where such files go
+            assert f"{input_name} must be one of" in shown or "not found in" in shown, (name, input_name, reply)
+
+
+def test_the_vad_timeline_is_also_a_core_image_preview(comfy_server):
+    history = comfy_server.run(vad_prompt(put_input(comfy_server, shared_path("media/latentsync_demo1_audio.wav"))))
+    assert history["status"]["status_str"] == "success", history["status"]
+    shown = history["outputs"]["2"]
+    (preview,) = shown["images"]
+    assert preview["type"] == "temp" and (comfy_server.dir("temp") / preview["subfolder"] / preview["filename"]).is_file()
+    assert shown["latentsync_vad"][0]["speech"]  # the timeline widget's payload is still there
+
+
+def test_every_tooltip_is_one_short_line(object_info):
+    for name in PACK_NODES:
+        info = object_info[name]
+        inputs = {**info["input"]["required"], **info["input"].get("optional", {})}
+        tips = [(input_name, spec[1]["tooltip"]) for input_name, spec in inputs.items()]
+        tips += list(zip(info["output_name"], info["output_tooltips"]))
+        for what, tip in tips:
+            assert "\n" not in tip and len(tip) <= 120, (name, what, len(tip), tip)
+
+
+def test_every_node_has_a_help_page_where_the_frontend_looks(comfy_server, object_info):
+    import re
+
+    import comfyui_frontend_package
+
+    # The frontend fetches a custom node's help from /extensions/<pack folder>/docs/<node id>.md (after a
+    # /docs/<node id>/<locale>.md it does not find).
+    bundle = "".join(p.read_text(errors="replace")
+                     for p in (Path(comfyui_frontend_package.__file__).parent / "static" / "assets").glob("index-*.js"))
+    assert re.search(r"`/extensions/\$\{\w+\}/docs/\$\{\w+\.name\}\.md`", bundle)
+    pack = object_info["LatentSyncVAD"]["python_module"].split(".")[-1]
+    for name in PACK_NODES:
+        status, page = comfy_server.request("GET", f"/extensions/{pack}/docs/{name}.md")
+        assert status == 200, name
+        assert page.startswith(f"# {object_info[name]['display_name']}\n"), name
+        inputs = {**object_info[name]["input"]["required"], **object_info[name]["input"].get("optional", {})}
+        for input_name in inputs:
+            assert f"**{input_name}**" in page, (name, input_name)  # each input in a sentence
+        assert "## Typical settings" in page, name
+
+
+def test_every_pack_node_validates_from_its_schema_and_marks_its_overrides():
+    import ast
+
+    for path in (REPO / "nodes").glob("*.py"):
+        for cls in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(cls, ast.ClassDef):
+                continue
+            methods = {f.name: f for f in cls.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
+            if "define_schema" in methods:
+                assert [ast.unparse(b) for b in cls.bases] == ["LatentSyncNode"], cls.name
+                assert "validate_inputs" not in methods, cls.name  # the base's, from the schema
+            for name in ("define_schema", "execute", "validate_inputs", "check_inputs", "get_node_list"):
+                if name in methods and (cls.name, name) != ("LatentSyncNode", "check_inputs"):  # defined there
+                    decorators = [ast.unparse(d) for d in methods[name].decorator_list]
+                    assert "override" in decorators, (cls.name, name)
