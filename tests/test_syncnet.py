@@ -115,7 +115,7 @@ def test_loaders_accept_official_files_and_explain_wrong_ones(tmp_path, syncnet_
             missing(tmp_path / "nowhere.model")
     module = tmp_path / "module.model"
     torch.save(SyncNet(), module)
-    with pytest.raises(SyncNetCheckpointError, match=r"names Python code \(latentsync\.syncnet\.SyncNet\).*not unpickled"):
+    with pytest.raises(SyncNetCheckpointError, match=r"names Python code \(latentsync\.score\.syncnet\.SyncNet\).*not unpickled"):
         load_syncnet(module)
     wrapped = tmp_path / "training.pt"
     torch.save({"state_dict": {"audio_encoder.conv.weight": torch.zeros(1),
