@@ -6,6 +6,7 @@ one line that says what the file is and that nothing was loaded.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import pickle
 import re
@@ -23,9 +24,9 @@ from latentsync.checkpoint import CheckpointError, describe, file_format, read_c
 
 
 def _pyannote_loader(path):
-    try:
-        import pyannote.audio  # noqa: F401
-    except ImportError:
+    # find_spec, not an import: importing pyannote here would change this process's environment (Lightning sets
+    # variables) for every later test; the loader imports it inside its own containment.
+    if importlib.util.find_spec("pyannote") is None:
         missing("pyannote.audio (the optional pyannote extra)")
     from latentsync.audio.vad_pyannote import load_segmentation
 
