@@ -31,6 +31,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "scripts"), str(REPO / "tests")]
 
+from busy import one_core_busy  # noqa: E402
 from latentsync.audio import vad  # noqa: E402
 from latentsync.media.audio import load_audio, to_mono_16k  # noqa: E402
 from latentsync.audio.vad import BACKENDS, detect_speech  # noqa: E402
@@ -52,18 +53,6 @@ def speech_signal(seconds: float, audio: str | None) -> torch.Tensor:
         source = to_mono_16k(*load_audio(REPO.parent / "shared/media/latentsync_demo1_audio.wav"))
     repeats = int(seconds * 16000 // source.numel()) + 1
     return source.repeat(repeats)[: int(seconds * 16000)]
-
-
-@contextlib.contextmanager
-def one_core_busy():
-    """A second process spinning on one core for the duration of the block."""
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        time.sleep(0.5)  # let the scheduler settle it on a core
-        yield
-    finally:
-        busy.kill()
-        busy.wait()
 
 
 @contextlib.contextmanager

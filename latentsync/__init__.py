@@ -1,62 +1,67 @@
-"""LatentSync lip-sync as a library: audio -> VAD -> features; frames -> faces; sampler; upscale; score.
+"""LatentSync lip-sync as a library, without ComfyUI: the public API a script imports.
 
-Nothing here imports ComfyUI. Submodules load lazily so that importing the package stays cheap.
+A clip flows audio -> speech -> features, frames -> faces -> sampler -> frames, then optionally upscale and
+score. A whole run, with the official files in ComfyUI's model folders:
+
+    from pathlib import Path
+    import latentsync as ls
+
+    video, voice, models, version = "talking.mp4", "voice.wav", Path("ComfyUI/models"), "1.5"
+    frames, fps = ls.read_frames(video)
+    waveform, rate = ls.load_audio(voice)
+    speech = ls.detect_speech(waveform, rate)  # silero, offline
+    encoder = ls.load_whisper_encoder(models / "whisper" / "tiny.pt")
+    features = ls.extract_features(waveform, rate, encoder, fps=fps, frames=len(frames))
+    unet = ls.load_unet(models / "latentsync" / version / "latentsync_unet.pt", version)
+    vae = ls.load_vae(models / "vae" / "vae-ft-mse-840000-ema-pruned.safetensors")
+    settings = ls.SamplerSettings(steps=20, vad_policy="skip")
+    result = ls.lipsync(frames, features, unet, vae, settings, speech=speech)
+    ls.write_video("lipsynced.mp4", result.frames, fps, audio=voice)
+
+(`tests/test_pack.py` runs this very block with small random-weight models.) On a GPU pass `device="cuda"` to
+the loaders and `lipsync`. The command line (`python -m latentsync --help`) and the ComfyUI nodes are built
+from the same functions.
+
+Names load lazily, so `import latentsync` stays cheap; nothing here imports ComfyUI. Everything else in the
+subpackages is internal and may change.
 """
 from __future__ import annotations
 
 import importlib
 
+# name -> submodule, in the order a clip flows.
 _EXPORTS = {
-    "SpeechSegments": "audio.vad",
-    "detect_speech": "audio.vad",
-    "load_audio": "media.audio",
-    "to_mono_16k": "media.audio",
-    "AudioError": "media.audio",
-    "AudioFeatures": "audio.features",
-    "extract_features": "audio.features",
-    "log_mel_spectrogram": "audio.features",
-    "seam_discontinuity": "audio.features",
-    "WhisperEncoder": "audio.whisper",
-    "load_whisper_encoder": "audio.whisper",
-    "WhisperCheckpointError": "audio.whisper",
-    "LatentSyncUNet": "unet.model",
-    "build_unet": "unet.model",
-    "UNetConfig": "unet.config",
-    "resolve_unet_config": "unet.config",
-    "load_unet": "unet.loading",
-    "UNetCheckpointError": "unet.loading",
-    "SyncNet": "score.syncnet",
-    "load_syncnet": "score.syncnet",
-    "SyncNetCheckpointError": "score.syncnet",
-    "SyncScore": "score.metric",
-    "SyncScoreError": "score.metric",
-    "score_sync": "score.evaluate",
-    "score_video": "score.evaluate",
-    "load_s3fd": "score.s3fd",
-    "load_upscale_model": "upscale.models",
-    "UpscaleModelError": "upscale.models",
-    "upscale_frames": "upscale.frames",
-    "upscale_to_sizes": "upscale.frames",
-    "upscale_mouth_region": "upscale.frames",
-    "resize_frames": "upscale.resize",
-    "FaceTrack": "face.detect",
-    "detect_faces": "face.detect",
-    "make_detector": "face.detect",
-    "FaceModelMissing": "face.detect",
-    "AlignedFaces": "face.align",
-    "align": "face.align",
-    "paste_back": "face.paste",
-    "mouth_masks": "face.mask",
-    "SamplerSettings": "sample.sampler",
-    "LipSyncResult": "sample.sampler",
-    "lipsync": "sample.sampler",
-    "FaceVAE": "sample.sampler",
-    "SCHEDULERS": "sample.schedulers",
-    "make_scheduler": "sample.schedulers",
-    "load_vae": "sample.vae",
+    # media files
     "read_frames": "media.video",
     "write_video": "media.video",
+    "load_audio": "media.audio",
+    # audio: speech, whisper features
+    "detect_speech": "audio.vad",
+    "SpeechSegments": "audio.vad",
+    "load_whisper_encoder": "audio.whisper",
+    "extract_features": "audio.features",
+    "AudioFeatures": "audio.features",
+    # faces
+    "detect_faces": "face.detect",
+    "FaceTrack": "face.detect",
+    "align": "face.align",
+    "AlignedFaces": "face.align",
+    "paste_back": "face.paste",
+    # models and the sampler
+    "load_unet": "unet.loading",
+    "load_vae": "sample.vae",
+    "SamplerSettings": "sample.sampler",
+    "lipsync": "sample.sampler",
+    "LipSyncResult": "sample.sampler",
+    # after: upscale, score, compare
+    "load_upscale_model": "upscale.models",
+    "upscale_frames": "upscale.frames",
+    "load_syncnet": "score.syncnet",
+    "score_video": "score.evaluate",
+    "SyncScore": "score.metric",
     "run_experiment": "experiment",
+    # every model-file refusal derives from it
+    "CheckpointError": "checkpoint",
 }
 __all__ = list(_EXPORTS)
 
@@ -65,3 +70,7 @@ def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

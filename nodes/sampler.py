@@ -16,6 +16,11 @@ class ComfyFaceVAE:
     unscaled latents. ComfyUI's VAE manages its own device, precision and batch size."""
 
     def __init__(self, vae):
+        channels, ratio = getattr(vae, "latent_channels", None), getattr(vae, "downscale_ratio", None)
+        if channels != 4 or ratio != 8 or getattr(vae, "latent_dim", 2) != 2:
+            raise ValueError(f"the VAE has {channels} latent channels and a downscale of {ratio}; LatentSync works in "
+                             "SD's latent space (4 channels, 8x): load vae-ft-mse-840000-ema-pruned.safetensors "
+                             "(stabilityai/sd-vae-ft-mse-original) in Load VAE")
         self.vae = vae
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:

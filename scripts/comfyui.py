@@ -175,6 +175,40 @@ class ComfyServer:
             time.sleep(0.25)
         raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout:.0f} s")
 
+    def queue_and_watch(self, prompt: dict, until, timeout: float = 600) -> tuple[str, dict]:
+        """Queue `prompt` and follow this client's websocket until `until(message, prompt_id)` is true for a
+        message ({"type", "data"}); returns the prompt id and that message. Events, not sleeps: it reacts to
+        this prompt's own messages, whatever else the server has queued or running."""
+        import asyncio
+        import uuid
+
+        import aiohttp
+
+        client_id = f"latentsync-tests-{uuid.uuid4().hex[:8]}"
+
+        async def watch() -> tuple[str, dict]:
+            async with aiohttp.ClientSession() as session:
+                async with session.ws_connect(f"{self.url}/ws?clientId={client_id}") as ws:
+                    status, reply = self.queue(prompt, client_id)  # after connecting: no message is missed
+                    if status != 200:
+                        raise RuntimeError(f"prompt rejected ({status}): {json.dumps(reply)[:4000]}")
+                    prompt_id = reply["prompt_id"]
+                    async for raw in ws:
+                        if raw.type != aiohttp.WSMsgType.TEXT:
+                            continue  # binary previews
+                        message = json.loads(raw.data)
+                        if until(message, prompt_id):
+                            return prompt_id, message
+                        if message["type"] in ("execution_error", "execution_success") and \
+                                message["data"].get("prompt_id") == prompt_id:
+                            raise RuntimeError(f"the prompt ended before the awaited message: {message}")
+            raise RuntimeError("the server closed the websocket")
+
+        async def bounded():
+            return await asyncio.wait_for(watch(), timeout)
+
+        return asyncio.run(bounded())
+
     def run(self, prompt: dict, timeout: float = 600) -> dict:
         """Queue a prompt that must validate, and return its finished history entry."""
         status, reply = self.queue(prompt)

@@ -47,8 +47,11 @@ def write_pyannote_segmentation(path: Path, seed: int = 0) -> Path:
     4x128 BiLSTM, 2x128 linear, powerset of 3 speakers with at most 2 at once over 10 s chunks), saved the
     way pyannote's training writes `pytorch_model.bin` (state dict, hyper-parameters, pyannote block)."""
     from latentsync.audio.vad_pyannote import telemetry_off
+    from latentsync.process_state import contained
 
-    with telemetry_off():
+    # contained: importing pyannote (and Lightning) here would otherwise change this test process's environment
+    # for every later test, and for the fresh Pythons they start.
+    with telemetry_off(), contained():
         from pyannote.audio.core.task import Problem, Resolution, Specifications
         from pyannote.audio.models.segmentation import PyanNet
 
@@ -86,12 +89,16 @@ def write_tiny_unet(path: Path, unet_config: dict, seed: int = 0, resolution: in
     return path
 
 
-def write_lipsync_models(models: Path, unet_config: dict) -> Path:
+def write_lipsync_models(models: Path, unet_config: dict, vae_widths: tuple[int, ...] | None = None) -> Path:
     """Random-weight models in the official formats, laid out as a ComfyUI models/ folder under the names the
-    shipped workflows use: a tiny UNet (config beside it), whisper tiny.pt and a full-size SD VAE."""
-    from vae_files import write_sd_vae
+    shipped workflows use: a tiny UNet (config beside it), whisper tiny.pt and a full-size SD VAE (and TAESD,
+    the cheap stand-in most workflow tests choose). `vae_widths` narrows the SD VAE for the library path, whose
+    loader takes one (ComfyUI's always builds the full width)."""
+    from vae_files import write_sd_vae, write_taesd
 
     write_tiny_unet(models / "latentsync" / "1.5" / "latentsync_unet.pt", unet_config)
     write_whisper_checkpoint(models / "whisper" / "tiny.pt")
-    write_sd_vae(models / "vae" / "vae-ft-mse-840000-ema-pruned.safetensors")
+    vae = models / "vae" / "vae-ft-mse-840000-ema-pruned.safetensors"
+    write_sd_vae(vae, **({"widths": vae_widths} if vae_widths else {}))
+    write_taesd(models / "vae_approx")  # ComfyUI's Load VAE offers it as "taesd"
     return models

@@ -103,6 +103,12 @@ def test_vad_workflow_runs_and_the_timeline_draws_the_segments(editor, comfy_ser
 
 def test_basic_lipsync_workflow_queues_from_the_editor(editor, comfy_server, lipsync_inputs, lipsync_models, artifacts):
     load_workflow(editor, "latentsync_basic.json")
+    # TAESD for the SD VAE and 2 steps, set in the editor as a user would: this run is about queueing from the
+    # editor (tests/test_workflows.py runs the graph with the full VAE).
+    editor.evaluate("""() => { const widget = (type, name) => window.app.graph._nodes.find(n => n.type === type)
+                                                   .widgets.find(w => w.name === name);
+                               widget('VAELoader', 'vae_name').value = 'taesd';
+                               widget('LatentSyncSampler', 'steps').value = 2; }""")
     before = set(comfy_server.get("/history"))
     editor.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
     deadline = time.monotonic() + 1200

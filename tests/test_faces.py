@@ -211,6 +211,18 @@ def test_paste_back_of_untouched_crops_changes_only_the_face_region(clip, clip_t
         assert face.mean() <= 2.0
 
 
+def test_aligned_faces_subset_takes_rows_in_order(clip_tracks):
+    track, kept = clip_tracks["latentsync_demo1_video.mp4"]
+    indices = sorted(kept)[:3]
+    faces = align(np.stack([kept[i] for i in indices]), track.subset(indices), 256)
+    rows = [2, 0, 2]
+    picked = faces.subset(rows)
+    assert len(picked) == 3 and torch.equal(picked.crops, faces.crops[rows])
+    assert torch.equal(picked.matrices, faces.matrices[rows]) and torch.equal(picked.valid, faces.valid[rows])
+    assert picked.mask is faces.mask and (picked.resolution, picked.crop_wh) == (faces.resolution, faces.crop_wh)
+    assert torch.equal(faces.subset(slice(1, 3)).crops, faces.crops[1:3])
+
+
 def test_upscaled_crops_are_pasted_at_their_own_detail(clip_tracks):
     """A crop upscaled 2x (as the upscaler node makes it) lands where the 256 px crop lands and is warped from
     its own pixels: the result is as close to the source as the 256 px paste, and differs from it."""
@@ -346,8 +358,9 @@ def test_detect_faces_node_refuses_a_bad_selection_before_running(comfy_server):
                 "2": {"class_type": "LatentSyncDetectFaces", "inputs": inputs},
                 "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 1]}}}
 
-    for settings, problem in [({"position_x": float("nan")}, "face position"), ({"position_y": 1.5}, "from 0 to 1"),
-                              ({"select": "index", "index": -1}, "face index")]:
+    for settings, problem in [({"position_x": float("nan")}, "position_x must be from 0 to 1, got nan"),
+                              ({"position_y": 1.5}, "position_y must be from 0 to 1, got 1.5"),
+                              ({"select": "index", "index": -1}, "index must be from 0 to 32, got -1")]:
         status, reply = comfy_server.queue(prompt(**settings))
         assert status == 400, reply
         details = " ".join(e["details"] for e in reply["node_errors"]["2"]["errors"])

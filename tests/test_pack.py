@@ -76,6 +76,36 @@ def test_the_library_layout_and_its_public_names():
     assert result.returncode == 0, result.stdout
 
 
+def test_the_public_apis_example_runs(tmp_path, tiny_unet_config, one_thread):
+    """The script in `latentsync`'s docstring, run as written on 4 frames of a shared clip, with random-weight
+    models in the official formats (a tiny UNet, a narrower SD VAE) in a ComfyUI-style models folder."""
+    import textwrap
+
+    import latentsync
+    from media import cut_clip, cut_voice
+    from model_files import write_lipsync_models
+    from vae_files import NARROW_WIDTHS
+
+    doc = latentsync.__doc__
+    block = doc[doc.index("    from pathlib import Path"):doc.index("\n\n(`tests/test_pack.py`")]
+    code = textwrap.dedent(block)
+    models = write_lipsync_models(tmp_path / "models", tiny_unet_config, vae_widths=NARROW_WIDTHS)
+    unet = models / "latentsync" / "1.5" / "latentsync_unet.pt"
+    video = cut_clip(shared_path("media/latentsync_demo1_video.mp4"), tmp_path / "talking.mp4", 4, 360)
+    voice = cut_voice(shared_path("media/latentsync_demo1_audio.wav"), tmp_path / "voice.wav", 4 / 25)
+    first = 'video, voice, models, version = "talking.mp4", "voice.wav", Path("ComfyUI/models"), "1.5"'
+    assert first in code
+    code = code.replace(first, f"video, voice, models, version = {str(video)!r}, {str(voice)!r}, "
+                               f"Path({str(models)!r}), {str(unet.with_suffix('.json'))!r}")
+    code = code.replace("/ version /", "/ '1.5' /").replace("steps=20", "steps=2")  # the tiny model's config
+    code = code.replace('"lipsynced.mp4"', repr(str(tmp_path / "lipsynced.mp4")))
+    namespace: dict = {}
+    exec(compile(code, "latentsync.__doc__", "exec"), namespace)
+    result = namespace["result"]
+    assert result.frames.shape[0] == 4 and (tmp_path / "lipsynced.mp4").stat().st_size > 0
+    assert sorted(dir(latentsync)) == sorted(latentsync.__all__)
+
+
 def test_only_the_media_subpackage_touches_pyav():
     """Video and audio files are decoded and encoded in one place: `latentsync/media/` is the only importer of
     PyAV (`import av`, `from av... import`, or `importlib.import_module("av")` / `__import__("av")`)."""

@@ -14,6 +14,7 @@ from conftest import REPO
 from latentsync.process_state import KEPT_ENVIRON, contained
 
 # Loggers a host such as ComfyUI may already have when the backend loads; the imports configure them if present.
+LIGHTNING_ENVIRON = ("PYTORCH_NVML_BASED_CUDA_CHECK", "TORCHINDUCTOR_CACHE_DIR")
 HOST_LOGGERS = ("opentelemetry", "lightning", "lightning.pytorch", "torchcodec", "torchao", "transformers")
 PROBE = """
 import json, logging, os, sys, warnings
@@ -33,7 +34,10 @@ print(json.dumps({{"before": before, "after": state(), "imported": {module!r} in
 
 def run_probe(action: str, module: str) -> dict:
     code = PROBE.format(loggers=HOST_LOGGERS, action=action, module=module)
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=900)
+    # A fresh Python as a host starts it: without what an earlier test's import of Lightning may have set here.
+    env = {k: v for k, v in os.environ.items() if k not in LIGHTNING_ENVIRON}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 

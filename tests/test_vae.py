@@ -68,6 +68,19 @@ def test_diffusers_layout_loads_too(vae, tmp_path):
     assert torch.equal(load_vae(path).model.decoder.conv_out.weight, vae.model.decoder.conv_out.weight.half().float())
 
 
+def test_a_narrower_sd_vae_loads_with_its_own_widths(tmp_path):
+    """The tests' cheap stand-in for the library path: the same architecture, four narrower levels."""
+    from vae_files import NARROW_WIDTHS, WIDTHS, write_sd_vae
+
+    narrow = load_vae(write_sd_vae(tmp_path / "narrow.safetensors", widths=NARROW_WIDTHS))
+    assert list(narrow.model.config.block_out_channels) == list(NARROW_WIDTHS) != list(WIDTHS)
+    latents = narrow.encode(torch.rand(1, 3, 32, 32) * 2 - 1)
+    assert latents.shape == (1, 4, 4, 4) and narrow.decode(latents).shape == (1, 3, 32, 32)
+    for widths in ((48, 64, 64, 64), (32, 64, 64)):  # not a multiple of the 32 norm groups; three levels (4x down)
+        with pytest.raises(VAECheckpointError, match="is not the SD VAE"):
+            load_vae(write_sd_vae(tmp_path / f"odd{len(widths)}.safetensors", widths=widths))
+
+
 def test_wrong_files_are_refused_with_a_clear_message(vae_file, tmp_path):
     from safetensors.torch import load_file, save_file
 

@@ -6,7 +6,7 @@ import av
 import numpy as np
 import pytest
 
-from conftest import DEMO_FRAMES, REPO, write_lipsync_inputs
+from conftest import DEMO_FRAMES, REPO, shared_path, write_lipsync_inputs
 
 pytestmark = pytest.mark.comfyui
 
@@ -39,10 +39,19 @@ def lipsync_models(comfy_server, tiny_unet_config):
     return write_lipsync_models(comfy_server.dir("models"), tiny_unet_config)
 
 
-def load_prompt(name: str, object_info: dict) -> dict:
+def load_prompt(name: str, object_info: dict, vae: str = "taesd") -> dict:
+    """The shipped workflow as an API prompt. Its VAE is swapped for TAESD (same latent space: 4 channels, 8x
+    down, the SD scaling) through ComfyUI's own Load VAE, a hundred times cheaper on a CPU than the full SD VAE
+    these graphs name. Only `test_basic_workflow_lip_syncs_the_clip` runs the real-size VAE (vae=None): the
+    graphs' wiring, not the VAE, is what the other tests are about, and tests/test_vae.py checks the VAE."""
     import comfyui
 
-    return comfyui.workflow_to_prompt(json.loads((REPO / "workflows" / name).read_text()), object_info)
+    prompt = comfyui.workflow_to_prompt(json.loads((REPO / "workflows" / name).read_text()), object_info)
+    for node in prompt.values():
+        if node["class_type"] == "VAELoader" and vae is not None:
+            assert node["inputs"]["vae_name"] == "vae-ft-mse-840000-ema-pruned.safetensors"
+            node["inputs"]["vae_name"] = vae
+    return prompt
 
 
 def node_id(prompt: dict, class_type: str, title: str | None = None) -> str:
@@ -87,23 +96,40 @@ def assert_only_faces_changed(sources, outputs):
         assert diff[outside].max() == 0
 
 
-def test_basic_workflow_lip_syncs_the_clip(comfy_server, object_info, lipsync_inputs, lipsync_models):
-    prompt = load_prompt("latentsync_basic.json", object_info)
+SHORT_FRAMES = 8  # one sampler window
+
+
+@pytest.fixture(scope="module")
+def short_inputs(comfy_server) -> tuple[str, str]:
+    """An 8-frame cut of the clip and its voice, for the run with the real-size SD VAE (seconds per frame)."""
+    from media import cut_clip, cut_voice
+
+    video, voice = "latentsync_demo_8.mp4", "latentsync_demo_voice_8.wav"
+    cut_clip(shared_path("media/latentsync_demo1_video.mp4"), comfy_server.dir("input") / video, SHORT_FRAMES, 720)
+    cut_voice(shared_path("media/latentsync_demo1_audio.wav"), comfy_server.dir("input") / voice, SHORT_FRAMES / 25)
+    return video, voice
+
+
+def test_basic_workflow_lip_syncs_the_clip(comfy_server, object_info, short_inputs, lipsync_models):
+    """End to end with the real-size SD VAE (the UNet is tiny; its full size is tests/test_unet_files.py's)."""
+    prompt = cpu_friendly(load_prompt("latentsync_basic.json", object_info, vae=None))
+    prompt[node_id(prompt, "LoadVideo")]["inputs"]["file"], prompt[node_id(prompt, "LoadAudio")]["inputs"]["audio"] = \
+        short_inputs
     parts, sampler = node_id(prompt, "GetVideoComponents"), node_id(prompt, "LatentSyncSampler")
     source_key = save_images(prompt, [parts, 0], "basic_source")
     output_key = save_images(prompt, [sampler, 0], "basic_output")
     history = comfy_server.run(prompt, timeout=1200)
     assert history["status"]["status_str"] == "success", history["status"]["messages"][-1]
     frames, fps = video_of(comfy_server, history, node_id(prompt, "SaveVideo"))
-    assert (frames, fps) == (DEMO_FRAMES, 25.0)
+    assert (frames, fps) == (SHORT_FRAMES, 25.0)
     sources, outputs = images_of(comfy_server, history, source_key), images_of(comfy_server, history, output_key)
-    assert len(outputs) == len(sources) == DEMO_FRAMES
+    assert len(outputs) == len(sources) == SHORT_FRAMES
     assert any(np.abs(s - o).max() > 0 for s, o in zip(sources, outputs))  # the mouths were regenerated
     assert_only_faces_changed(sources, outputs)
 
 
 def test_vad_ab_workflow_skips_the_pause(comfy_server, object_info, lipsync_inputs, lipsync_models):
-    prompt = load_prompt("latentsync_vad_ab.json", object_info)
+    prompt = cpu_friendly(load_prompt("latentsync_vad_ab.json", object_info))
     parts = node_id(prompt, "GetVideoComponents")
     reference, skip = node_id(prompt, "LatentSyncSampler", "A:"), node_id(prompt, "LatentSyncSampler", "B:")
     source_key = save_images(prompt, [parts, 0], "ab_source")
@@ -186,20 +212,52 @@ def test_upscale_workflow_compares_three_ways(comfy_server, object_info, lipsync
 
 def test_cancel_mid_run_writes_nothing_and_the_server_keeps_serving(comfy_server, object_info, lipsync_inputs,
                                                                       lipsync_models):
-    import time
-
     prompt = load_prompt("latentsync_basic.json", object_info)
     sampler, save = node_id(prompt, "LatentSyncSampler"), node_id(prompt, "SaveVideo")
     prompt[sampler]["inputs"]["seed"] = 7  # not cached from an earlier run: the sampler really runs
+    prompt[sampler]["inputs"]["steps"] = 200  # minutes of work: the interrupt lands long before the end
     prompt[save]["inputs"]["filename_prefix"] = "latentsync/cancelled"
-    status, reply = comfy_server.queue(prompt)
-    assert status == 200, reply
-    deadline = time.monotonic() + 300
-    while not comfy_server.get("/queue")["queue_running"] and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(3)  # into the run: loading, encoding or denoising
-    comfy_server.request("POST", "/interrupt", {})
-    entry = comfy_server.wait(reply["prompt_id"], timeout=600)
-    assert [m for m in entry["status"]["messages"] if m[0] == "execution_interrupted"]
+
+    def sampling(message: dict, prompt_id: str) -> bool:  # this prompt's sampler has reported progress
+        data = message["data"]
+        return message["type"] == "progress" and data.get("prompt_id") == prompt_id and data.get("node") == sampler
+
+    prompt_id, _ = comfy_server.queue_and_watch(prompt, sampling, timeout=1800)
+    status, _ = comfy_server.request("POST", "/interrupt", {"prompt_id": prompt_id})
+    assert status == 200
+    entry = comfy_server.wait(prompt_id, timeout=1800)
+    assert [m for m in entry["status"]["messages"] if m[0] == "execution_interrupted"], entry["status"]
     assert not list((comfy_server.dir("output") / "latentsync").glob("cancelled*"))
     assert comfy_server.get("/system_stats")["system"]["comfyui_version"] == "0.3.75"
+
+
+def test_a_vae_of_another_latent_space_is_refused_by_name(comfy_server, object_info, lipsync_inputs,
+                                                        lipsync_models):
+    prompt = load_prompt("latentsync_basic.json", object_info, vae="pixel_space")  # 3 channels, 1x
+    history = comfy_server.run(prompt, timeout=1200)
+    assert history["status"]["status_str"] == "error"
+    (error,) = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
+    assert error["node_type"] == "LatentSyncSampler"
+    assert "3 latent channels" in error["exception_message"] and "vae-ft-mse-840000" in error["exception_message"]
+
+
+def test_the_cheap_vae_files_match_comfyuis_taesd(comfyui_dir):
+    """The TAESD files the workflow tests use hold exactly the tensors of ComfyUI's own TAESD (its VAE loader is
+    not strict, so a missing tensor would go unnoticed there)."""
+    import subprocess
+    import sys
+
+    from vae_files import taesd_shapes
+
+    code = ("import json, sys, comfy.options\n"
+            "sys.argv = ['main.py', '--cpu']\n"  # ComfyUI's own CPU switch, or importing its ops looks for CUDA
+            "comfy.options.enable_args_parsing()\n"
+            "import comfy.taesd.taesd as t\n"
+            "m = t.TAESD()\n"
+            "print(json.dumps([{k: list(v.shape) for k, v in part.state_dict().items()}\n"
+            "                  for part in (m.taesd_encoder, m.taesd_decoder)]))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=comfyui_dir, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    theirs = json.loads(out.stdout.strip().splitlines()[-1])
+    ours = [{k: list(v) for k, v in part.items()} for part in taesd_shapes()]
+    assert ours == theirs

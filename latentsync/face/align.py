@@ -8,6 +8,7 @@ without a face leave that state untouched, so a cut-away does not disturb the fr
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -158,6 +159,12 @@ class AlignedFaces:
 
     def __len__(self) -> int:
         return int(self.valid.shape[0])
+
+    def subset(self, indices) -> "AlignedFaces":
+        """The rows `indices` (a sequence, repeats allowed, or a slice) of these faces, in that order."""
+        index = indices if isinstance(indices, slice) else torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        return dataclasses.replace(self, crops=self.crops[index], matrices=self.matrices[index],
+                                   valid=self.valid[index])
 
     def images(self) -> torch.Tensor:
         """Crops as a ComfyUI IMAGE: `[N, R, R, 3]` float32 in [0, 1]."""

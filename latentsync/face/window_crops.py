@@ -59,14 +59,6 @@ class ClipFaces:
                             crop_wh=self.crop_wh, frame_hw=self.frame_hw, mask=mask, latent_mask=latent_mask(mask))
 
 
-def subset(faces: AlignedFaces, indices: np.ndarray) -> AlignedFaces:
-    """The rows `indices` of `faces`."""
-    index = torch.from_numpy(np.asarray(indices, dtype=np.int64))
-    return AlignedFaces(crops=faces.crops[index], matrices=faces.matrices[index], valid=faces.valid[index],
-                        resolution=faces.resolution, crop_wh=faces.crop_wh, frame_hw=faces.frame_hw, mask=faces.mask,
-                        latent_mask=faces.latent_mask)
-
-
 def clip_faces(frames: torch.Tensor, *, faces: AlignedFaces | None = None, track: FaceTrack | None = None,
                detector: str | FaceDetector | None = None, resolution: int | None = None) -> ClipFaces:
     """The clip's alignment: from `faces` (crops included), else from `track`, else by detecting faces."""

@@ -29,7 +29,7 @@ from ..face.paste import blend_mouth, paste_back
 from ..memory import check_fits
 from .schedulers import SCHEDULERS, TRAIN_STEPS, make_scheduler
 from ..audio.vad import SpeechSegments
-from ..face.window_crops import clip_faces, subset
+from ..face.window_crops import clip_faces
 from .frame_plan import (AUDIO_LONGER, AUDIO_SHORTER, VAD_POLICIES, FramePlan, audio_frame_count, plan_frames,
                       plan_length)
 
@@ -246,7 +246,7 @@ def lipsync(frames: Tensor | np.ndarray, features: AudioFeatures, unet: torch.nn
     clock = timed("faces", clock)
     for window in plan.windows:
         indices = window.indices
-        window_faces = subset(out_faces, indices)
+        window_faces = out_faces.subset(indices)
         conditioning = encode_conditioning(vae, window_faces, device, dtype)
         clock = timed("encode", clock)
         latents = denoise(unet, make_scheduler(settings.scheduler, window.steps),

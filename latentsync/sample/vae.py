@@ -5,7 +5,8 @@ LatentSync encodes and decodes faces with stabilityai's sd-vae-ft-mse. This load
 in the original latent-diffusion (LDM) key layout, into diffusers' `AutoencoderKL` built from the config
 shipped in `latentsync/assets/` (nothing is fetched). The diffusers-layout file of stabilityai/sd-vae-ft-mse
 (`diffusion_pytorch_model.safetensors`) loads too. Every tensor must be present with its exact shape;
-anything else is refused with a message saying what was found.
+anything else is refused with a message saying what was found. The one freedom is width: an SD-family VAE
+whose four levels are narrower (the tests run one, a CPU's fraction of the cost) loads with its own widths.
 """
 from __future__ import annotations
 
@@ -34,6 +35,21 @@ def vae_config() -> dict:
     """The diffusers `AutoencoderKL` config of sd-vae-ft-mse (without bookkeeping keys)."""
     config = json.loads(CONFIG_PATH.read_text(encoding="utf-8"))
     return {key: value for key, value in config.items() if not key.startswith("_")}
+
+
+def file_widths(tensors: dict[str, Tensor], groups: int = 32) -> list[int] | None:
+    """The encoder's per-level widths a VAE file has (LDM or diffusers names), when they make an SD-family
+    autoencoder that differs from sd-vae-ft-mse only in width: four levels (8x down), each a multiple of the
+    norm's `groups`. None otherwise, and the file is checked against the official widths."""
+    widths = []
+    for level in range(len(vae_config()["block_out_channels"])):
+        for key in (f"encoder.down.{level}.block.0.conv1.weight", f"encoder.down_blocks.{level}.resnets.0.conv1.weight"):
+            if key in tensors and tensors[key].ndim == 4:
+                widths.append(int(tensors[key].shape[0]))
+                break
+        else:
+            return None
+    return widths if all(w > 0 and w % groups == 0 for w in widths) else None
 
 
 def ldm_to_diffusers_key(key: str, levels: int = 4) -> str:
@@ -152,11 +168,14 @@ def load_vae(path: str | Path, device: torch.device | str = "cpu", dtype: torch.
         from diffusers import AutoencoderKL
     except ImportError as exc:
         raise ImportError("the standalone VAE needs diffusers: pip install 'diffusers>=0.30'") from exc
+    state_dict = read_vae_file(path)
     config = vae_config()
+    # The official file has the official widths; a narrower SD-family VAE (the tests' cheap stand-in) its own.
+    config["block_out_channels"] = file_widths(state_dict, config["norm_num_groups"]) or config["block_out_channels"]
     with torch.device("meta"):
         model = AutoencoderKL.from_config(config)
     expected = {name: tensor.shape for name, tensor in model.state_dict().items()}
-    tensors = convert_state_dict(read_vae_file(path), expected, path, len(config["block_out_channels"]))
+    tensors = convert_state_dict(state_dict, expected, path, len(config["block_out_channels"]))
     # Own copies: tensors read from a file may be views of it (a crash if it is overwritten while loaded).
     owned = {name: tensors.pop(name).to(device=device, dtype=dtype, copy=True) for name in expected}
     model.load_state_dict(owned, strict=True, assign=True)
