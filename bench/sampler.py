@@ -34,10 +34,8 @@ from latentsync.media.audio import load_audio, to_mono_16k  # noqa: E402
 from latentsync.audio.features import extract_features  # noqa: E402
 from latentsync.face.detect import detect_faces  # noqa: E402
 from latentsync.sample.sampler import SamplerSettings, lipsync  # noqa: E402
-from latentsync.unet.loading import load_unet  # noqa: E402
 from latentsync.audio.vad import detect_speech  # noqa: E402
-from latentsync.sample.vae import load_vae  # noqa: E402
-from latentsync.audio.whisper import load_whisper_encoder  # noqa: E402
+from latentsync.pipeline import ModelSet, UNetSpec  # noqa: E402
 from model_files import write_tiny_unet, write_whisper_checkpoint  # noqa: E402
 from sampler_fixtures import decode_clip  # noqa: E402
 from vae_files import write_sd_vae  # noqa: E402
@@ -98,12 +96,14 @@ def main() -> None:
           f"{args.resolution} px (the models use 256/512) so the full-size VAE stays affordable on the CPU; "
           f"tiny random UNet, {args.steps} steps, {args.threads} thread(s)")
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # model files in the official formats, loaded as users' are
         folder = Path(tmp)
         config = json.loads(CONFIG.read_text())["unet_config"]
-        unet = load_unet(write_tiny_unet(folder / "unet.pt", config), config)
-        vae = load_vae(write_sd_vae(folder / "vae.safetensors"))
-        encoder = load_whisper_encoder(write_whisper_checkpoint(folder / "tiny.pt"))
+        models = ModelSet(torch.device("cpu"))
+        unet_file = write_tiny_unet(folder / "unet.pt", config)
+        unet, _, _ = models.unet(UNetSpec(unet_file, str(unet_file.with_suffix(".json"))))
+        vae = models.vae(write_sd_vae(folder / "vae.safetensors"))
+        encoder = models.whisper(write_whisper_checkpoint(folder / "tiny.pt"))
 
     frames = decode_clip(CLIP, count)
     track = detect_faces(frames)

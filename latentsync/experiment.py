@@ -9,9 +9,10 @@ The configs file (JSON):
     {"models": {"unet_1.5": PATH, "unet_1.6": PATH, "whisper": PATH, "vae": PATH, "syncnet": PATH,
                 "s3fd": PATH (optional), "upscaler": PATH (optional)},
      "defaults": {"version": "1.5", "dtype": "auto", "quantization": "none", "scheduler": "ddim", "steps": 20,
-                  "guidance": 1.5, "seed": 1247, "deepcache": 0, "vad": "off", "upscale": "none", ...},
+                  "guidance": 1.5, "seed": 1247, "deepcache_interval": 0, "vad_policy": "off", "upscale": "none",
+                  ...: every sampler setting by its name in sample/settings.py},
      "score": {"crops": "pack" | "s3fd", "min_track": 50},
-     "configs": [{"name": "baseline 256"}, {"name": "VAD skip", "vad": "skip"}, ...]}
+     "configs": [{"name": "baseline 256"}, {"name": "VAD skip", "vad_policy": "skip"}, ...]}
 Relative model paths are read from the `--models` folder (a ComfyUI models/ folder) or the file's folder.
 """
 from __future__ import annotations
@@ -23,29 +24,22 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-DEFAULTS = {"version": "1.5", "dtype": "auto", "quantization": "none", "scheduler": "ddim", "steps": 20,
-            "guidance": 1.5, "seed": 1247, "deepcache": 0, "vad": "off", "min_silence_s": 0.3, "fast_steps": 6,
-            "upscale": "none", "upscale_scale": 2.0}
-MODEL_DEFAULTS = {"unet_1.5": "latentsync/1.5/latentsync_unet.pt", "unet_1.6": "latentsync/1.6/latentsync_unet.pt",
-                  "whisper": "whisper/tiny.pt", "vae": "vae/vae-ft-mse-840000-ema-pruned.safetensors",
-                  "syncnet": "syncnet/syncnet_v2.model", "s3fd": None, "upscaler": None}
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from .catalogue import CATALOGUE
+from .pipeline import Clip, ModelSet, UNetSpec, lipsync_files, read_clip, resolve_device, resolve_dtype
+from .sample.settings import ALIASES, SETTINGS, SamplerSettings
 
-
-@dataclass
-class Inputs:
-    frames: torch.Tensor
-    fps: float
-    waveform: torch.Tensor
-    sample_rate: int
-    audio_path: Path
-    cache: dict = field(default_factory=dict)
+# Every sampler setting under its one name (sample/settings.py), and what only the experiment varies.
+DEFAULTS = {"version": "1.5", "dtype": "auto", "quantization": "none",
+            **{setting.name: setting.default for setting in SETTINGS}, "upscale": "none", "upscale_scale": 2.0}
+# The models a configs file names (paths under --models), by default where the catalogue puts them; the
+# optional ones only when named.
+MODEL_DEFAULTS = {key: CATALOGUE[key].path for key in ("unet_1.5", "unet_1.6", "whisper", "vae", "syncnet")} | \
+    {"s3fd": None, "upscaler": None}
 
 
 def load_plan(path: str | Path, models_dir: str | Path | None = None) -> tuple[dict, list[dict], dict]:
@@ -65,8 +59,8 @@ def load_plan(path: str | Path, models_dir: str | Path | None = None) -> tuple[d
     for key, default in MODEL_DEFAULTS.items():
         value = plan.get("models", {}).get(key, default)
         models[key] = None if value is None else (Path(value) if Path(value).is_absolute() else base / value)
-    defaults = DEFAULTS | plan.get("defaults", {})
-    configs = [defaults | config for config in plan["configs"]]
+    defaults = DEFAULTS | _one_spelling(plan.get("defaults", {}), path)
+    configs = [defaults | _one_spelling(config, path) for config in plan["configs"]]
     unknown = {k for c in configs for k in c} - set(DEFAULTS) - {"name"}
     if unknown:
         raise ValueError(f"{path}: unknown config settings {sorted(unknown)}; known: {sorted(DEFAULTS)}")
@@ -74,6 +68,16 @@ def load_plan(path: str | Path, models_dir: str | Path | None = None) -> tuple[d
     if None in names or len(set(names)) != len(names):
         raise ValueError(f"{path}: every config needs a unique name")
     return models, configs, {"crops": "pack", "min_track": 50} | plan.get("score", {})
+
+
+def _one_spelling(config: object, path: Path) -> dict:
+    """`config` with the earlier spellings of sampler settings ("vad", "deepcache", ...) under their one name."""
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: every config and the defaults must be JSON objects, got {config!r}")
+    renamed = {ALIASES.get(key, key): value for key, value in config.items()}
+    if len(renamed) != len(config):
+        raise ValueError(f"{path}: a setting is given twice under two spellings in {config}")
+    return renamed
 
 
 class PeakMemory:
@@ -107,32 +111,30 @@ class PeakMemory:
             self._thread.join()
 
 
-def run_config(config: dict, inputs: Inputs, models: dict, device: torch.device, video: Path,
+def run_config(config: dict, clip: Clip, models: dict, model_set: ModelSet, video: Path,
                score_settings: dict) -> dict:
     """Lip-sync and score one configuration, writing its mp4 to `video`; returns its result row."""
     from .face.paste import paste_back
-    from .sample.sampler import SamplerSettings, lipsync
     from .media.video import write_video
 
-    dtype = DTYPES.get(config["dtype"], torch.float16 if device.type == "cuda" else torch.float32)
-    settings = SamplerSettings(scheduler=config["scheduler"], steps=config["steps"], guidance=config["guidance"],
-                               seed=config["seed"], deepcache_interval=config["deepcache"], vad_policy=config["vad"],
-                               min_silence_s=config["min_silence_s"], fast_steps=config["fast_steps"])
+    device = model_set.device
+    dtype = resolve_dtype(config["dtype"], device)
+    settings = SamplerSettings.from_mapping(config)
     settings.validate()
+    version = config["version"]
+    unet = UNetSpec(_need(models, f"unet_{version}", f"LatentSync {version} UNet"), version, config["quantization"])
     started = time.perf_counter()
     with PeakMemory(device) as memory:
-        unet, resolution = _unet(config, inputs, models, device, dtype)
-        features, speech = _features(config, inputs, models, device)
-        vae = _cached(inputs, ("vae", str(device), dtype), lambda: _load_vae(models["vae"], device, dtype))
-        result = lipsync(inputs.frames, features, unet, vae, settings, speech=speech, resolution=resolution,
-                         device=device)
+        run = lipsync_files(clip, model_set, unet, _need(models, "whisper", "whisper tiny.pt"),
+                            _need(models, "vae", "SD VAE"), settings, dtype=dtype)
+        result = run.result
         frames = result.frames
         if config["upscale"] != "none":
             crops = _upscale(result, config, models, device)
-            frames = paste_back(inputs.frames[torch.as_tensor(result.source_index)], result.faces, crops)
+            frames = paste_back(clip.frames[torch.as_tensor(result.source_index)], result.faces, crops)
     seconds = time.perf_counter() - started
-    write_video(video, frames, inputs.fps, audio=inputs.audio_path)
-    score = _score(frames, inputs, models, device, score_settings)
+    write_video(video, frames, clip.fps, audio=clip.audio_path)
+    score = _score(frames, clip, models, model_set, score_settings)
     return {"name": config["name"], "lse_c": score.lse_c, "lse_d": score.lse_d, "offset": score.offset,
             "crops": score.crops, "seconds": seconds, "peak_mb": memory.peak / 2**20, "frames": len(frames),
             "generated": int(result.generated.sum()), "video": video.name,
@@ -144,31 +146,27 @@ def run_experiment(video: str | Path, audio: str | Path, configs_file: str | Pat
                    progress=print) -> list[dict]:
     """Run every configuration of `configs_file` on one clip; the report in `out_dir` is rewritten after each.
     Returns one row per configuration; a failed one has "error" (one line) instead of scores."""
-    from .media.audio import load_audio
-    from .media.video import read_frames
-
     models, configs, score_settings = load_plan(configs_file, models_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    frames, fps = read_frames(video)
-    if fps is None:
+    torch_device = resolve_device(device)
+    clip = read_clip(video, audio)
+    if clip.still:
         raise ValueError(f"{video} is a still image; the experiment needs a video (its frame rate matters)")
-    waveform, sample_rate = load_audio(audio)
-    inputs = Inputs(frames=frames, fps=fps, waveform=waveform, sample_rate=sample_rate, audio_path=Path(audio))
+    model_set = ModelSet(torch_device)
     context = {"video": str(video), "audio": str(audio), "device": str(torch_device), "configs": str(configs_file),
-               "fps": fps, "frames": len(frames)}
+               "fps": clip.fps, "frames": len(clip.frames)}
     rows = []
     for index, (config, file_name) in enumerate(zip(configs, video_names([c["name"] for c in configs])), 1):
         progress(f"[{index}/{len(configs)}] {config['name']}")
-        rows.append(_run_or_record(config, inputs, models, torch_device, out_dir / file_name, score_settings))
+        rows.append(_run_or_record(config, clip, models, model_set, out_dir / file_name, score_settings))
         if "error" in rows[-1]:
             progress(f"[{index}/{len(configs)}] {config['name']} failed: {rows[-1]['error']}")
         write_report(rows, out_dir, context)
     return rows
 
 
-def _run_or_record(config: dict, inputs: Inputs, models: dict, device: torch.device, video: Path,
+def _run_or_record(config: dict, clip: Clip, models: dict, model_set: ModelSet, video: Path,
                    score_settings: dict) -> dict:
     """`run_config`'s row, or a row with the error: one configuration's failure is a result, not the end."""
     from .errors import error_line
@@ -176,11 +174,10 @@ def _run_or_record(config: dict, inputs: Inputs, models: dict, device: torch.dev
     video.unlink(missing_ok=True)  # an mp4 left by an earlier run must not pass for this one's
     started = time.perf_counter()
     try:
-        return run_config(config, inputs, models, device, video, score_settings)
+        return run_config(config, clip, models, model_set, video, score_settings)
     except Exception as exc:  # noqa: BLE001 -- recorded in the report; KeyboardInterrupt still stops the run
-        for key in [k for k in inputs.cache if k[0] == "unet"]:
-            del inputs.cache[key]  # a half-loaded or oversized UNet is not worth keeping
-        if device.type == "cuda":
+        model_set.drop_unets()  # a half-loaded or oversized UNet is not worth keeping
+        if model_set.device.type == "cuda":
             torch.cuda.empty_cache()  # what the failed configuration held (an OOM) is needed by the next one
         return {"name": config["name"], "error": error_line(exc), "seconds": time.perf_counter() - started,
                 "settings": {k: v for k, v in config.items() if k != "name"}}
@@ -274,54 +271,11 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "config"
 
 
-def _cached(inputs: Inputs, key, make):
-    if key not in inputs.cache:
-        inputs.cache[key] = make()
-    return inputs.cache[key]
-
-
 def _need(models: dict, key: str, what: str) -> Path:
     path = models.get(key)
     if path is None or not Path(path).is_file():
         raise FileNotFoundError(f"{what} not found: {path} (set models.{key} in the configs file, or --models)")
     return Path(path)
-
-
-def _unet(config, inputs, models, device, dtype):
-    from .unet.files import choose_config
-    from .unet.loading import load_unet
-
-    version = config["version"]
-    path = _need(models, f"unet_{version}", f"LatentSync {version} UNet")
-    choice = choose_config(path, version)
-    for key in [k for k in inputs.cache if k[0] == "unet" and k[1:] != (str(path), config["quantization"], dtype)]:
-        del inputs.cache[key]  # one UNet in memory at a time
-    unet = _cached(inputs, ("unet", str(path), config["quantization"], dtype),
-                   lambda: load_unet(path, choice.config, dtype=dtype, device=device,
-                                     quantization=config["quantization"]))
-    return unet, choice.resolution
-
-
-def _features(config, inputs, models, device):
-    from .audio.features import extract_features
-    from .audio.vad import detect_speech
-    from .audio.whisper import load_whisper_encoder
-
-    speech = None
-    if config["vad"] != "off":
-        speech = _cached(inputs, ("speech",), lambda: detect_speech(inputs.waveform, inputs.sample_rate))
-    encoder = _cached(inputs, ("whisper", str(device)),
-                      lambda: load_whisper_encoder(_need(models, "whisper", "whisper tiny.pt"), device=device))
-    features = _cached(inputs, ("features", speech is not None),
-                       lambda: extract_features(inputs.waveform, inputs.sample_rate, encoder, fps=inputs.fps,
-                                                segments=speech))
-    return features, speech
-
-
-def _load_vae(path, device, dtype):
-    from .sample.vae import load_vae
-
-    return load_vae(path, device=device, dtype=dtype)
 
 
 def _upscale(result, config, models, device):
@@ -336,18 +290,13 @@ def _upscale(result, config, models, device):
     return upscale_frames(result.crops, method, size=(side, side), device=device)
 
 
-def _score(frames, inputs, models, device, settings):
+def _score(frames, clip: Clip, models: dict, model_set: ModelSet, settings: dict):
     from .score.crops import pack_face_detector
     from .score.evaluate import score_sync
-    from .score.syncnet import load_syncnet
 
-    syncnet = _cached(inputs, ("syncnet", str(device)),
-                      lambda: load_syncnet(_need(models, "syncnet", "SyncNet syncnet_v2.model"), device=device))
+    syncnet = model_set.syncnet(_need(models, "syncnet", "SyncNet syncnet_v2.model"))
     extra = {"face_boxes": pack_face_detector()}
     if settings["crops"] == "s3fd":
-        from .s3fd import load_s3fd
-
-        extra = {"s3fd": _cached(inputs, ("s3fd",), lambda: load_s3fd(_need(models, "s3fd", "S3FD sfd_face.pth"),
-                                                                      device=device))}
-    return score_sync(frames, inputs.waveform, inputs.sample_rate, inputs.fps, syncnet, crops=settings["crops"],
+        extra = {"s3fd": model_set.s3fd(_need(models, "s3fd", "S3FD sfd_face.pth"))}
+    return score_sync(frames, clip.waveform, clip.sample_rate, clip.fps, syncnet, crops=settings["crops"],
                       min_track=settings["min_track"], **extra)

@@ -23,13 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 VOICE, VIDEO = "latentsync_demo_voice.wav", "latentsync_demo.mp4"  # the names the sample workflows load
 DEMO_TEXT = ("Hello! This face was never filmed speaking. [[ ]] "
              "Now it says what the voice says, and rests its mouth in the pauses.")
-# file under ComfyUI/models -> (hub repository, file in it)
-WEIGHTS = {
-    "latentsync/1.5/latentsync_unet.pt": ("ByteDance/LatentSync-1.5", "latentsync_unet.pt"),
-    "whisper/tiny.pt": ("ByteDance/LatentSync-1.5", "whisper/tiny.pt"),
-    "vae/vae-ft-mse-840000-ema-pruned.safetensors": ("stabilityai/sd-vae-ft-mse-original",
-                                                     "vae-ft-mse-840000-ema-pruned.safetensors"),
-}
+sys.path.insert(0, str(REPO))
+from latentsync.catalogue import CATALOGUE  # noqa: E402  (the pack's model table; imports nothing heavy)
+
+# What the basic workflow loads: file under ComfyUI/models -> (hub repository, file in it)
+WEIGHTS = {CATALOGUE[key].path: (CATALOGUE[key].source, CATALOGUE[key].source_file)
+           for key in ("unet_1.5", "whisper", "vae")}
 
 
 def demo_voice(target: Path) -> None:
@@ -150,7 +149,8 @@ def main() -> int:
             print("[demo] the lip-sync needs these files, which are not there yet; put them in place and run again:")
             for name in missing:
                 repo, filename = WEIGHTS[name]
-                print(f"  {server.dir('models') / name}  <-  https://huggingface.co/{repo} ({filename})")
+                print(f"  {server.dir('models') / name}  <-  https://huggingface.co/{repo} ({filename}; "
+                      f"licence: {next(m.licence for m in CATALOGUE.values() if m.path == name)})")
         else:
             history = run_workflow(server, "latentsync_basic.json", object_info)
             for output in history["outputs"].values():

@@ -455,7 +455,7 @@ def test_cli(root, capsys, one_thread, argv, expect):
 def test_cli_process_prints_no_traceback(root, argv, expect):
     """The same answers from a real `python -m latentsync` (nothing else writes to stderr)."""
     out = subprocess.run([sys.executable, "-m", "latentsync", *argv.format(r=root).split()], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=600)
     check_answer(out.returncode, out.stdout, out.stderr, expect)
 
 

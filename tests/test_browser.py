@@ -32,7 +32,7 @@ def editor(comfy_server, tmp_path_factory):
         page.errors = []
         page.on("pageerror", lambda err: page.errors.append(str(err)))
         page.goto(comfy_server.url)
-        page.wait_for_selector("canvas#graph-canvas", timeout=60_000)
+        page.wait_for_selector("canvas#graph-canvas", timeout=300_000)
         page.wait_for_function("() => window.app?.graph && window.LiteGraph?.registered_node_types?.LatentSyncVAD")
         yield page
         browser.close()
@@ -76,7 +76,7 @@ def test_vad_workflow_runs_and_the_timeline_draws_the_segments(editor, comfy_ser
     handle = editor.wait_for_function(
         """() => { const node = window.app.graph._nodes.find(n => n.type === 'LatentSyncVAD');
                    const widget = node?.widgets?.find(w => w.name === 'speech_timeline');
-                   return widget?.canvas?.dataset.segments || null; }""", timeout=120_000)
+                   return widget?.canvas?.dataset.segments || null; }""", timeout=300_000)
     assert json.loads(handle.json_value()) == expected
 
     # Read back what the canvas shows: green inside a segment, background in the longest gap. Rows are
@@ -122,5 +122,5 @@ def test_basic_lipsync_workflow_queues_from_the_editor(editor, comfy_server, lip
     assert entry["status"]["status_str"] == "success", entry["status"]["messages"][-1]
     assert any(f["filename"].endswith(".mp4") for out in entry["outputs"].values() for f in out.get("images", []))
     editor.wait_for_function("""() => window.app.graph._nodes.some(n => n.type === 'LatentSyncSampler'
-                                  && n.widgets?.some(w => w.name === 'latentsync_report'))""", timeout=30_000)
+                                  && n.widgets?.some(w => w.name === 'latentsync_report'))""", timeout=300_000)
     editor.screenshot(path=str(Path(artifacts) / "latentsync_basic_editor.png"))

@@ -17,7 +17,7 @@ def run_cli(*args, offline=False):
     cmd = [sys.executable, "-m", "latentsync", *map(str, args)]
     if offline:  # a fresh network namespace with no interfaces: any download attempt would fail
         cmd = [shutil.which("unshare"), "-rn", *cmd]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.parametrize("backend", ["jit", "onnx"])

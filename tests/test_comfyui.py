@@ -48,6 +48,20 @@ def test_every_node_is_listed_with_a_tooltip_on_every_input(object_info):
         assert all(info["output_tooltips"]), f"{name} has an output without a tooltip"
 
 
+def test_the_sampler_nodes_settings_are_the_librarys(object_info):
+    """One input per sampler setting, named, defaulted, bounded and explained by latentsync/sample/settings.py."""
+    from latentsync.sample.settings import SETTINGS
+
+    inputs = object_info["LatentSyncSampler"]["input"]["required"]
+    for setting in SETTINGS:
+        kind, spec = inputs[setting.name][0], inputs[setting.name][1]
+        assert spec["default"] == setting.default and spec["tooltip"] == setting.help, setting.name
+        if setting.choices:
+            assert list(kind) == list(setting.choices) or spec.get("options") == list(setting.choices)
+        else:
+            assert (spec["min"], spec["max"]) == (setting.low, setting.high), setting.name
+
+
 def test_js_extension_is_served(comfy_server):
     extensions = comfy_server.get("/extensions")
     assert {"/extensions/comfyui-latentsync/vad_timeline.js", "/extensions/comfyui-latentsync/node_reports.js"} <= set(extensions)

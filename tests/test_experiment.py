@@ -53,7 +53,7 @@ def test_experiment_writes_table_csv_chart_and_videos(setup):
     assert len(rows) == 4 and [r["name"] for r in scored] == ["baseline", "VAD skip, DPM-Solver++", "bicubic x2"]
     assert all(float(r["seconds"]) > 0 and float(r["peak_mb"]) > 0 for r in scored)
     assert "int4" in rows[2]["error"] and "\n" not in rows[2]["error"] and rows[2]["lse_c"] == ""
-    assert json.loads(rows[1]["settings"])["vad"] == "skip"
+    assert json.loads(rows[1]["settings"])["vad_policy"] == "skip"  # given as "vad", its earlier spelling
     assert (out / "chart.png").stat().st_size > 1000
     assert {p.name for p in out.glob("*.mp4")} == {r["video"] for r in scored}
     assert int(rows[1]["generated"]) < int(rows[0]["generated"]) == 16  # the pause before the voice is skipped
@@ -95,7 +95,7 @@ def test_a_failing_configuration_is_a_row_and_the_run_goes_on(tmp_path, monkeypa
     out = tmp_path / "report"
     seen = []
 
-    def fake_run_config(config, inputs, models, device, video, score_settings):
+    def fake_run_config(config, clip, models, model_set, video, score_settings):
         table = (out / "README.md").read_text() if seen else ""
         seen.append((config["name"], video.name, max(table.count("\n| ") - 2, 0)))  # rows already reported
         if config["name"].startswith("broken"):

@@ -219,16 +219,17 @@ def speech_mask_40() -> np.ndarray:
 
 def test_windows_follow_speech_for_skip_and_fast():
     valid = np.ones(40, bool)
-    skip = plan_frames(40, 40, valid, window=16, steps=4, vad_policy="skip", speech=speech_mask_40(),
-                       min_silence_frames=8, crossfade_frames=3)
+    # at 25 fps, min_silence_s 0.32 is 8 frames
+    skip = plan_frames(40, 40, valid, settings(window=16, steps=4, vad_policy="skip", min_silence_s=0.32,
+                                               crossfade_frames=3), fps=25.0, speech=speech_mask_40())
     assert [(w.start, w.stop) for w in skip.windows] == [(0, 13), (27, 40)]
     assert skip.output_weight[10:13].tolist() == pytest.approx([0.75, 0.5, 0.25])
-    fast = plan_frames(40, 40, valid, window=16, steps=4, vad_policy="fast", speech=speech_mask_40(),
-                       min_silence_frames=8, crossfade_frames=3, fast_steps=2)
+    fast = plan_frames(40, 40, valid, settings(window=16, steps=4, vad_policy="fast", min_silence_s=0.32,
+                                               crossfade_frames=3, fast_steps=2), fps=25.0, speech=speech_mask_40())
     assert [(w.start, w.stop, w.steps) for w in fast.windows] == [(0, 10, 4), (10, 20, 2), (20, 30, 2), (30, 40, 4)]
     assert fast.chunk_weight[13:27].max() == 0 and fast.total_steps == 12
-    short = plan_frames(40, 40, valid, window=16, steps=4, vad_policy="skip", speech=speech_mask_40(),
-                        min_silence_frames=25)  # the pause is shorter than min_silence: all generated
+    short = plan_frames(40, 40, valid, settings(window=16, steps=4, vad_policy="skip", min_silence_s=1.0),
+                        fps=25.0, speech=speech_mask_40())  # the pause is shorter than min_silence: all generated
     assert short.generated.all() and [(w.start, w.stop) for w in short.windows] == [(0, 13), (13, 27), (27, 40)]
 
 

@@ -224,7 +224,8 @@ def test_seamless_windows_remove_the_30s_jump(long_reference, golden, encoder, s
 # --- checkpoints ----------------------------------------------------------------------------------------
 
 def test_missing_checkpoint_says_where_to_get_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"nowhere\.pt.*tiny\.pt.*checkpoints/whisper/tiny\.pt"):
+    with pytest.raises(FileNotFoundError,
+                       match=r"nowhere\.pt.*whisper/tiny\.pt from https://huggingface\.co/ByteDance/LatentSync-1\.5"):
         load_whisper_encoder(tmp_path / "nowhere.pt")
 
 

@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from ..catalogue import CATALOGUE
 from ..checkpoint import CheckpointError, describe, file_format, read_checkpoint
 from ..onnx_runtime import import_onnxruntime
 from ..process_state import contained
@@ -26,8 +27,9 @@ from ..process_state import contained
 INSTALL_HINT = ('pyannote.audio is not installed; install the optional extra with '
                 '`pip install "pyannote.audio>=4.0.7,<5"` in ComfyUI\'s Python environment '
                 '(it needs torch >= 2.8; pin your torch with a constraints file so pip keeps it)')
-MODEL_HINT = ("a pyannote segmentation checkpoint, e.g. pyannote/segmentation-3.0's pytorch_model.bin, "
-              "downloaded by you and put in ComfyUI/models/pyannote/")
+MODEL_HINT = ("a pyannote segmentation checkpoint, e.g. pyannote/segmentation-3.0's pytorch_model.bin (from "
+              f"{CATALOGUE['pyannote'].url}, {CATALOGUE['pyannote'].licence}), downloaded by you and put in "
+              f"ComfyUI/models/{Path(CATALOGUE['pyannote'].path).parent}/")
 ARCHITECTURES = {  # as pyannote records them: "<module>.<class>"
     "pyannote.audio.models.segmentation.PyanNet.PyanNet": ("pyannote.audio.models.segmentation", "PyanNet"),
     "pyannote.audio.models.segmentation.SSeRiouSS.SSeRiouSS": ("pyannote.audio.models.segmentation", "SSeRiouSS"),

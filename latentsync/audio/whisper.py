@@ -14,11 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..catalogue import CATALOGUE
 from ..checkpoint import CheckpointError, describe, read_checkpoint
 
-WHISPER_TINY_HINT = ("Get openai's whisper `tiny.pt` (LatentSync ships it as `checkpoints/whisper/tiny.pt` in "
-                     "ByteDance/LatentSync-1.5 and -1.6 on Hugging Face) and put it in ComfyUI's "
-                     "models/whisper folder")
+WHISPER_TINY_HINT = CATALOGUE["whisper"].where_to_get()
 
 
 class WhisperCheckpointError(CheckpointError):

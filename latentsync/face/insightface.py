@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..catalogue import CATALOGUE
 from ..checkpoint import FORMAT_NAMES, file_format
 from .types import DetectedFace, FaceModelMissing
 from .warp import warp_affine
@@ -29,9 +30,9 @@ STRIDES = (8, 16, 32)
 ANCHORS_PER_CELL = 2
 LANDMARK_SIZE = 192
 BROW_A, BROW_B, NOSE = [43, 48, 49, 51, 50], [101, 102, 103, 104, 105], [74, 77, 83, 86]
-WHERE_TO_GET = ("download InsightFace's buffalo_l model pack (buffalo_l.zip, from the insightface project's "
-                "model releases; non-commercial research licence) and unzip it so that both files sit in "
-                "ComfyUI/models/insightface/models/buffalo_l/ (or pass its folder)")
+_PACK = CATALOGUE["insightface"]
+WHERE_TO_GET = (f"download InsightFace's {_PACK.source_file} from {_PACK.url} ({_PACK.licence} licence) and unzip "
+                f"it so that both files sit in ComfyUI/models/{Path(_PACK.path).parent}/ (or pass its folder)")
 
 
 def default_model_dirs() -> list[Path]:

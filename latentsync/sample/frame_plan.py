@@ -25,9 +25,7 @@ import numpy as np
 
 from ..audio.features import speech_weights
 
-VAD_POLICIES = ("off", "silence", "skip", "fast")
-AUDIO_LONGER = ("loop", "freeze")
-AUDIO_SHORTER = ("stop", "keep")
+from .settings import AUDIO_LONGER, AUDIO_SHORTER, VAD_POLICIES, SamplerSettings
 
 
 @dataclass(frozen=True)
@@ -130,19 +128,20 @@ def long_silences(speech: np.ndarray, min_frames: int) -> np.ndarray:
     return out
 
 
-def plan_frames(input_frames: int, audio_frames: int, face_valid: np.ndarray, *, window: int, steps: int,
-                vad_policy: str = "off", speech: np.ndarray | None = None, min_silence_frames: int = 1,
-                crossfade_frames: int = 3, fast_steps: int = 6, audio_longer: str = "loop",
-                audio_shorter: str = "stop", silence_already_in_chunks: bool = False) -> FramePlan:
-    """The whole plan for one clip (see the module docstring).
+def plan_frames(input_frames: int, audio_frames: int, face_valid: np.ndarray, settings: SamplerSettings, *,
+                fps: float, speech: np.ndarray | None = None, silence_already_in_chunks: bool = False) -> FramePlan:
+    """The whole plan for one clip (see the module docstring), every policy of `settings` applied here.
 
     `face_valid` [input_frames]: frames with a usable face. `speech` [audio_frames]: True where someone
-    speaks (needed by every policy but "off"). `silence_already_in_chunks`: the features were made with the
-    silence policy on the same segments, so the "silence" policy has nothing left to do.
+    speaks (needed by every policy but "off"). `fps` turns `min_silence_s` into frames.
+    `silence_already_in_chunks`: the features were made with the silence policy on the same segments, so the
+    "silence" policy has nothing left to do.
     """
+    vad_policy, window, steps = settings.vad_policy, settings.window, settings.steps
+    crossfade_frames, min_silence_frames = settings.crossfade_frames, round(settings.min_silence_s * fps)
     if vad_policy not in VAD_POLICIES:
         raise ValueError(f"vad_policy must be one of {VAD_POLICIES}, got {vad_policy!r}")
-    source = plan_length(input_frames, audio_frames, audio_longer, audio_shorter)
+    source = plan_length(input_frames, audio_frames, settings.audio_longer, settings.audio_shorter)
     frames = len(source)
     audible = np.arange(frames) < audio_frames
     candidates = np.asarray(face_valid, bool)[source] & audible
@@ -174,7 +173,7 @@ def plan_frames(input_frames: int, audio_frames: int, face_valid: np.ndarray, *,
             for a, b in runs(candidates & ~quiet):
                 windows += even_windows(a, b, window, steps)
             for a, b in runs(candidates & quiet):
-                windows += even_windows(a, b, window, fast_steps)
+                windows += even_windows(a, b, window, settings.fast_steps)
             windows.sort(key=lambda w: w.start)
     return FramePlan(source_index=source, audio_frames=int(audio_frames), chunk_weight=chunk_weight,
                      output_weight=output_weight, windows=windows)

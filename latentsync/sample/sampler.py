@@ -27,64 +27,16 @@ from ..face.align import AlignedFaces
 from ..face.detect import FaceDetector, FaceTrack
 from ..face.paste import blend_mouth, paste_back
 from ..memory import check_fits
-from .schedulers import SCHEDULERS, TRAIN_STEPS, make_scheduler
+from .schedulers import SCHEDULERS, make_scheduler
+from .settings import AUDIO_LONGER, AUDIO_SHORTER, MAX_GUIDANCE, VAD_POLICIES, SamplerSettings
 from ..audio.vad import SpeechSegments
 from ..face.window_crops import clip_faces
-from .frame_plan import (AUDIO_LONGER, AUDIO_SHORTER, VAD_POLICIES, FramePlan, audio_frame_count, plan_frames,
-                      plan_length)
+from .frame_plan import FramePlan, audio_frame_count, plan_frames, plan_length
 
 __all__ = ["SCHEDULERS", "VAD_POLICIES", "AUDIO_LONGER", "AUDIO_SHORTER", "LATENT_SCALE", "SamplerSettings",
            "FaceVAE", "LipSyncResult", "lipsync", "plan_lipsync", "MAX_GUIDANCE"]
 
 Progress = Callable[[int, int], None]
-# Classifier-free guidance beyond this only overshoots: the latents leave the VAE's range and decode to noise.
-MAX_GUIDANCE = 10.0
-
-
-@dataclass
-class SamplerSettings:
-    """How to sample. Defaults are the reference's (`inference.sh`): DDIM, 20 steps, guidance 1.5, seed 1247,
-    16-frame windows; DeepCache off (the reference's `--enable_deepcache` is interval 3)."""
-
-    scheduler: str = "ddim"
-    steps: int = 20
-    guidance: float = 1.5  # <= 1 runs without the unconditional half
-    seed: int = 1247
-    deepcache_interval: int = 0  # 0 or 1 = off; k = full UNet every k-th step
-    window: int = 16  # frames per UNet call (the motion modules take at most 24)
-    vad_policy: str = "off"
-    min_silence_s: float = 0.3  # skip/fast: shorter pauses are generated as speech
-    crossfade_frames: int = 3
-    fast_steps: int = 6
-    audio_longer: str = "loop"
-    audio_shorter: str = "stop"
-
-    def validate(self, max_window: int = 24) -> None:
-        """Raise `ValueError` naming the first bad setting."""
-        choices = {"scheduler": SCHEDULERS, "vad_policy": VAD_POLICIES, "audio_longer": AUDIO_LONGER,
-                   "audio_shorter": AUDIO_SHORTER}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        for name, low in (("steps", 1), ("fast_steps", 1), ("window", 1), ("deepcache_interval", 0),
-                          ("crossfade_frames", 0)):
-            value = getattr(self, name)
-            if int(value) != value or value < low:
-                raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
-        for name in ("steps", "fast_steps"):
-            value = getattr(self, name)
-            if value > TRAIN_STEPS:  # more would repeat timesteps (and a huge count fills memory)
-                raise ValueError(f"{name} must be at most {TRAIN_STEPS}, the schedule's length; got {value}")
-            make_scheduler(self.scheduler, value)  # its own limits (DDIM: 999), before any model runs
-        if self.window > max_window:
-            raise ValueError(f"window must be at most {max_window} frames (the motion modules' position table), "
-                             f"got {self.window}")
-        if not 0 <= self.guidance <= MAX_GUIDANCE:  # also False for NaN
-            raise ValueError(f"guidance must be a number from 0 to {MAX_GUIDANCE:g}, got {self.guidance!r}")
-        if not np.isfinite(self.min_silence_s) or self.min_silence_s < 0:
-            raise ValueError(f"min_silence_s must be >= 0, got {self.min_silence_s!r}")
-        if int(self.seed) != self.seed or not 0 <= self.seed < 2**64:  # torch.Generator's range
-            raise ValueError(f"seed must be a whole number from 0 to 2**64 - 1, got {self.seed!r}")
 
 
 @dataclass
@@ -139,11 +91,7 @@ def plan_lipsync(input_frames: int, features: AudioFeatures, face_valid: np.ndar
     if needs_silence and features.silence_features is None:
         raise ValueError(f"vad_policy {settings.vad_policy!r} conditions non-speech frames on whisper's features "
                          "of digital silence, which these features lack: extract them with the speech segments")
-    return plan_frames(input_frames, audio_frames, face_valid, window=settings.window, steps=settings.steps,
-                       vad_policy=settings.vad_policy, speech=talk,
-                       min_silence_frames=round(settings.min_silence_s * features.fps),
-                       crossfade_frames=settings.crossfade_frames, fast_steps=settings.fast_steps,
-                       audio_longer=settings.audio_longer, audio_shorter=settings.audio_shorter,
+    return plan_frames(input_frames, audio_frames, face_valid, settings, fps=features.fps, speech=talk,
                        silence_already_in_chunks=speech is None and features.speech_policy == "silence")
 
 

@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..catalogue import CATALOGUE
 from ..checkpoint import CheckpointError, read_checkpoint
 
 CONFIG_PATH = Path(__file__).resolve().parents[1] / "assets" / "sd_vae_ft_mse.json"
-OFFICIAL_FILE = "vae-ft-mse-840000-ema-pruned.safetensors"
-WHERE_TO_GET = (f"download {OFFICIAL_FILE} from https://huggingface.co/stabilityai/sd-vae-ft-mse-original "
-                "(in ComfyUI it goes into models/vae/)")
+OFFICIAL_FILE = CATALOGUE["vae"].source_file
+WHERE_TO_GET = CATALOGUE["vae"].where_to_get()
 # Training leftovers some LDM files carry; they are not part of the autoencoder.
 _IGNORED_PREFIXES = ("model_ema.", "loss.")
 

@@ -13,12 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..catalogue import CATALOGUE
 from .crops import resize_linear
 from .syncnet import check_state_dict, read_state_dict
 
-HUB_FILE = "auxiliary/sfd_face.pth"
-WHERE_TO_GET = (f"download {HUB_FILE} from https://huggingface.co/ByteDance/LatentSync-1.5 (LatentSync keeps "
-                f"it as checkpoints/{HUB_FILE})")
+WHERE_TO_GET = CATALOGUE["s3fd"].where_to_get()
 MEAN_RGB = (123.0, 117.0, 104.0)
 MIN_SIZES = (16, 32, 64, 128, 256, 512)
 STEPS = (4, 8, 16, 32, 64, 128)

@@ -11,13 +11,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..catalogue import CATALOGUE
 from ..checkpoint import CheckpointError, describe, read_checkpoint
 
 EMBEDDING_DIM = 1024
-HUB_REPO = "ByteDance/LatentSync-1.5"
-HUB_FILE = "auxiliary/syncnet_v2.model"
-WHERE_TO_GET = (f"download {HUB_FILE} from https://huggingface.co/{HUB_REPO} (LatentSync keeps it as "
-                f"checkpoints/{HUB_FILE})")
+WHERE_TO_GET = CATALOGUE["syncnet"].where_to_get()
 
 
 class SyncNetCheckpointError(CheckpointError):

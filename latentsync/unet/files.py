@@ -13,12 +13,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..catalogue import CATALOGUE
+
 log = logging.getLogger(__name__)
 
-OFFICIAL = {  # version -> (hub repository, file in it, face crop resolution)
-    "1.5": ("ByteDance/LatentSync-1.5", "latentsync_unet.pt", 256),
-    "1.6": ("ByteDance/LatentSync-1.6", "latentsync_unet.pt", 512),
-}
+# version -> (hub repository, file in it, face crop resolution)
+OFFICIAL = {version: (CATALOGUE[f"unet_{version}"].source, CATALOGUE[f"unet_{version}"].source_file, resolution)
+            for version, resolution in (("1.5", 256), ("1.6", 512))}
 VERSIONS = ("auto", *OFFICIAL)
 # Both official files hold the same float32 state dict (the reference's key list: 1,267,099,844 parameters and
 # 844,800 buffer values, 5.07 GB). torch's file format adds well under a MiB around the tensors; the slack also

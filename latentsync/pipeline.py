@@ -1,0 +1,179 @@
+"""From files to a lip-synced clip, in one place: the device and precision, the model set (UNet and the choice
+of its config, whisper, VAE, SyncNet), the voice's speech and features, and the sampler run.
+
+The `lipsync` and `experiment` commands call it; the ComfyUI nodes call the same library pieces through
+ComfyUI's own model management. A `ModelSet` keeps what it loaded for the next run, so the experiment's
+configurations share one whisper, one VAE and (while the version and quantization stay) one UNet.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .sample.settings import SamplerSettings
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """The given device, else CUDA when there is one, else the CPU."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """"fp32", "fp16", "bf16", or "auto": fp16 on CUDA, fp32 elsewhere (CPUs have no fast fp16)."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be auto or one of {', '.join(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
+@dataclass(frozen=True)
+class UNetSpec:
+    """Which UNet to run: the checkpoint, its config ("auto", "1.5", "1.6" or a JSON file) and quantization."""
+
+    path: Path
+    config: str = "auto"
+    quantization: str = "none"
+
+
+@dataclass
+class Clip:
+    """One job's inputs: the frames (a still image repeated later by the sampler's length rules) and the voice."""
+
+    frames: torch.Tensor  # [N, H, W, 3] uint8
+    fps: float
+    still: bool
+    waveform: torch.Tensor
+    sample_rate: int
+    audio_path: Path
+    cache: dict = field(default_factory=dict)  # speech and features, per setting that changes them
+
+
+def read_clip(video: str | Path, audio: str | Path, still_fps: float = 25.0) -> Clip:
+    from .media.audio import load_audio
+    from .media.video import read_frames
+
+    frames, fps = read_frames(video)
+    waveform, sample_rate = load_audio(audio)
+    return Clip(frames=frames, fps=still_fps if fps is None else fps, still=fps is None, waveform=waveform,
+                sample_rate=sample_rate, audio_path=Path(audio))
+
+
+def choose_unet_config(spec: UNetSpec):
+    """(config for `load_unet`, face resolution, how it was chosen) for `spec.config`."""
+    from .unet.files import choose_config
+
+    if spec.config.lower().endswith(".json"):
+        path = Path(spec.config)
+        if not path.is_file():
+            raise FileNotFoundError(f"UNet config file not found: {path}")
+        data = json.loads(path.read_text(encoding="utf-8"))
+        inner = data.get("unet_config", data)
+        return inner, int(data.get("resolution", 8 * inner.get("sample_size", 32))), f"config file {path.name}"
+    choice = choose_config(spec.path, spec.config)
+    return choice.config, choice.resolution, choice.source
+
+
+class ModelSet:
+    """The models of a run on one device, loaded when first asked for and kept. The UNet and the VAE run in
+    `dtype` unless a call asks for another (whisper and SyncNet always in float32)."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype = torch.float32):
+        self.device, self.dtype = device, dtype
+        self._loaded: dict = {}
+
+    def _get(self, key: tuple, load: Callable):
+        if key not in self._loaded:
+            self._loaded[key] = load()
+        return self._loaded[key]
+
+    def unet(self, spec: UNetSpec, dtype: torch.dtype | None = None):
+        """(UNet, face resolution, how its config was chosen); only one UNet is kept at a time."""
+        from .unet.loading import load_unet
+
+        dtype = dtype or self.dtype
+        config, resolution, source = choose_unet_config(spec)
+        key = ("unet", str(spec.path), spec.config, spec.quantization, dtype)
+        self.drop_unets(keep=key)
+        unet = self._get(key, lambda: load_unet(spec.path, config, dtype=dtype, device=self.device,
+                                                quantization=spec.quantization))
+        return unet, resolution, source
+
+    def drop_unets(self, keep: tuple | None = None) -> None:
+        for key in [k for k in self._loaded if k[0] == "unet" and k != keep]:
+            del self._loaded[key]
+
+    def whisper(self, path: str | Path):
+        from .audio.whisper import load_whisper_encoder
+
+        return self._get(("whisper", str(path)), lambda: load_whisper_encoder(path, device=self.device))
+
+    def vae(self, path: str | Path, dtype: torch.dtype | None = None):
+        from .sample.vae import load_vae
+
+        dtype = dtype or self.dtype
+        return self._get(("vae", str(path), dtype), lambda: load_vae(path, device=self.device, dtype=dtype))
+
+    def syncnet(self, path: str | Path):
+        from .score.syncnet import load_syncnet
+
+        return self._get(("syncnet", str(path)), lambda: load_syncnet(path, device=self.device))
+
+    def s3fd(self, path: str | Path):
+        from .score.s3fd import load_s3fd
+
+        return self._get(("s3fd", str(path)), lambda: load_s3fd(path, device=self.device))
+
+
+def speech_and_features(clip: Clip, whisper, settings: SamplerSettings, *, vad_threshold: float = 0.5,
+                        seamless: bool = False):
+    """(features, speech segments or None): the VAD runs only for a policy that uses it."""
+    from .audio.features import extract_features
+    from .audio.vad import detect_speech
+
+    speech = None
+    if settings.vad_policy != "off":
+        key = ("speech", vad_threshold)
+        if key not in clip.cache:
+            clip.cache[key] = detect_speech(clip.waveform, clip.sample_rate, threshold=vad_threshold)
+        speech = clip.cache[key]
+    key = ("features", id(whisper), speech is not None and vad_threshold, settings.crossfade_frames, seamless)
+    if key not in clip.cache:
+        clip.cache[key] = extract_features(clip.waveform, clip.sample_rate, whisper, fps=clip.fps, segments=speech,
+                                           crossfade_frames=settings.crossfade_frames, seamless=seamless)
+    return clip.cache[key], speech
+
+
+@dataclass
+class Run:
+    result: object  # LipSyncResult
+    resolution: int
+    config_source: str
+
+
+def lipsync_files(clip: Clip, models: ModelSet, unet: UNetSpec, whisper: str | Path, vae: str | Path,
+                  settings: SamplerSettings, *, dtype: torch.dtype | None = None, vad_threshold: float = 0.5,
+                  seamless: bool = False, track=None, progress=None,
+                  output_dtype: torch.dtype = torch.float32) -> Run:
+    """Lip-sync `clip` with the model files named. In order: the settings; the voice (whisper loads, and the
+    features' size is checked against memory before they are made); the UNet and the VAE (a missing or wrong
+    file fails here); then the faces and the sampler, the slow part. `track` chooses the face: a `FaceTrack`,
+    or a callable making one from the frames; None lets the sampler take the largest (dlib)."""
+    from .sample.sampler import lipsync
+
+    settings.validate()
+    features, speech = speech_and_features(clip, models.whisper(whisper), settings, vad_threshold=vad_threshold,
+                                           seamless=seamless)
+    network, resolution, source = models.unet(unet, dtype)
+    face_vae = models.vae(vae, dtype)
+    if callable(track):
+        track = track(clip.frames)
+    result = lipsync(clip.frames, features, network, face_vae, settings, speech=speech, resolution=resolution,
+                     track=track, device=models.device, progress=progress, output_dtype=output_dtype)
+    return Run(result=result, resolution=resolution, config_source=source)

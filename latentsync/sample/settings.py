@@ -1,0 +1,134 @@
+"""How to sample: every sampler setting once, with its default, its range and one line of help.
+
+The ComfyUI sampler node's inputs, the `lipsync` command's flags and the experiment file's keys are all made
+from `SETTINGS`, under one name each: a flag is the name with dashes (`vad_policy` -> `--vad-policy`). The
+spellings used before settings had one name (`--vad`, `"deepcache"`, ...) are still read (`ALIASES`).
+Defaults are the reference's (`inference.sh`): DDIM, 20 steps, guidance 1.5, seed 1247, 16-frame windows;
+DeepCache off (the reference's `--enable_deepcache` is interval 3).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+import numpy as np
+
+from .schedulers import SCHEDULERS, TRAIN_STEPS, make_scheduler
+
+VAD_POLICIES = ("off", "silence", "skip", "fast")
+AUDIO_LONGER = ("loop", "freeze")
+AUDIO_SHORTER = ("stop", "keep")
+
+# Classifier-free guidance beyond this only overshoots: the latents leave the VAE's range and decode to noise.
+MAX_GUIDANCE = 10.0
+MAX_WINDOW = 24  # the motion modules' position table
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str  # one line: a node tooltip and a flag's help
+    low: float | None = None  # the range a user is offered (the node's min/max)
+    high: float | None = None
+    choices: tuple[str, ...] | None = None
+    step: float | None = None  # a float input's increment in the editor
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("scheduler", "ddim", "ddim: the reference; dpmpp_2m: good in fewer steps; euler: Euler on the same "
+            "schedule.", choices=tuple(SCHEDULERS)),
+    Setting("steps", 20, "Denoising steps per window (reference: 20).", 1, 200),
+    Setting("guidance", 1.5, "Classifier-free guidance on the audio (reference 1.5); 1 is off and twice as fast.",
+            1.0, MAX_GUIDANCE, step=0.05),
+    Setting("seed", 1247, "Seed of the initial noise, one noise shared by all frames as the reference does.",
+            0, 2**63 - 1),
+    Setting("deepcache_interval", 0, "DeepCache: run the full UNet every N-th step, reuse its deep features "
+            "between (0 or 1: off).", 0, 10),
+    Setting("window", 16, "Frames denoised together (the model was trained on 16).", 1, MAX_WINDOW),
+    Setting("vad_policy", "off", "With speech segments: what pauses get; off is the reference, silence/skip/fast "
+            "save motion or time.", choices=tuple(VAD_POLICIES)),
+    Setting("min_silence_s", 0.3, "skip/fast: pauses at least this long (seconds) are skipped or sped up.",
+            0.0, 10.0, step=0.05),
+    Setting("crossfade_frames", 3, "skip: frames of cross-fade between generated and passed-through frames.", 0, 25),
+    Setting("fast_steps", 6, "fast: steps used for pauses.", 1, 200),
+    Setting("audio_longer", "loop", "Audio longer than the video: loop the frames back and forth (reference), "
+            "or freeze.", choices=tuple(AUDIO_LONGER)),
+    Setting("audio_shorter", "stop", "Audio shorter than the video: stop at its end, or keep the remaining "
+            "frames unchanged.", choices=tuple(AUDIO_SHORTER)),
+)
+SETTING = {s.name: s for s in SETTINGS}
+# Earlier spellings (CLI flags without dashes' suffixes, experiment keys) -> the one name.
+ALIASES = {"vad": "vad_policy", "deepcache": "deepcache_interval", "min_silence": "min_silence_s",
+           "crossfade": "crossfade_frames"}
+
+
+def _default(name: str):
+    return field(default=SETTING[name].default)
+
+
+@dataclass
+class SamplerSettings:
+    """How to sample; see `SETTINGS` for what each setting means."""
+
+    scheduler: str = _default("scheduler")
+    steps: int = _default("steps")
+    guidance: float = _default("guidance")  # <= 1 runs without the unconditional half
+    seed: int = _default("seed")
+    deepcache_interval: int = _default("deepcache_interval")  # 0 or 1 = off; k = full UNet every k-th step
+    window: int = _default("window")  # frames per UNet call
+    vad_policy: str = _default("vad_policy")
+    min_silence_s: float = _default("min_silence_s")  # skip/fast: shorter pauses are generated as speech
+    crossfade_frames: int = _default("crossfade_frames")
+    fast_steps: int = _default("fast_steps")
+    audio_longer: str = _default("audio_longer")
+    audio_shorter: str = _default("audio_shorter")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "SamplerSettings":
+        """The settings named in `values` (one names or `ALIASES`); other keys are not settings and are ignored."""
+        names = {f.name for f in fields(cls)}
+        picked = {}
+        for key, value in values.items():
+            name = ALIASES.get(key, key)
+            if name in names:
+                if name in picked:
+                    raise ValueError(f"{name} is given twice (as {name} and as {key})")
+                picked[name] = value
+        return cls(**picked)
+
+    def validate(self, max_window: int = MAX_WINDOW) -> None:
+        """Raise `ValueError` naming the first bad setting."""
+        for setting in SETTINGS:
+            if setting.choices and getattr(self, setting.name) not in setting.choices:
+                raise ValueError(f"{setting.name} must be one of {', '.join(setting.choices)}, "
+                                 f"got {getattr(self, setting.name)!r}")
+        for name, low in (("steps", 1), ("fast_steps", 1), ("window", 1), ("deepcache_interval", 0),
+                          ("crossfade_frames", 0)):
+            value = getattr(self, name)
+            if int(value) != value or value < low:
+                raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
+        for name in ("steps", "fast_steps"):
+            value = getattr(self, name)
+            if value > TRAIN_STEPS:  # more would repeat timesteps (and a huge count fills memory)
+                raise ValueError(f"{name} must be at most {TRAIN_STEPS}, the schedule's length; got {value}")
+            make_scheduler(self.scheduler, value)  # its own limits (DDIM: 999), before any model runs
+        if self.window > max_window:
+            raise ValueError(f"window must be at most {max_window} frames (the motion modules' position table), "
+                             f"got {self.window}")
+        if not 0 <= self.guidance <= MAX_GUIDANCE:  # also False for NaN
+            raise ValueError(f"guidance must be a number from 0 to {MAX_GUIDANCE:g}, got {self.guidance!r}")
+        if not np.isfinite(self.min_silence_s) or self.min_silence_s < 0:
+            raise ValueError(f"min_silence_s must be >= 0, got {self.min_silence_s!r}")
+        if int(self.seed) != self.seed or not 0 <= self.seed < 2**64:  # torch.Generator's range
+            raise ValueError(f"seed must be a whole number from 0 to 2**64 - 1, got {self.seed!r}")
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a setting."""
+    return "--" + name.replace("_", "-")
+
+
+def old_flags(name: str) -> list[str]:
+    """Earlier flags of a setting, still accepted."""
+    return [flag(alias) for alias, target in ALIASES.items() if target == name]
