@@ -27,7 +27,7 @@ CROP_MODES = ("pack", "s3fd", "input")
 DETECTOR_BATCH = 16
 
 BoxesPerFrame = Sequence[Union[np.ndarray, Sequence[float], None]]
-FaceDetector = Callable[[np.ndarray], BoxesPerFrame]
+BoxDetector = Callable[[np.ndarray], BoxesPerFrame]
 """Called with `[B, H, W, 3]` uint8 RGB frames; returns B entries of `[K, 4|5]` pixel boxes (or None)."""
 
 
@@ -48,7 +48,7 @@ def as_uint8_rgb(frame: np.ndarray | torch.Tensor) -> np.ndarray:
 
 def score_sync(frames: np.ndarray | torch.Tensor | Sequence[np.ndarray], audio: np.ndarray | torch.Tensor,
                sample_rate: int, fps: float, syncnet: SyncNet | str | Path, crops: str = "pack",
-               face_boxes: BoxesPerFrame | FaceDetector | None = None,
+               face_boxes: BoxesPerFrame | BoxDetector | None = None,
                s3fd: torch.nn.Module | str | Path | None = None, min_track: int = MIN_TRACK,
                min_face_size: float = MIN_FACE_SIZE, batch_size: int = 20) -> SyncScore:
     """Score frames `[N, H, W, 3]` (RGB, float 0-1 or uint8) against `audio` (`[T]`, `[C, T]` or `[1, C, T]`).
@@ -66,7 +66,7 @@ def score_sync(frames: np.ndarray | torch.Tensor | Sequence[np.ndarray], audio: 
 
 def score_video(open_frames: Callable[[], Iterable[np.ndarray]], audio: np.ndarray | torch.Tensor,
                 sample_rate: int, fps: float, syncnet: SyncNet | str | Path, crops: str = "pack",
-                face_boxes: BoxesPerFrame | FaceDetector | None = None,
+                face_boxes: BoxesPerFrame | BoxDetector | None = None,
                 s3fd: torch.nn.Module | str | Path | None = None, min_track: int = MIN_TRACK,
                 min_face_size: float = MIN_FACE_SIZE, batch_size: int = 20) -> SyncScore:
     """`score_sync` over a frame stream: `open_frames()` starts a new pass (the face paths take two), so a
@@ -127,7 +127,7 @@ def _s3fd_detector(s3fd: torch.nn.Module | str | Path) -> Detect:
     return lambda frames, indices: [detect_faces(net, frame) for frame in frames]
 
 
-def _box_source(face_boxes: BoxesPerFrame | FaceDetector) -> Detect:
+def _box_source(face_boxes: BoxesPerFrame | BoxDetector) -> Detect:
     if callable(face_boxes):
         return lambda frames, indices: face_boxes(np.stack(frames))
 
