@@ -35,13 +35,15 @@ def run_suite(clone: Path, pytest_args: list[str]) -> tuple[float, int, str]:
     env = dict(os.environ, CI="true")
     env.setdefault("LATENTSYNC_SHARED", str(REPO.parent / "shared"))
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *pytest_args], cwd=clone,
+    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rfE", *pytest_args], cwd=clone,
                          env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     lines = [line for line in out.stdout.splitlines() if re.search(r"\b(passed|failed|error)", line)]
+    failed = [line for line in out.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
     if out.returncode:
-        print(out.stdout[-4000:], file=sys.stderr)
-    return seconds, out.returncode, lines[-1].strip("= ") if lines else out.stderr[-300:]
+        print(out.stdout[-6000:], file=sys.stderr)
+    summary = lines[-1].strip("= ") if lines else out.stderr[-300:]
+    return seconds, out.returncode, "; ".join([summary, *failed])
 
 
 def main() -> int:

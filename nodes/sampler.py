@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..latentsync.catalogue import CATALOGUE
 from ..latentsync.sample.sampler import lipsync
 from ..latentsync.sample.settings import SETTINGS, SamplerSettings, Setting
 from ._comfy import io, load_for_compute, model_management, override, progress_reporter
@@ -17,9 +18,10 @@ class ComfyFaceVAE:
     def __init__(self, vae):
         channels, ratio = getattr(vae, "latent_channels", None), getattr(vae, "downscale_ratio", None)
         if channels != 4 or ratio != 8 or getattr(vae, "latent_dim", 2) != 2:
+            sd_vae = CATALOGUE["vae"]
             raise ValueError(f"the VAE has {channels} latent channels and a downscale of {ratio}; LatentSync works in "
-                             "SD's latent space (4 channels, 8x): load vae-ft-mse-840000-ema-pruned.safetensors "
-                             "(stabilityai/sd-vae-ft-mse-original) in Load VAE")
+                             f"SD's latent space (4 channels, 8x): load {sd_vae.source_file} ({sd_vae.source}) in "
+                             "Load VAE")
         self.vae = vae
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
