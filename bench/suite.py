@@ -35,8 +35,8 @@ def run_suite(clone: Path, pytest_args: list[str]) -> tuple[float, int, str]:
     env = dict(os.environ, CI="true")
     env.setdefault("LATENTSYNC_SHARED", str(REPO.parent / "shared"))
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rfE", *pytest_args], cwd=clone,
-                         env=env, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rfE", *pytest_args],
+                         cwd=clone, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     lines = [line for line in out.stdout.splitlines() if re.search(r"\b(passed|failed|error)", line)]
     failed = [line for line in out.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
