@@ -31,7 +31,7 @@ import torch
 
 from .catalogue import CATALOGUE
 from .pipeline import Clip, ModelSet, UNetSpec, lipsync_files, read_clip, resolve_device, resolve_dtype
-from .sample.settings import ALIASES, SETTINGS, SamplerSettings
+from .sample.settings import SETTINGS, SamplerSettings, one_spelling
 
 # Every sampler setting under its one name (sample/settings.py), and what only the experiment varies.
 DEFAULTS = {"version": "1.5", "dtype": "auto", "quantization": "none",
@@ -74,10 +74,10 @@ def _one_spelling(config: object, path: Path) -> dict:
     """`config` with the earlier spellings of sampler settings ("vad", "deepcache", ...) under their one name."""
     if not isinstance(config, dict):
         raise ValueError(f"{path}: every config and the defaults must be JSON objects, got {config!r}")
-    renamed = {ALIASES.get(key, key): value for key, value in config.items()}
-    if len(renamed) != len(config):
-        raise ValueError(f"{path}: a setting is given twice under two spellings in {config}")
-    return renamed
+    try:
+        return one_spelling(config)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc} in {config}") from exc
 
 
 class PeakMemory:

@@ -7,7 +7,6 @@ configurations share one whisper, one VAE and (while the version and quantizatio
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -65,21 +64,6 @@ def read_clip(video: str | Path, audio: str | Path, still_fps: float = 25.0) -> 
                 sample_rate=sample_rate, audio_path=Path(audio))
 
 
-def choose_unet_config(spec: UNetSpec):
-    """(config for `load_unet`, face resolution, how it was chosen) for `spec.config`."""
-    from .unet.files import choose_config
-
-    if spec.config.lower().endswith(".json"):
-        path = Path(spec.config)
-        if not path.is_file():
-            raise FileNotFoundError(f"UNet config file not found: {path}")
-        data = json.loads(path.read_text(encoding="utf-8"))
-        inner = data.get("unet_config", data)
-        return inner, int(data.get("resolution", 8 * inner.get("sample_size", 32))), f"config file {path.name}"
-    choice = choose_config(spec.path, spec.config)
-    return choice.config, choice.resolution, choice.source
-
-
 class ModelSet:
     """The models of a run on one device, loaded when first asked for and kept. The UNet and the VAE run in
     `dtype` unless a call asks for another (whisper and SyncNet always in float32)."""
@@ -95,15 +79,16 @@ class ModelSet:
 
     def unet(self, spec: UNetSpec, dtype: torch.dtype | None = None):
         """(UNet, face resolution, how its config was chosen); only one UNet is kept at a time."""
+        from .unet.files import choose_config
         from .unet.loading import load_unet
 
         dtype = dtype or self.dtype
-        config, resolution, source = choose_unet_config(spec)
+        choice = choose_config(spec.path, spec.config)
         key = ("unet", str(spec.path), spec.config, spec.quantization, dtype)
         self.drop_unets(keep=key)
-        unet = self._get(key, lambda: load_unet(spec.path, config, dtype=dtype, device=self.device,
+        unet = self._get(key, lambda: load_unet(spec.path, choice.config, dtype=dtype, device=self.device,
                                                 quantization=spec.quantization))
-        return unet, resolution, source
+        return unet, choice.resolution, choice.source
 
     def drop_unets(self, keep: tuple | None = None) -> None:
         for key in [k for k in self._loaded if k[0] == "unet" and k != keep]:

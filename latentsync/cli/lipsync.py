@@ -19,7 +19,6 @@ from ..pipeline import DTYPES
 from ..sample.settings import SETTINGS, SamplerSettings, flag, old_flags
 
 
-
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per sampler setting, named, defaulted and explained by the library's table (earlier spellings,
     e.g. --vad for --vad-policy, still work)."""

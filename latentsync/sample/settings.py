@@ -63,6 +63,16 @@ ALIASES = {"vad": "vad_policy", "deepcache": "deepcache_interval", "min_silence"
            "crossfade": "crossfade_frames"}
 
 
+def one_spelling(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` with earlier spellings (`ALIASES`) under their one name; a setting given twice is refused."""
+    renamed = {ALIASES.get(key, key): value for key, value in values.items()}
+    if len(renamed) != len(values):
+        twice = sorted(key for key in values if key in ALIASES and ALIASES[key] in values)
+        raise ValueError(f"{', '.join(ALIASES[key] for key in twice)} is given twice (also as "
+                         f"{', '.join(twice)})")
+    return renamed
+
+
 def _default(name: str):
     return field(default=SETTING[name].default)
 
@@ -88,14 +98,7 @@ class SamplerSettings:
     def from_mapping(cls, values: Mapping[str, Any]) -> "SamplerSettings":
         """The settings named in `values` (one names or `ALIASES`); other keys are not settings and are ignored."""
         names = {f.name for f in fields(cls)}
-        picked = {}
-        for key, value in values.items():
-            name = ALIASES.get(key, key)
-            if name in names:
-                if name in picked:
-                    raise ValueError(f"{name} is given twice (as {name} and as {key})")
-                picked[name] = value
-        return cls(**picked)
+        return cls(**{name: value for name, value in one_spelling(values).items() if name in names})
 
     def validate(self, max_window: int = MAX_WINDOW) -> None:
         """Raise `ValueError` naming the first bad setting."""

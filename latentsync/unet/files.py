@@ -34,17 +34,28 @@ class UNetChoice:
     source: str  # how the choice was made, for the user
 
 
+def config_file(path: str | Path) -> UNetChoice:
+    """The choice a JSON config file makes: the reference's `unet_config` format, optionally with "resolution"."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"UNet config file not found: {path}")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    config = data.get("unet_config", data)
+    resolution = int(data.get("resolution", 8 * config.get("sample_size", 32)))
+    return UNetChoice(config=config, resolution=resolution, source=f"config file {path.name}")
+
+
 def choose_config(checkpoint: str | Path, version: str = "auto") -> UNetChoice:
-    """Pick the config and resolution for `checkpoint` (see the module docstring for the order)."""
+    """Pick the config and resolution for `checkpoint` (see the module docstring for the order); `version` may
+    also name a JSON config file, which then comes first."""
+    if version.lower().endswith(".json"):
+        return config_file(version)
     if version not in VERSIONS:
         raise ValueError(f"version must be one of {', '.join(VERSIONS)}, got {version!r}")
     path = Path(checkpoint)
     for candidate in (path.with_suffix(".json"), path.parent / "config.json"):
         if candidate.is_file():
-            data = json.loads(candidate.read_text())
-            config = data.get("unet_config", data)
-            resolution = int(data.get("resolution", 8 * config.get("sample_size", 32)))
-            return UNetChoice(config=config, resolution=resolution, source=f"config file {candidate.name}")
+            return config_file(candidate)
     if version == "auto":
         version = "1.6" if re.search(r"1[._-]?6|512", str(path)) else "1.5"
         source = f"version {version} guessed from the file path (set version to override)"
