@@ -1,7 +1,7 @@
 """Whisper feature extraction speed on CPU: real-time factor for 60 s of audio (goal <= 0.05).
 
-Random whisper-tiny weights do the same arithmetic as the released ones. Prints the reference windowing
-and the seamless (overlapping) windowing, each as RTF, as a ratio of the goal and as a ratio of the
+Random whisper-tiny weights do the same arithmetic as the released ones. Prints the reference spans
+and the seamless (overlapping) spans, each as RTF, as a ratio of the goal and as a ratio of the
 reference measured in this run.
 
     python bench/audio.py [--seconds 60] [--repeats 3] [--threads N]
@@ -50,7 +50,7 @@ def main() -> None:
     print(f"whisper-tiny features, {args.seconds:g} s of audio, CPU, {torch.get_num_threads()} threads, "
           f"best of {args.repeats}")
     baseline = None
-    for label, seamless in (("reference windows", False), ("seamless windows", True)):
+    for label, seamless in (("reference spans", False), ("seamless spans", True)):
         seconds = best_time(lambda: extract_features(audio, 16000, encoder, fps=25, seamless=seamless), args.repeats)
         rtf = seconds / args.seconds
         baseline = baseline or seconds

@@ -12,7 +12,7 @@ const REPORTS = {
   LatentSyncSampler: ["latentsync_sampler", (d) => [`${d.generated} of ${d.frames} frames generated`]],
   LatentSyncWhisperEncode: ["latentsync_features", (d) =>
     [`${d.frames} frames at ${d.fps} fps · ${d.speech_frames} with speech`,
-     `${d.duration.toFixed(2)} s of audio · policy ${d.speech_policy}${d.seamless ? " · seamless" : ""}`]],
+     `${d.duration.toFixed(2)} s of audio${d.speech_segments ? "" : " · no VAD"}${d.seamless ? " · seamless" : ""}`]],
 };
 const WIDGET_NAME = "latentsync_report";
 

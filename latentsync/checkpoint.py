@@ -65,8 +65,15 @@ def file_format(path: str | Path) -> str:
 
 def read_checkpoint(path: str | Path, expected: str, hint: str = "", *, mmap: bool = False,
                     allowed: Iterable[type] = (), error: type[CheckpointError] = CheckpointError) -> object:
-    """The contents of a model file, read as data only: a dict of tensors for safetensors, else what
-    `torch.load(weights_only=True)` returns (nested dicts/lists of tensors and numbers).
+    """The contents of a model file, read as data only (see `read_checkpoint_and_format`)."""
+    return read_checkpoint_and_format(path, expected, hint, mmap=mmap, allowed=allowed, error=error)[0]
+
+
+def read_checkpoint_and_format(path: str | Path, expected: str, hint: str = "", *, mmap: bool = False,
+                               allowed: Iterable[type] = (),
+                               error: type[CheckpointError] = CheckpointError) -> tuple[object, str]:
+    """`(contents, file_format(path))` of a model file, read as data only: a dict of tensors for safetensors,
+    else what `torch.load(weights_only=True)` returns (nested dicts/lists of tensors and numbers).
 
     `expected` names the file a loader wants ("the LatentSync UNet (latentsync_unet.pt)"), `hint` says where to
     get it; both end up in the messages. `mmap` maps zip checkpoints instead of reading them (large UNets);
@@ -84,7 +91,7 @@ def read_checkpoint(path: str | Path, expected: str, hint: str = "", *, mmap: bo
         raise error(f"{path} is a TorchScript archive: a program, not weights, and it is never run; "
                               f"nothing was loaded{tail}")
     if kind == "safetensors":
-        return _read_safetensors(path, tail, error)
+        return _read_safetensors(path, tail, error), kind
     if kind == "broken-zip":
         raise error(f"{path} cannot be read: it looks truncated or corrupt (a zip archive without its directory; "
                     f"an interrupted download?); nothing was loaded{tail}")
@@ -96,7 +103,7 @@ def read_checkpoint(path: str | Path, expected: str, hint: str = "", *, mmap: bo
             head = file.read(8)
         raise error(f"{path} is neither a safetensors nor a PyTorch checkpoint (it starts with "
                               f"{head!r}); nothing was loaded{tail}")
-    return _torch_load(path, tail, error, mmap=mmap and kind == "torch-zip", allowed=tuple(allowed))
+    return _torch_load(path, tail, error, mmap=mmap and kind == "torch-zip", allowed=tuple(allowed)), kind
 
 
 def _read_safetensors(path: Path, tail: str, error: type[CheckpointError]) -> dict[str, torch.Tensor]:

@@ -129,11 +129,10 @@ def speech_and_features(clip: Clip, whisper, settings: SamplerSettings, *, vad_t
             clip.cache[key] = detect_speech(clip.waveform, clip.sample_rate, threshold=vad_threshold)
         speech = clip.cache[key]
     # id(whisper): the ModelSet keeps the encoder alive, so its id names it for as long as the clip is used.
-    key = ("features", id(whisper), vad_threshold if speech is not None else None, settings.crossfade_frames,
-           seamless)
+    key = ("features", id(whisper), vad_threshold if speech is not None else None, seamless)
     if key not in clip.cache:
         clip.cache[key] = extract_features(clip.waveform, clip.sample_rate, whisper, fps=clip.fps, segments=speech,
-                                           crossfade_frames=settings.crossfade_frames, seamless=seamless)
+                                           seamless=seamless)
     return clip.cache[key], speech
 
 

@@ -3,7 +3,7 @@
 A call that takes about a millisecond on one core gains little from more intra-op threads, but it waits
 for all of them at every op; when another process keeps a core busy, each wait can last a scheduler time
 slice, so a loop of small sequential calls slows down 2-100x (silero's 32 ms frames: up to 100x; the
-per-frame face crops and paste-back: 2-13x). Big batched work (UNet, VAE, whisper windows, SyncNet, S3FD)
+per-frame face crops and paste-back: 2-13x). Big batched work (UNet, VAE, whisper spans, SyncNet, S3FD)
 gains more from the threads than it loses under load and must not run inside this.
 """
 from __future__ import annotations

@@ -84,7 +84,7 @@ class SyncNetScore(LatentSyncNode):
         score = score_sync(images, audio["waveform"], audio["sample_rate"], fps, syncnet, crops=crops,
                            min_track=min_track, **extra)
         report = (f"LSE-C {score.lse_c:.3f}  LSE-D {score.lse_d:.3f}  offset {score.offset:+d}  "
-                  f"({score.crops} crops, {score.windows} windows)")
+                  f"({score.crops} crops, {score.snippets} snippets of 5 frames)")
         plot = torch.from_numpy(render_distances(score)).float().div(255)[None]
         summary = score.to_json() | {"report": report}
         # The core image preview, and the numbers the editor's report widget shows (js/node_reports.js).

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from ..latentsync.audio.features import SPEECH_POLICIES, extract_features
+from ..latentsync.audio.features import extract_features
 from ..latentsync.audio.whisper import load_whisper_encoder
 from ._comfy import (PRECISIONS, compute_dtype, folder_paths, io, load_for_compute, managed, model_management,
                      override)
@@ -30,6 +30,18 @@ def _encoder(name: str, precision: str):
     return _ENCODERS[key]
 
 
+def _refuse_the_old_speech_policy(prompt: dict | None, node_id: str | None) -> None:
+    """An API prompt written for the node's earlier inputs asks for `speech_policy: "silence"`, which ComfyUI
+    would drop without a word (it passes only declared inputs): say where the policy went instead. Saved
+    workflows are moved over by js/migrations.js when the editor loads them."""
+    inputs = ((prompt or {}).get(str(node_id)) or {}).get("inputs", {})
+    if inputs.get("speech_policy", "keep") != "keep":
+        raise ValueError("Whisper Encode no longer has a speech_policy: the sampler's vad_policy decides which "
+                         "frames get silence. Remove speech_policy and crossfade_frames here and set vad_policy "
+                         f"'silence' and crossfade_frames {inputs.get('crossfade_frames', 3)} on the LatentSync "
+                         "Sampler this node feeds (connect the VAD's speech here or to the sampler).")
+
+
 class WhisperEncode(LatentSyncNode):
     @classmethod
     @override
@@ -38,7 +50,7 @@ class WhisperEncode(LatentSyncNode):
             node_id="LatentSyncWhisperEncode",
             display_name="Whisper Encode (LatentSync)",
             category="LatentSync/audio",
-            description="LatentSync's audio conditioning: whisper-tiny encoder states, one [50, 384] window "
+            description="LatentSync's audio conditioning: whisper-tiny encoder states, one [50, 384] chunk "
                         "per video frame, at the video's own frame rate.",
             is_output_node=True,  # runnable on its own to check frame counts and the speech mask
             inputs=[
@@ -51,20 +63,16 @@ class WhisperEncode(LatentSyncNode):
                 io.Int.Input("frames", default=0, min=0, max=MAX_FRAMES,
                              tooltip="How many video frames to make features for; 0 = as many as the audio "
                                      "lasts."),
-                io.Combo.Input("speech_policy", options=list(SPEECH_POLICIES), default="keep",
-                               tooltip="keep: the reference; silence: frames outside speech get silence, so "
-                                       "noise does not move the mouth."),
-                io.Int.Input("crossfade_frames", default=3, min=0, max=25,
-                             tooltip="With silence: frames over which silence fades in at the edges of speech."),
                 io.Boolean.Input("seamless", default=False,
-                                 tooltip="Overlap whisper's 30 s windows so long audio has no jump every 30 s "
+                                 tooltip="Overlap whisper's 30 s spans so long audio has no jump every 30 s "
                                          "(off: the reference)."),
                 io.Combo.Input("precision", options=PRECISIONS, default="auto",
                                tooltip="Encoder precision; auto is fp16 on GPU (as the reference), fp32 on CPU."),
                 Speech.Input("speech", optional=True,
-                             tooltip="Speech segments from the VAD node: needed by silence, kept as a speech "
-                                     "mask."),
+                             tooltip="Speech segments from the VAD node, carried to the sampler as a speech "
+                                     "mask for its vad_policy."),
             ],
+            hidden=[io.Hidden.prompt, io.Hidden.unique_id],
             outputs=[AudioFeatures.Output(display_name="features",
                                           tooltip="Per-frame audio features and speech mask, for the sampler.")],
         )
@@ -80,14 +88,11 @@ class WhisperEncode(LatentSyncNode):
 
     @classmethod
     @override
-    def execute(cls, audio, whisper_model: str, fps: float, frames: int, speech_policy: str,
-                crossfade_frames: int, seamless: bool, precision: str, speech=None) -> io.NodeOutput:
-        if speech_policy == "silence" and speech is None:
-            raise ValueError("speech_policy 'silence' needs speech segments: connect a Voice Activity "
-                             "Detection (LatentSync) node to the speech input, or use 'keep'")
+    def execute(cls, audio, whisper_model: str, fps: float, frames: int, seamless: bool, precision: str,
+                speech=None) -> io.NodeOutput:
+        _refuse_the_old_speech_policy(cls.hidden.prompt, cls.hidden.unique_id)
         patcher = _encoder(whisper_model, precision)
         load_for_compute(patcher)
         features = extract_features(audio["waveform"], audio["sample_rate"], patcher.model, fps=fps,
-                                    frames=frames or None, segments=speech, speech_policy=speech_policy,
-                                    crossfade_frames=crossfade_frames, seamless=seamless)
+                                    frames=frames or None, segments=speech, seamless=seamless)
         return io.NodeOutput(features, ui={"latentsync_features": [features.summary()]})

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from latentsync.audio.features import AudioFeatures, frame_feature_rows, gather_chunks, reference_frame_count
+from latentsync.audio.vad import SpeechSegments
+from latentsync.sample.frame_plan import runs
 
 CLIP = "media/latentsync_demo1_video.mp4"
 VOICE = "media/latentsync_demo1_audio.wav"
@@ -45,10 +47,11 @@ class PoolVAE:
         return F.interpolate(latents[:, :3] * 0.18215, scale_factor=8, mode="nearest").clamp(-1, 1)
 
 
-def fake_features(frames: int, fps: float = 25.0, seed: int = 0, speech: np.ndarray | None = None,
+def fake_features(frames: int, fps: float = 25.0, seed: int = 0, speech_mask: np.ndarray | None = None,
                   duration: float | None = None) -> AudioFeatures:
     """Random whisper-shaped features for `frames` frames of audio at `fps`, with silence features, laid out
-    as `extract_features` lays them out (the reference's chunk count, two past the audio's end)."""
+    as `extract_features` lays them out (the reference's chunk count, two past the audio's end).
+    `speech_mask` [n] bool: the frames with speech, carried as VAD segments (frames past it have none)."""
     duration = frames / fps if duration is None else duration
     rows = int(round(duration * 50))
     generator = torch.Generator().manual_seed(seed)
@@ -56,13 +59,11 @@ def fake_features(frames: int, fps: float = 25.0, seed: int = 0, speech: np.ndar
     silence = 0.1 * torch.randn(rows, 5, 384, generator=generator)
     count = reference_frame_count(rows, fps)
     index = frame_feature_rows(rows, fps, count)
-    mask = np.ones(count, dtype=bool)
-    if speech is not None:
-        mask[:] = False
-        mask[:len(speech)] = speech
-    return AudioFeatures(features=features, chunks=gather_chunks(features, index), speech_mask=torch.from_numpy(mask),
-                         speech_weight=torch.ones(count), rows=index, fps=float(fps), duration=duration,
-                         speech_policy="keep", seamless=False, silence_features=silence)
+    segments = None
+    if speech_mask is not None:
+        segments = SpeechSegments(duration=duration, speech=tuple((a / fps, b / fps) for a, b in runs(speech_mask)))
+    return AudioFeatures(features=features, chunks=gather_chunks(features, index), silence_features=silence,
+                         rows=index, fps=float(fps), duration=duration, seamless=False, speech=segments)
 
 
 def face_boxes(faces, margin: int = 3) -> list[tuple[int, int, int, int] | None]:

@@ -511,8 +511,8 @@ def vad(audio: str = "bad_voice.wav", **settings) -> dict:
 
 
 def whisper(audio: str = "bad_voice.wav", **settings) -> dict:
-    inputs = {"whisper_model": "bad_input_tiny.pt", "fps": 25.0, "frames": 0, "speech_policy": "keep",
-              "crossfade_frames": 3, "seamless": False, "precision": "auto"}
+    inputs = {"whisper_model": "bad_input_tiny.pt", "fps": 25.0, "frames": 0, "seamless": False,
+              "precision": "auto"}
     return {"1": load_audio(audio), "2": {"class_type": "LatentSyncWhisperEncode",
                                          "inputs": {"audio": ["1", 0], **inputs, **settings}}}
 

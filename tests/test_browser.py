@@ -65,6 +65,34 @@ def test_workflow_loads_without_missing_nodes_and_exports_like_our_converter(edi
         assert {k: v for k, v in exported[node_id]["inputs"].items() if k in known} == node["inputs"]
 
 
+def test_a_workflow_saved_before_whisper_encode_lost_its_speech_policy_is_moved_to_the_sampler(editor):
+    """Widget values are saved by position: an old Whisper Encode's two removed values would shift the rest.
+    js/migrations.js takes them out and hands a "silence" policy to the sampler it feeds."""
+    workflow = json.loads((REPO / "workflows" / "latentsync_basic.json").read_text())
+    (whisper,) = [n for n in workflow["nodes"] if n["type"] == "LatentSyncWhisperEncode"]
+    (sampler,) = [n for n in workflow["nodes"] if n["type"] == "LatentSyncSampler"]
+    new_values = list(whisper["widgets_values"])
+    whisper["widgets_values"] = new_values[:3] + ["silence", 5] + new_values[3:]
+    whisper["inputs"] += [{"localized_name": name, "name": name, "type": kind, "widget": {"name": name}}
+                          for name, kind in (("speech_policy", "COMBO"), ("crossfade_frames", "INT"))]
+    editor.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
+    state = editor.evaluate("""(ids) => ids.map(id => { const n = window.app.graph.getNodeById(id);
+        return [Object.fromEntries(n.widgets.filter(w => w.serialize !== false).map(w => [w.name, w.value])),
+                n.inputs.map(i => i.name)]; })""", [whisper["id"], sampler["id"]])
+    (whisper_widgets, whisper_inputs), (sampler_widgets, _) = state
+    assert list(whisper_widgets.values()) == new_values
+    assert not {"speech_policy", "crossfade_frames"} & set(whisper_inputs)
+    assert sampler_widgets["vad_policy"] == "silence" and sampler_widgets["crossfade_frames"] == 5
+    # The file as shipped (new values) is left as it is.
+    load_workflow(editor, "latentsync_basic.json")
+    widgets = editor.evaluate("""(id) => window.app.graph.getNodeById(id).widgets
+        .filter(w => w.serialize !== false).map(w => w.value)""", whisper["id"])
+    assert widgets == new_values
+    vad_policy = editor.evaluate("""(id) => window.app.graph.getNodeById(id).widgets
+        .find(w => w.name === 'vad_policy').value""", sampler["id"])
+    assert vad_policy == "off"
+
+
 def test_vad_workflow_runs_and_the_timeline_draws_the_segments(editor, comfy_server, artifacts):
     workflow = load_workflow(editor, "vad_preview.json")
     (loader,) = [n for n in workflow["nodes"] if n["type"] == "LoadAudio"]

@@ -159,8 +159,7 @@ def whisper_file(comfy_server):
 
 def whisper_prompt(audio_name: str, model: str, **settings) -> dict:
     prompt = vad_prompt(audio_name)
-    inputs = {"fps": 30.0, "frames": 0, "speech_policy": "silence", "crossfade_frames": 3, "seamless": False,
-              "precision": "auto"} | settings
+    inputs = {"fps": 30.0, "frames": 0, "seamless": False, "precision": "auto"} | settings
     prompt["4"] = {"class_type": "LatentSyncWhisperEncode",
                    "inputs": {"audio": ["1", 0], "speech": ["2", 0], "whisper_model": model, **inputs}}
     return prompt
@@ -177,7 +176,7 @@ def test_whisper_encode_runs_after_the_vad(comfy_server, whisper_file):
     speech = history["outputs"]["2"]["latentsync_vad"][0]["speech"]
     expected = sum(any(s <= (i + 0.5) / 30 < e for s, e in speech) for i in range(250))
     assert summary["speech_frames"] == expected and 0 < expected < 250
-    assert summary["speech_policy"] == "silence"
+    assert summary["speech_segments"] is True
 
 
 def test_whisper_encode_errors(comfy_server, whisper_file):
@@ -186,11 +185,13 @@ def test_whisper_encode_errors(comfy_server, whisper_file):
     _, reply = comfy_server.queue(whisper_prompt(wav, "missing_tiny.pt"))
     (error,) = reply["node_errors"]["4"]["errors"]
     assert "missing_tiny.pt" in error["details"] and "checkpoints/whisper/tiny.pt" in error["details"]
-    prompt = whisper_prompt(wav, whisper_file)
-    del prompt["4"]["inputs"]["speech"]
-    history = comfy_server.run(prompt)
+    # An API prompt written for the node's earlier inputs: ComfyUI would drop speech_policy without a word.
+    history = comfy_server.run(whisper_prompt(wav, whisper_file, speech_policy="silence", crossfade_frames=5))
     (error,) = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
-    assert "needs speech segments" in error["exception_message"]
+    assert "no longer has a speech_policy" in error["exception_message"]
+    assert "vad_policy 'silence' and crossfade_frames 5 on the LatentSync Sampler" in error["exception_message"]
+    history = comfy_server.run(whisper_prompt(wav, whisper_file, speech_policy="keep", crossfade_frames=3))
+    assert history["status"]["status_str"] == "success", history["status"]  # "keep" meant what it means now
 
 
 def test_vad_pyannote_backend_in_comfyui(comfy_server):
@@ -472,8 +473,8 @@ def test_a_bad_choice_is_reported_once(comfy_server):
     prompt = {  # the sampler's inputs come from nodes that fail too (no files); its own check still runs
         "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
         "2": {"class_type": "LatentSyncWhisperEncode", "inputs": {
-            "audio": ["5", 0], "whisper_model": "missing_tiny.pt", "fps": 25.0, "frames": 0, "speech_policy": "keep",
-            "crossfade_frames": 3, "seamless": False, "precision": "auto"}},
+            "audio": ["5", 0], "whisper_model": "missing_tiny.pt", "fps": 25.0, "frames": 0, "seamless": False,
+            "precision": "auto"}},
         "3": {"class_type": "LatentSyncUNetLoader", "inputs": {"unet_name": "missing.pt", "version": "auto",
                                                                "dtype": "auto", "quantization": "none"}},
         "4": {"class_type": "VAELoader", "inputs": {"vae_name": "missing_vae.safetensors"}},
@@ -524,11 +525,11 @@ def test_the_unet_loaders_combos_are_checked_before_the_run(comfy_server, name, 
 
 def test_whisper_encodes_precision_is_checked_before_the_run(comfy_server, whisper_file):
     wav = put_input(comfy_server, shared_path("media/latentsync_demo1_audio.wav"))
-    status, reply = comfy_server.queue(whisper_prompt(wav, whisper_file, precision="fp64", speech_policy="lots"))
+    status, reply = comfy_server.queue(whisper_prompt(wav, whisper_file, precision="fp64", fps=0.5))
     assert status == 200  # the VAD branch is valid and still runs; the encoder's is refused
     (error,) = reply["node_errors"]["4"]["errors"]
     assert "precision must be one of auto, fp32, fp16, bf16, got 'fp64'" in error["details"]
-    assert "speech_policy must be one of keep, silence, got 'lots'" in error["details"]
+    assert "fps must be from 1 to 240, got 0.5" in error["details"]
 
 
 def test_every_combo_of_every_node_is_checked(comfy_server, object_info):

@@ -178,7 +178,7 @@ def test_comfyui_refuses_hostile_files_and_keeps_serving(comfy_server):
         "whisper": ("hostile_whisper.pt", "pickle-in-zip", {**audio, "2": {
             "class_type": "LatentSyncWhisperEncode", "inputs": {
                 "audio": ["1", 0], "whisper_model": "hostile_whisper.pt", "fps": 25.0, "frames": 0,
-                "speech_policy": "keep", "crossfade_frames": 3, "seamless": False, "precision": "auto"}}}),
+                "seamless": False, "precision": "auto"}}}),
         "upscale_models": ("hostile_up.pth", "torchscript", {
             "1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 1, "color": 0}},
             "2": {"class_type": "LatentSyncUpscale", "inputs": {

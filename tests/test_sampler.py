@@ -1,4 +1,4 @@
-"""Specification of the LatentSync sampler (latentsync/sampler.py, denoise.py, windows.py, deepcache.py).
+"""Specification of the LatentSync sampler (latentsync/sample/: sampler.py, denoise.py, frame_plan.py; unet/deepcache.py).
 
 Reference: bytedance/LatentSync @ a229c39 `LipsyncPipeline` (DOSSIER.md §1.6-1.10). Golden: the tiny UNet of
 shared/reference/latentsync/unet_tiny_golden.safetensors, whose stored input is the pipeline's 13-channel CFG
@@ -23,11 +23,11 @@ from latentsync.sample.denoise import LATENT_SCALE, audio_context, denoise, guid
 from latentsync.face.align import align
 from latentsync.face.detect import FaceTrack, detect_faces
 from latentsync.sample.schedulers import make_scheduler
-from latentsync.sample.sampler import SamplerSettings, lipsync
+from latentsync.sample.sampler import SamplerSettings, lipsync, plan_lipsync
 from latentsync.unet.model import build_unet
 from latentsync.unet.loading import load_unet
 from latentsync.audio.vad import SpeechSegments
-from latentsync.sample.frame_plan import ping_pong, plan_frames, plan_length
+from latentsync.sample.frame_plan import ping_pong, plan_frames, plan_length, speech_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -217,24 +217,32 @@ def speech_mask_40() -> np.ndarray:
     return np.r_[np.ones(10, bool), np.zeros(20, bool), np.ones(10, bool)]
 
 
+def test_speech_weights_ramp_only_outside_speech():
+    mask = np.array([0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0], dtype=bool)
+    weights = speech_weights(mask, crossfade_frames=2)
+    np.testing.assert_allclose(weights, [0, 0, 0, 1 / 3, 2 / 3, 1, 1, 1, 2 / 3, 1 / 3, 0, 0, 0, 0], atol=1e-6)
+    np.testing.assert_array_equal(speech_weights(mask, 0), mask.astype(np.float32))
+    assert not speech_weights(np.zeros(5, bool), 3).any()
+
+
 def test_windows_follow_speech_for_skip_and_fast():
     valid = np.ones(40, bool)
     # at 25 fps, min_silence_s 0.32 is 8 frames
     skip = plan_frames(40, 40, valid, settings(window=16, steps=4, vad_policy="skip", min_silence_s=0.32,
-                                               crossfade_frames=3), fps=25.0, speech=speech_mask_40())
+                                               crossfade_frames=3), fps=25.0, speech_mask=speech_mask_40())
     assert [(w.start, w.stop) for w in skip.windows] == [(0, 13), (27, 40)]
     assert skip.output_weight[10:13].tolist() == pytest.approx([0.75, 0.5, 0.25])
     fast = plan_frames(40, 40, valid, settings(window=16, steps=4, vad_policy="fast", min_silence_s=0.32,
-                                               crossfade_frames=3, fast_steps=2), fps=25.0, speech=speech_mask_40())
+                                               crossfade_frames=3, fast_steps=2), fps=25.0, speech_mask=speech_mask_40())
     assert [(w.start, w.stop, w.steps) for w in fast.windows] == [(0, 10, 4), (10, 20, 2), (20, 30, 2), (30, 40, 4)]
     assert fast.chunk_weight[13:27].max() == 0 and fast.total_steps == 12
     short = plan_frames(40, 40, valid, settings(window=16, steps=4, vad_policy="skip", min_silence_s=1.0),
-                        fps=25.0, speech=speech_mask_40())  # the pause is shorter than min_silence: all generated
+                        fps=25.0, speech_mask=speech_mask_40())  # the pause is shorter than min_silence: all generated
     assert short.generated.all() and [(w.start, w.stop) for w in short.windows] == [(0, 13), (13, 27), (27, 40)]
 
 
 def test_skip_leaves_pauses_untouched_and_fades_into_them(unet, clip, track):
-    features = fake_features(40, speech=speech_mask_40())
+    features = fake_features(40, speech_mask=speech_mask_40())
     steps = []
     result = run(unet, clip, track, features, settings=settings(vad_policy="skip", crossfade_frames=3),
                  progress=lambda done, total: steps.append(total))
@@ -245,7 +253,7 @@ def test_skip_leaves_pauses_untouched_and_fades_into_them(unet, clip, track):
 
 
 def test_fast_and_silence_condition_pauses_on_silence(unet, clip, track):
-    features = fake_features(40, speech=speech_mask_40())
+    features = fake_features(40, speech_mask=speech_mask_40())
     recorder = RecordingUNet(unet)
     result = lipsync(clip[:40], features, recorder, PoolVAE(), settings(vad_policy="fast", fast_steps=1),
                      track=track.subset(slice(0, 40)), resolution=RESOLUTION)
@@ -262,13 +270,20 @@ def test_fast_and_silence_condition_pauses_on_silence(unet, clip, track):
 
 
 def test_vad_policies_need_speech_information(unet, clip, track):
-    features = fake_features(12)
-    plain = type(features)(**{**features.__dict__, "silence_features": None})
+    plain = fake_features(40)
     with pytest.raises(ValueError, match="where the speech is"):
         run(unet, clip, track, plain, settings=settings(vad_policy="skip"))
-    with pytest.raises(ValueError, match="digital silence"):
-        run(unet, clip, track, plain, settings=settings(vad_policy="fast"),
-            speech=SpeechSegments(duration=12 / 25, speech=((0.0, 0.2),)))
+    # The speech comes with the features (the VAD into Whisper Encode) or beside them (into the sampler).
+    carried = fake_features(40, speech_mask=speech_mask_40())
+    valid = np.ones(40, bool)
+    for policy in ("silence", "skip", "fast"):
+        with_features = plan_lipsync(40, carried, valid, settings(vad_policy=policy))
+        beside = plan_lipsync(40, plain, valid, settings(vad_policy=policy), speech=carried.speech)
+        assert [(w.start, w.stop, w.steps) for w in with_features.windows] == \
+            [(w.start, w.stop, w.steps) for w in beside.windows]
+        np.testing.assert_array_equal(with_features.chunk_weight, beside.chunk_weight)
+        np.testing.assert_array_equal(with_features.output_weight, beside.output_weight)
+    assert plan_lipsync(40, carried, valid, settings(vad_policy="silence")).chunk_weight[13:27].max() == 0
 
 
 def test_silent_audio(unet, clip, track, tmp_path):

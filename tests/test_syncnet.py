@@ -136,12 +136,12 @@ def test_loaders_accept_official_files_and_explain_wrong_ones(tmp_path, syncnet_
 def test_mfcc_matches_python_speech_features(golden):
     features = metric.mfcc(golden["input.audio_int16"].numpy())
     np.testing.assert_allclose(features, golden["input.mfcc_f64"].numpy(), rtol=0, atol=1e-8)
-    windows = metric.audio_windows(features, 35)
-    assert torch.equal(windows, golden["input.audio_windows"])
+    snippets = metric.audio_snippets(features, 35)
+    assert torch.equal(snippets, golden["input.audio_windows"])
 
 
 def test_embeddings_and_distances_match_reference(golden, net, golden_crops):
-    assert metric.window_count(40, 25600) == 35
+    assert metric.snippet_count(40, 25600) == 35
     with torch.no_grad():
         audio_cnn = net.audio_features(golden["input.audio_windows"])
     audio = metric.audio_embeddings(net, golden["input.audio_windows"])
@@ -177,8 +177,8 @@ def test_score_sync_on_golden_clip_reproduces_reference(golden, net, golden_crop
     frames_rgb = golden_crops.flip(-1).float() / 255  # ComfyUI IMAGE layout
     waveform = golden["input.audio_int16"].float() / 32768
     score = score_sync(frames_rgb, waveform[None], 16000, 25.0, net, crops="input")
-    assert score.crops == "input" and score.windows == 35
-    np.testing.assert_allclose(score.window_distances, golden["case_a.dists"].numpy(), rtol=0, atol=2e-4)
+    assert score.crops == "input" and score.snippets == 35
+    np.testing.assert_allclose(score.snippet_distances, golden["case_a.dists"].numpy(), rtol=0, atol=2e-4)
     _assert_case(score, golden, "a")
 
 
@@ -203,7 +203,7 @@ def test_score_command_on_reference_mp4(syncnet_file):
 
 def test_shifting_real_audio_by_k_frames_shifts_the_distance_table(net):
     """demo1 with the golden (random) weights: delaying the audio by k frames moves column k of the
-    per-window table to column k + k', independent of what the network learned."""
+    per-snippet table to column k + k', independent of what the network learned."""
     it, _, _ = decode_frames(shared_path(DEMO_VIDEO))
     frames = np.stack([next(it) for _ in range(21)])
     waveform, rate = load_audio(shared_path(DEMO_AUDIO))
@@ -213,19 +213,19 @@ def test_shifting_real_audio_by_k_frames_shifts_the_distance_table(net):
     def table(shift: int) -> np.ndarray:
         audio = waveform[:, base - shift * 640:base - shift * 640 + length]
         return score_sync(frames, audio, rate, 25.0, net, crops="pack", face_boxes=[DEMO_FACE] * 21,
-                          min_track=15).window_distances
+                          min_track=15).snippet_distances
 
     reference = table(0)
-    windows = reference.shape[0]
-    assert windows == 16
+    snippets = reference.shape[0]
+    assert snippets == 16
     for shift in (3, -2):
         shifted = table(shift)
         checked = 0
-        for i in range(windows):
+        for i in range(snippets):
             for k in range(31):
-                moved, original = i + k - 15, i + k - 15 - shift  # audio windows compared
-                # Window 0 of each slice starts on an un-pre-emphasised sample, so it is not a shifted copy.
-                if 1 <= moved < windows and 1 <= original < windows and 0 <= k - shift < 31:
+                moved, original = i + k - 15, i + k - 15 - shift  # audio snippets compared
+                # Snippet 0 of each slice starts on an un-pre-emphasised sample, so it is not a shifted copy.
+                if 1 <= moved < snippets and 1 <= original < snippets and 0 <= k - shift < 31:
                     assert shifted[i, k] == pytest.approx(reference[i, k - shift], abs=1e-3)
                     checked += 1
         assert checked > 150
@@ -319,7 +319,7 @@ def test_s3fd_path_from_frames_to_score(net, golden):
     waveform = golden["input.audio_int16"][:16 * 640].float() / 32768
     score = score_sync(frames, waveform, 16000, 25, net, crops="s3fd", s3fd=_always_a_face_s3fd(), min_track=10)
     assert score.crops == "s3fd" and len(score.tracks) >= 2  # the two boxes NMS at IoU 0.1 keeps
-    assert all(t.windows == 11 and t.crops == "s3fd" for t in score.tracks)
+    assert all(t.snippets == 11 and t.crops == "s3fd" for t in score.tracks)
     assert score.lse_c == pytest.approx(np.mean([t.lse_c for t in score.tracks]))
     assert score.offset == int(np.mean([t.offset for t in score.tracks]))
     assert len(score.to_json()["tracks"]) == len(score.tracks)

@@ -20,8 +20,9 @@ from conftest import shared_path
 from model_files import TINY_DIMS, decoder_placeholders
 from latentsync.audio.features import (
     extract_features, frame_feature_rows, log_mel_spectrogram, reference_frame_count, seam_discontinuity,
-    speech_weights, step_ratios, window_plan, window_seams)
+    step_ratios, span_plan, span_seams)
 from latentsync.cli.features import add_features_parser
+from latentsync.sample.frame_plan import speech_weights
 from latentsync.audio.vad import SpeechSegments
 from latentsync.audio.whisper import WhisperCheckpointError, load_whisper_encoder, sinusoids
 
@@ -80,10 +81,10 @@ def test_short_clip_features_chunks_and_unet_batches_match_reference(short, gold
     assert short.chunks.shape == (82, 50, 384)
     torch.testing.assert_close(short.chunks[0:16], golden["outputs.unet_audio_batch0_3s2"], atol=ATOL, rtol=0)
     torch.testing.assert_close(short.chunks[80:82], golden["outputs.unet_audio_batch5_3s2"], atol=ATOL, rtol=0)
-    assert short.speech_mask.all() and short.speech_policy == "keep"
+    assert short.speech_mask.all() and short.speech is None
 
 
-def test_31s_clip_crossing_the_30s_window_matches_reference(long_reference, golden):
+def test_31s_clip_crossing_the_30s_span_matches_reference(long_reference, golden):
     assert long_reference.features.shape == (1550, 5, 384)
     assert long_reference.frames == 777
     for lo, hi in ((0, 10), (1490, 1510), (1540, 1550)):
@@ -111,23 +112,23 @@ def test_25fps_rows_are_the_reference_rule():
 
 
 @pytest.mark.parametrize("fps", [24, 25, 29.97, float(Fraction(30000, 1001)), 30, 60])
-def test_each_frame_window_is_centred_on_the_frame_at_any_fps(fps):
+def test_each_frames_chunk_is_centred_on_the_frame_at_any_fps(fps):
     frames = int(60 * fps)
     rows = frame_feature_rows(100_000, fps, frames)  # long audio: nothing clamped past the first frames
     first = rows[:, 0]
     unclamped = first > 0
     assert (np.diff(rows, axis=1) == 1)[unclamped].all()
-    centre_s = (first + 5) / 50.0  # the 10-row window spans [first, first + 10) rows of 20 ms
+    centre_s = (first + 5) / 50.0  # the 10-row chunk covers [first, first + 10) rows of 20 ms
     frame_centre_s = (np.arange(frames) + 0.5) / fps
-    # The reference (25 fps) centres each window exactly on the frame; elsewhere within half a row (10 ms).
+    # The reference (25 fps) centres each chunk exactly on the frame; elsewhere within half a row (10 ms).
     assert np.abs(centre_s - frame_centre_s)[unclamped].max() <= 0.01 + 1e-9
     assert (np.diff(first) >= 0).all()
     for num_rows in (1, 159, 160, 1550):
         assert reference_frame_count(num_rows, fps) == reference_chunk_count(num_rows, fps)
 
 
-def test_30fps_window_time_equals_the_reference_rule_time():
-    # Reference rule at 25 fps: frame i's window is centred at (2i - 4 + 5) / 50 s = (i + 0.5) / 25 s,
+def test_30fps_chunk_time_equals_the_reference_rule_time():
+    # Reference rule at 25 fps: frame i's chunk is centred at (2i - 4 + 5) / 50 s = (i + 0.5) / 25 s,
     # the middle of the frame. At 30 fps the middle of frame i is (i + 0.5) / 30 s.
     rows = frame_feature_rows(10_000, 30, 300)
     centre_s = (rows[:, 0] + 5) / 50.0
@@ -145,78 +146,72 @@ def test_video_longer_than_audio_repeats_the_last_row(short, encoder, golden):
     torch.testing.assert_close(longer.chunks[-1], last.expand(10, -1).reshape(50, 384))
 
 
-# --- speech policy --------------------------------------------------------------------------------------
+# --- speech and silence --------------------------------------------------------------------------------
 
-def test_speech_weights_ramp_only_outside_speech():
-    mask = np.array([0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0], dtype=bool)
-    weights = speech_weights(mask, crossfade_frames=2)
-    np.testing.assert_allclose(weights, [0, 0, 0, 1 / 3, 2 / 3, 1, 1, 1, 2 / 3, 1 / 3, 0, 0, 0, 0], atol=1e-6)
-    np.testing.assert_array_equal(speech_weights(mask, 0), mask.astype(np.float32))
-    assert not speech_weights(np.zeros(5, bool), 3).any()
-
-
-def test_silence_policy_replaces_non_speech_with_silence_features(short, golden, encoder):
+def test_features_carry_the_speech_mask_and_silence_the_sampler_blends(short, golden, encoder):
     audio = golden_audio(golden, "3s2")  # silent 1.0-1.4 s; frames 25-34 have their centres there
     segments = SpeechSegments(duration=3.2, speech=((0.0, 1.0), (1.4, 3.2)))
-    gated = extract_features(audio, 16000, encoder, fps=25, segments=segments, speech_policy="silence",
-                             crossfade_frames=2)
+    with_speech = extract_features(audio, 16000, encoder, fps=25, segments=segments)
     silence = extract_features(torch.zeros_like(audio), 16000, encoder, fps=25)
-    mask = gated.speech_mask.numpy()
+    mask = with_speech.speech_mask.numpy()
     np.testing.assert_array_equal(mask, segments.speech_mask(25, 82))
     assert not mask[25:35].any() and not mask[80:].any() and mask[:25].all() and mask[35:80].all()
-    torch.testing.assert_close(gated.chunks[27:33], silence.chunks[27:33], atol=1e-6, rtol=0)
-    torch.testing.assert_close(gated.chunks[mask], short.chunks[mask], atol=0, rtol=0)
-    torch.testing.assert_close(gated.chunks[25], (2 * short.chunks[25] + silence.chunks[25]) / 3, atol=1e-5, rtol=0)
-    torch.testing.assert_close(gated.features, short.features)  # the raw features stay the audio's own
-    keep = extract_features(audio, 16000, encoder, fps=25, segments=segments, speech_policy="keep")
-    torch.testing.assert_close(keep.chunks, short.chunks, atol=0, rtol=0)
-    np.testing.assert_array_equal(keep.speech_mask.numpy(), mask)
+    assert with_speech.speech is segments and with_speech.summary()["speech_segments"] is True
+    # The chunks stay the audio's own; silence's chunks come along, from the same rows.
+    torch.testing.assert_close(with_speech.chunks, short.chunks, atol=0, rtol=0)
+    torch.testing.assert_close(with_speech.silence_chunks(), silence.chunks, atol=1e-6, rtol=0)
+    torch.testing.assert_close(short.silence_chunks(), silence.chunks, atol=1e-6, rtol=0)  # without segments too
+    # What the frame plan's "silence" policy asks of them: a blend, exact where the weight is 1.
+    weight = speech_weights(mask, crossfade_frames=2)
+    frames = np.arange(82)
+    mixed = with_speech.mixed_chunks(frames, weight)
+    torch.testing.assert_close(mixed[27:33], silence.chunks[27:33], atol=1e-6, rtol=0)
+    assert torch.equal(mixed[mask], short.chunks[mask])
+    torch.testing.assert_close(mixed[25], (2 * short.chunks[25] + silence.chunks[25]) / 3, atol=1e-5, rtol=0)
+    assert torch.equal(with_speech.mixed_chunks(frames[:5], np.ones(5)), short.chunks[:5])
 
 
-def test_silence_policy_checks_its_inputs(golden, encoder):
+def test_feature_extraction_checks_its_inputs(golden, encoder):
     audio = golden_audio(golden, "3s2")
-    with pytest.raises(ValueError, match="needs the speech segments"):
-        extract_features(audio, 16000, encoder, speech_policy="silence")
-    with pytest.raises(ValueError, match="speech_policy"):
-        extract_features(audio, 16000, encoder, speech_policy="mute")
     with pytest.raises(ValueError, match="fps must be a positive number"):
         extract_features(audio, 16000, encoder, fps=0)
+    with pytest.raises(ValueError, match="frames must be positive"):
+        extract_features(audio, 16000, encoder, frames=0)
     with pytest.raises(ValueError, match="same audio"):
-        extract_features(audio, 16000, encoder, segments=SpeechSegments(duration=9.0, speech=()),
-                         speech_policy="silence")
+        extract_features(audio, 16000, encoder, segments=SpeechSegments(duration=9.0, speech=()))
 
 
 # --- long audio -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("num_rows", [1, 1500, 1501, 1550, 3000, 3001, 5000, 10_000])
 @pytest.mark.parametrize("context_rows", [0, 100, 250, 500])
-def test_window_plan_covers_every_row_with_weights_summing_to_one(num_rows, context_rows):
+def test_span_plan_covers_every_row_with_weights_summing_to_one(num_rows, context_rows):
     for seamless in (False, True):
         total = np.zeros(num_rows)
-        for start, lo, hi, weights in window_plan(num_rows, seamless=seamless, context_rows=context_rows):
+        for start, lo, hi, weights in span_plan(num_rows, seamless=seamless, context_rows=context_rows):
             assert start <= lo <= hi <= start + 1500
             total[lo:hi] += weights
         np.testing.assert_allclose(total, 1.0, atol=1e-6)
 
 
-def test_seamless_windows_remove_the_30s_jump(long_reference, golden, encoder, short):
+def test_seamless_spans_remove_the_30s_jump(long_reference, golden, encoder, short):
     seamless = extract_features(golden_audio(golden, "31s"), 16000, encoder, fps=25, seamless=True)
     assert seamless.features.shape == long_reference.features.shape and seamless.frames == 777
-    assert window_seams(1550) == [1500]
+    assert span_seams(1550) == [1500]
     reference_jump = seam_discontinuity(long_reference.features, 1500)
     seamless_jump = seam_discontinuity(seamless.features, 1500)
     worst_row = int(step_ratios(seamless.features).argmax())
     worst = float(step_ratios(seamless.features).max())
     print(f"\nstep at the 30 s boundary vs the local median step: reference {reference_jump:.2f}, "
           f"seamless {seamless_jump:.2f}; largest anywhere in seamless {worst:.2f} (row {worst_row})")
-    # Robust whatever the weights: a new reference window restarts the positional embedding at 0.
+    # Robust whatever the weights: a new reference span restarts the positional embedding at 0.
     assert reference_jump > 2.0
     assert seamless_jump < 1.5
-    # Before the first cross-fade the two modes read the same window.
+    # Before the first cross-fade the two modes read the same span.
     torch.testing.assert_close(seamless.features[:1125], long_reference.features[:1125], atol=0, rtol=0)
-    # Up to 30 s there is a single window: seamless changes nothing.
-    one_window = extract_features(golden_audio(golden, "3s2"), 16000, encoder, fps=25, seamless=True)
-    torch.testing.assert_close(one_window.chunks, short.chunks, atol=0, rtol=0)
+    # Up to 30 s there is a single span: seamless changes nothing.
+    one_span = extract_features(golden_audio(golden, "3s2"), 16000, encoder, fps=25, seamless=True)
+    torch.testing.assert_close(one_span.chunks, short.chunks, atol=0, rtol=0)
     with pytest.raises(ValueError, match="seamless context"):
         extract_features(golden_audio(golden, "3s2"), 16000, encoder, seamless=True, context_s=12)
 
@@ -292,6 +287,20 @@ def test_features_command_writes_safetensors(tmp_path, golden, whisper_checkpoin
     written = load_file(summary["out"])
     torch.testing.assert_close(written["features"], short.features, atol=1e-6, rtol=0)
     assert written["chunks"].shape == (96, 50, 384) and written["speech_mask"].dtype == torch.bool
+    assert summary["speech_policy"] == "keep" and written["speech_weight"].eq(1).all()
+
+    # --speech-policy silence: the file holds the chunks the frame plan's "silence" policy would give.
+    args = parser.parse_args(["features", str(wav), "--whisper", str(whisper_checkpoint), "--speech-policy",
+                              "silence", "--crossfade-frames", "2", "--out", str(tmp_path / "silence.safetensors")])
+    summary = args.run(args)
+    written = load_file(summary["out"])
+    assert summary["speech_policy"] == "silence" and "speech" in summary and summary["frames"] == 82
+    mask = written["speech_mask"].numpy()
+    np.testing.assert_array_equal(written["speech_weight"].numpy(), speech_weights(mask, 2))
+    assert torch.equal(written["chunks"][mask], short.chunks[mask])
+    quiet = written["speech_weight"] == 0
+    assert quiet.any()  # the VAD finds the pause at 1.0-1.4 s
+    torch.testing.assert_close(written["chunks"][quiet], short.silence_chunks()[quiet], atol=1e-6, rtol=0)
 
 
 # --- memory ---------------------------------------------------------------------------------------------

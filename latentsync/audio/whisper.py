@@ -104,8 +104,8 @@ class WhisperEncoder(nn.Module):
         self.ln_post = LayerNorm(dims.n_audio_state)
 
     @property
-    def window_frames(self) -> int:
-        """Log-mel frames (100 per second) in one encoder window: 3000, i.e. 30 s."""
+    def span_frames(self) -> int:
+        """Log-mel frames (100 per second) in one encoder span: 3000, i.e. 30 s."""
         return 2 * self.dims.n_audio_ctx
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
@@ -114,8 +114,8 @@ class WhisperEncoder(nn.Module):
         State 0 is the input to the first block (convolutions plus positional embedding); state k is the
         output of block k. `ln_post` is not applied: LatentSync was trained on these raw states.
         """
-        if mel.shape[1:] != (self.dims.n_mels, self.window_frames):
-            raise ValueError(f"expected log-mel windows [B, {self.dims.n_mels}, {self.window_frames}], "
+        if mel.shape[1:] != (self.dims.n_mels, self.span_frames):
+            raise ValueError(f"expected log-mel spans [B, {self.dims.n_mels}, {self.span_frames}], "
                              f"got {tuple(mel.shape)}")
         x = F.gelu(self.conv1(mel))
         x = F.gelu(self.conv2(x)).transpose(1, 2)
@@ -135,8 +135,6 @@ def load_whisper_encoder(path: str | Path, device: str | torch.device = "cpu",
     ignored. Any whisper size loads; the released LatentSync models need tiny (width 384).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"whisper checkpoint not found: {path}. {WHISPER_TINY_HINT}")
     checkpoint = read_checkpoint(path, "openai's whisper .pt file", WHISPER_TINY_HINT, error=WhisperCheckpointError)
     dims, state = _split_official(checkpoint, path)
     encoder = WhisperEncoder(dims)

@@ -6,9 +6,15 @@ import json
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from ..media.audio import load_audio
-from ..audio.features import SPEECH_POLICIES, extract_features
+from ..audio.features import extract_features
 from ..audio.whisper import load_whisper_encoder
+from ..sample.frame_plan import speech_weights
+
+SPEECH_POLICIES = ("keep", "silence")
 
 
 def parse_fps(text: str) -> float:
@@ -39,7 +45,7 @@ def add_features_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     parser.add_argument("--crossfade-frames", type=int, default=3,
                         help="frames over which silence fades in at the edges of speech")
     parser.add_argument("--seamless", action="store_true",
-                        help="overlap the 30 s whisper windows so the features do not jump every 30 s")
+                        help="overlap the 30 s whisper spans so the features do not jump every 30 s")
     parser.add_argument("--device", default="cpu", help="torch device for the encoder, e.g. cpu or cuda")
     parser.add_argument("--out", required=True, help="output .safetensors file")
     parser.set_defaults(run=features_command)
@@ -57,15 +63,23 @@ def features_command(args: argparse.Namespace) -> dict:
 
         segments = detect_speech(waveform, sample_rate, threshold=args.vad_threshold)
     encoder = load_whisper_encoder(args.whisper, device=args.device)
+    if args.crossfade_frames < 0:
+        raise ValueError(f"crossfade_frames must be >= 0, got {args.crossfade_frames}")
     result = extract_features(waveform, sample_rate, encoder, fps=args.fps, frames=args.frames,
-                              segments=segments, speech_policy=args.speech_policy,
-                              crossfade_frames=args.crossfade_frames, seamless=args.seamless)
+                              segments=segments, seamless=args.seamless)
+    # The file holds the chunks a sampler would be given: with "silence", blended as the frame plan's
+    # "silence" policy blends them.
+    weight = np.ones(result.frames, dtype=np.float32)
+    if args.speech_policy == "silence":
+        weight = speech_weights(result.speech_mask.numpy(), args.crossfade_frames)
+    chunks = result.mixed_chunks(np.arange(result.frames), weight)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    summary = result.summary()
+    summary = {**result.summary(), "speech_policy": args.speech_policy}
+    del summary["speech_segments"]
     if segments is not None:
         summary["speech"] = segments.to_json()["speech"]
-    save_file({"features": result.features, "chunks": result.chunks, "speech_mask": result.speech_mask,
-               "speech_weight": result.speech_weight},
+    save_file({"features": result.features, "chunks": chunks.contiguous(), "speech_mask": result.speech_mask,
+               "speech_weight": torch.from_numpy(weight)},
               str(out), metadata={key: json.dumps(value) for key, value in summary.items()})
     return {"out": str(out), **summary}

@@ -46,7 +46,7 @@ def add_lipsync_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     parser.add_argument("--vad-threshold", type=float, default=0.5, help="speech probability threshold (0-1)")
     add_settings_arguments(parser)
     parser.add_argument("--fps", type=parse_fps, default=25.0, help="frame rate for a still image")
-    parser.add_argument("--seamless", action="store_true", help="overlap whisper's 30 s windows (long audio)")
+    parser.add_argument("--seamless", action="store_true", help="overlap whisper's 30 s spans (long audio)")
     parser.add_argument("--detector", choices=DETECTORS, default="dlib")
     parser.add_argument("--insightface-dir", default=None, help="folder with det_10g.onnx and 2d106det.onnx")
     add_selection_arguments(parser)

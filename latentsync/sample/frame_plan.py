@@ -23,8 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..audio.features import speech_weights
-
 from .settings import AUDIO_LONGER, AUDIO_SHORTER, VAD_POLICIES, SamplerSettings
 
 
@@ -119,23 +117,40 @@ def even_windows(start: int, stop: int, size: int, steps: int) -> list[Window]:
     return [Window(int(a), int(b), steps) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
-def long_silences(speech: np.ndarray, min_frames: int) -> np.ndarray:
+def speech_weights(speech_mask: np.ndarray, crossfade_frames: int) -> np.ndarray:
+    """1 on speech frames, 0 on silence, ramping down over `crossfade_frames` non-speech frames at each edge.
+
+    The ramp lies outside the speech so that speech is never muted; VAD segments already carry padding.
+    """
+    speech_mask = np.asarray(speech_mask, dtype=bool)
+    weights = speech_mask.astype(np.float32)
+    speech_at = np.flatnonzero(speech_mask)
+    if crossfade_frames <= 0 or speech_at.size == 0:
+        return weights
+    frames = np.arange(speech_mask.size)
+    after = np.searchsorted(speech_at, frames)  # first speech frame at or after each frame
+    to_next = np.where(after < speech_at.size, speech_at[np.minimum(after, speech_at.size - 1)] - frames, np.inf)
+    to_prev = np.where(after > 0, frames - speech_at[np.maximum(after - 1, 0)], np.inf)
+    nearest = np.minimum(to_next, to_prev)
+    ramp = np.clip(1.0 - nearest / (crossfade_frames + 1), 0.0, 1.0)
+    return np.maximum(weights, ramp).astype(np.float32)
+
+
+def long_silences(speech_mask: np.ndarray, min_frames: int) -> np.ndarray:
     """True on frames inside non-speech stretches of at least `min_frames` frames."""
-    out = np.zeros(len(speech), dtype=bool)
-    for a, b in runs(~np.asarray(speech, bool)):
+    out = np.zeros(len(speech_mask), dtype=bool)
+    for a, b in runs(~np.asarray(speech_mask, bool)):
         if b - a >= min_frames:
             out[a:b] = True
     return out
 
 
 def plan_frames(input_frames: int, audio_frames: int, face_valid: np.ndarray, settings: SamplerSettings, *,
-                fps: float, speech: np.ndarray | None = None, silence_already_in_chunks: bool = False) -> FramePlan:
+                fps: float, speech_mask: np.ndarray | None = None) -> FramePlan:
     """The whole plan for one clip (see the module docstring), every policy of `settings` applied here.
 
-    `face_valid` [input_frames]: frames with a usable face. `speech` [audio_frames]: True where someone
+    `face_valid` [input_frames]: frames with a usable face. `speech_mask` [audio_frames]: True where someone
     speaks (needed by every policy but "off"). `fps` turns `min_silence_s` into frames.
-    `silence_already_in_chunks`: the features were made with the silence policy on the same segments, so the
-    "silence" policy has nothing left to do.
     """
     vad_policy, window, steps = settings.vad_policy, settings.window, settings.steps
     crossfade_frames, min_silence_frames = settings.crossfade_frames, round(settings.min_silence_s * fps)
@@ -150,12 +165,12 @@ def plan_frames(input_frames: int, audio_frames: int, face_valid: np.ndarray, se
     windows: list[Window] = []
 
     if vad_policy != "off":
-        if speech is None:
+        if speech_mask is None:
             raise ValueError(f"vad_policy {vad_policy!r} needs to know where the speech is")
         talk = np.zeros(frames, bool)
-        talk[:audio_frames] = np.asarray(speech, bool)[:audio_frames]
+        talk[:audio_frames] = np.asarray(speech_mask, bool)[:audio_frames]
     if vad_policy in ("off", "silence"):
-        if vad_policy == "silence" and not silence_already_in_chunks:
+        if vad_policy == "silence":
             chunk_weight[:audio_frames] = speech_weights(talk[:audio_frames], crossfade_frames)
         for a, b in runs(candidates):
             windows += grid_windows(a, b, window, steps)

@@ -73,12 +73,11 @@ def _speech_mask(features: AudioFeatures, speech: SpeechSegments | None, audio_f
                  policy: str) -> np.ndarray | None:
     if policy == "off":
         return None
-    if speech is not None:
-        return speech.speech_mask(features.fps, audio_frames)
-    if features.silence_features is None and features.speech_policy != "silence":
+    speech = speech if speech is not None else features.speech
+    if speech is None:
         raise ValueError(f"vad_policy {policy!r} needs to know where the speech is: pass the speech segments "
                          "(the VAD node's output), or features extracted with them")
-    return features.speech_mask.numpy()[:audio_frames].astype(bool)
+    return speech.speech_mask(features.fps, audio_frames)
 
 
 def plan_lipsync(input_frames: int, features: AudioFeatures, face_valid: np.ndarray,
@@ -86,22 +85,7 @@ def plan_lipsync(input_frames: int, features: AudioFeatures, face_valid: np.ndar
     """The frame plan `lipsync` will follow (lengths, windows, steps), without running anything."""
     audio_frames = audio_frame_count(features.duration, features.fps, features.frames)
     talk = _speech_mask(features, speech, audio_frames, settings.vad_policy)
-    needs_silence = settings.vad_policy == "fast" or (
-        settings.vad_policy == "silence" and not (speech is None and features.speech_policy == "silence"))
-    if needs_silence and features.silence_features is None:
-        raise ValueError(f"vad_policy {settings.vad_policy!r} conditions non-speech frames on whisper's features "
-                         "of digital silence, which these features lack: extract them with the speech segments")
-    return plan_frames(input_frames, audio_frames, face_valid, settings, fps=features.fps, speech=talk,
-                       silence_already_in_chunks=speech is None and features.speech_policy == "silence")
-
-
-def _window_chunks(features: AudioFeatures, plan: FramePlan, indices: np.ndarray) -> Tensor:
-    chunks = features.chunks[torch.from_numpy(indices)]
-    weight = plan.chunk_weight[indices]
-    if (weight < 1).any():
-        w = torch.from_numpy(weight)[:, None, None]
-        chunks = w * chunks + (1 - w) * features.silence_chunks(indices)
-    return chunks
+    return plan_frames(input_frames, audio_frames, face_valid, settings, fps=features.fps, speech_mask=talk)
 
 
 def _max_window(unet: torch.nn.Module) -> int:
@@ -197,9 +181,9 @@ def lipsync(frames: Tensor | np.ndarray, features: AudioFeatures, unet: torch.nn
         window_faces = out_faces.subset(indices)
         conditioning = encode_conditioning(vae, window_faces, device, dtype)
         clock = timed("encode", clock)
+        audio = features.mixed_chunks(indices, plan.chunk_weight[indices]).to(device, dtype)
         latents = denoise(unet, make_scheduler(settings.scheduler, window.steps),
-                          noise.expand(-1, -1, len(window), -1, -1), conditioning,
-                          _window_chunks(features, plan, indices).to(device, dtype), settings.guidance, cache,
+                          noise.expand(-1, -1, len(window), -1, -1), conditioning, audio, settings.guidance, cache,
                           on_step)
         clock = timed("unet", clock)
         faces_out = blend_mouth(decode_faces(vae, latents), window_faces)

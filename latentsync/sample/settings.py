@@ -50,7 +50,8 @@ SETTINGS: tuple[Setting, ...] = (
             "save motion or time.", choices=tuple(VAD_POLICIES)),
     Setting("min_silence_s", 0.3, "skip/fast: pauses at least this long (seconds) are skipped or sped up.",
             0.0, 10.0, step=0.05),
-    Setting("crossfade_frames", 3, "skip: frames of cross-fade between generated and passed-through frames.", 0, 25),
+    Setting("crossfade_frames", 3, "silence/fast: frames over which silence fades in; skip: frames of cross-fade "
+            "into the passed-through frames.", 0, 25),
     Setting("fast_steps", 6, "fast: steps used for pauses.", 1, 200),
     Setting("audio_longer", "loop", "Audio longer than the video: loop the frames back and forth (reference), "
             "or freeze.", choices=tuple(AUDIO_LONGER)),

@@ -162,13 +162,11 @@ def load_vae(path: str | Path, device: torch.device | str = "cpu", dtype: torch.
              sample_posterior: bool = True, batch_size: int = 8) -> DiffusersFaceVAE:
     """Load sd-vae-ft-mse from `path` (see the module docstring) as a `DiffusersFaceVAE`."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"VAE file not found: {path}. {WHERE_TO_GET}")
+    state_dict = read_vae_file(path)
     try:
         from diffusers import AutoencoderKL
     except ImportError as exc:
         raise ImportError("the standalone VAE needs diffusers: pip install 'diffusers>=0.30'") from exc
-    state_dict = read_vae_file(path)
     config = vae_config()
     # The official file has the official widths; a narrower SD-family VAE (the tests' cheap stand-in) its own.
     config["block_out_channels"] = file_widths(state_dict, config["norm_num_groups"]) or config["block_out_channels"]

@@ -108,7 +108,7 @@ def score_video(open_frames: Callable[[], Iterable[np.ndarray]], audio: np.ndarr
     for track, clip in zip(tracks, crop_tracks((f for _, f in stream()), tracks)):
         audio_span = samples[track.first * SAMPLES_PER_FRAME:(track.last + 1) * SAMPLES_PER_FRAME]
         if audio_span.size < MIN_FRAMES * SAMPLES_PER_FRAME:
-            continue  # the audio ends before this track has one window's worth
+            continue  # the audio ends before this track has one snippet's worth
         scores.append(evaluate_clip(net, np.ascontiguousarray(clip[..., ::-1]), audio_span, crops=crops,
                                     first_frame=track.first, batch_size=batch_size))
     if not scores:

@@ -3,9 +3,10 @@
 Per face-crop clip at 25 fps with 16 kHz audio (`SyncNetEval.evaluate`, vshift 15):
 - MFCCs as `python_speech_features.mfcc(int16 samples, 16000)` computes them (re-implemented here in
   float64 numpy, no dependency), 100 per second, so 4 MFCC steps per video frame;
-- N = min(frames, samples // 640) - 5 windows; window i is frames [i, i+5) and MFCC columns [4i, 4i+20);
+- N = min(frames, samples // 640) - 5 snippets (0.2 s each; the reference calls them windows); snippet i is
+  frames [i, i+5) and MFCC columns [4i, 4i+20);
 - d[i, k] = ||v_i - a_(i+k-15) + 1e-6||, with a_j the zero vector outside 0..N-1 (padded terms count);
-- mean over windows per k; LSE-D = min, offset = 15 - first argmin, LSE-C = median - min.
+- mean over snippets per k; LSE-D = min, offset = 15 - first argmin, LSE-C = median - min.
 """
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ FPS = 25
 SAMPLE_RATE = 16000
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 MFCC_STEPS_PER_FRAME = 4
-WINDOW_FRAMES = 5
-MFCC_WINDOW = 20
+SNIPPET_FRAMES = 5
+SNIPPET_MFCC_STEPS = 20
 MAX_SHIFT = 15
-MIN_FRAMES = WINDOW_FRAMES + 1  # the reference never uses the last frame, so one window needs six
+MIN_FRAMES = SNIPPET_FRAMES + 1  # the reference never uses the last frame, so one snippet needs six
 CROP_SIZE = 224
 SILENCE_DBFS = -70.0  # quieter than a quiet room; speech sits around -20 to -30 dBFS
 
@@ -47,17 +48,18 @@ class SyncScore:
     offset: int
     distances: np.ndarray
     crops: str
-    windows: int
-    window_distances: np.ndarray = field(repr=False)
+    snippets: int  # 5-frame snippets scored
+    snippet_distances: np.ndarray = field(repr=False)
     framewise_conf: np.ndarray = field(repr=False)
     first_frame: int = 0
     tracks: tuple[SyncScore, ...] = field(default=(), repr=False)
 
     def to_json(self) -> dict:
+        """The score as the `score` command prints it; "windows" counts the snippets (the reference's name)."""
         out = {"lse_c": self.lse_c, "lse_d": self.lse_d, "offset": self.offset, "crops": self.crops,
-               "windows": self.windows, "distances": [round(float(d), 6) for d in self.distances]}
+               "windows": self.snippets, "distances": [round(float(d), 6) for d in self.distances]}
         if self.tracks:
-            out["tracks"] = [{"first_frame": t.first_frame, "windows": t.windows, "lse_c": t.lse_c,
+            out["tracks"] = [{"first_frame": t.first_frame, "windows": t.snippets, "lse_c": t.lse_c,
                               "lse_d": t.lse_d, "offset": t.offset} for t in self.tracks]
         return out
 
@@ -127,25 +129,25 @@ def check_audio(samples: np.ndarray) -> None:
                              "LSE-C/LSE-D measure speech against lip motion, so score a clip with speech")
 
 
-# ---------------------------------------------------------------- windows and embeddings
+# ---------------------------------------------------------------- snippets and embeddings
 
 def check_frame_count(frames: int) -> None:
-    """Raise `SyncScoreError` for clips too short for one window."""
+    """Raise `SyncScoreError` for clips too short for one snippet."""
     if frames < MIN_FRAMES:
         raise SyncScoreError(f"the clip has {frames} frames at 25 fps; the metric needs at least {MIN_FRAMES} "
-                             f"(one 5-frame window plus the frame the reference never uses)")
+                             f"(one 5-frame snippet plus the frame the reference never uses)")
 
 
-def window_count(frames: int, samples: int) -> int:
-    """The reference's window count: one less than the complete 5-frame windows, so the last frame is unused."""
-    return min(frames, samples // SAMPLES_PER_FRAME) - WINDOW_FRAMES
+def snippet_count(frames: int, samples: int) -> int:
+    """The reference's snippet count: one less than the complete 5-frame snippets, so the last frame is unused."""
+    return min(frames, samples // SAMPLES_PER_FRAME) - SNIPPET_FRAMES
 
 
-def audio_windows(mfcc_features: np.ndarray, count: int) -> torch.Tensor:
-    """`[count, 1, 13, 20]` float32: window i holds MFCC columns [4i, 4i+20)."""
+def audio_snippets(mfcc_features: np.ndarray, count: int) -> torch.Tensor:
+    """`[count, 1, 13, 20]` float32: snippet i holds MFCC columns [4i, 4i+20)."""
     columns = torch.from_numpy(np.ascontiguousarray(mfcc_features.T)).float()
     starts = torch.arange(count) * MFCC_STEPS_PER_FRAME
-    return columns[:, starts[:, None] + torch.arange(MFCC_WINDOW)].permute(1, 0, 2).unsqueeze(1).contiguous()
+    return columns[:, starts[:, None] + torch.arange(SNIPPET_MFCC_STEPS)].permute(1, 0, 2).unsqueeze(1).contiguous()
 
 
 def _device_of(module: torch.nn.Module) -> torch.device:
@@ -166,11 +168,11 @@ def full_float32() -> Iterator[None]:
 
 @torch.no_grad()
 @full_float32()
-def audio_embeddings(syncnet: torch.nn.Module, windows: torch.Tensor, batch_size: int = 20) -> torch.Tensor:
-    """`[N, 1024]` embeddings of `[N, 1, 13, 20]` MFCC windows, on the CPU."""
+def audio_embeddings(syncnet: torch.nn.Module, snippets: torch.Tensor, batch_size: int = 20) -> torch.Tensor:
+    """`[N, 1024]` embeddings of `[N, 1, 13, 20]` MFCC snippets, on the CPU."""
     device = _device_of(syncnet)
-    out = [syncnet.forward_audio(windows[i:i + batch_size].to(device)).float().cpu()
-           for i in range(0, windows.shape[0], batch_size)]
+    out = [syncnet.forward_audio(snippets[i:i + batch_size].to(device)).float().cpu()
+           for i in range(0, snippets.shape[0], batch_size)]
     return torch.cat(out)
 
 
@@ -178,14 +180,14 @@ def audio_embeddings(syncnet: torch.nn.Module, windows: torch.Tensor, batch_size
 @full_float32()
 def video_embeddings(syncnet: torch.nn.Module, crops_bgr: np.ndarray | torch.Tensor, count: int,
                      batch_size: int = 20) -> torch.Tensor:
-    """`[count, 1024]` embeddings of the 5-frame windows of `[T, 224, 224, 3]` uint8 BGR crops, on the CPU."""
+    """`[count, 1024]` embeddings of the 5-frame snippets of `[T, 224, 224, 3]` uint8 BGR crops, on the CPU."""
     crops = torch.as_tensor(crops_bgr)
     device = _device_of(syncnet)
-    offsets = torch.arange(WINDOW_FRAMES)
+    offsets = torch.arange(SNIPPET_FRAMES)
     out = []
     for start in range(0, count, batch_size):
         starts = torch.arange(start, min(count, start + batch_size))
-        # Windows are gathered per batch so that only batch_size x 5 frames exist as float at once.
+        # Snippets are gathered per batch so that only batch_size x 5 frames exist as float at once.
         batch = crops[starts[:, None] + offsets].to(device).permute(0, 4, 1, 2, 3).float()
         out.append(syncnet.forward_video(batch).float().cpu())
     return torch.cat(out)
@@ -211,15 +213,15 @@ def score_from_distances(table: torch.Tensor, crops: str, first_frame: int = 0) 
     """LSE-D = min of the per-offset means, offset = 15 - first argmin, LSE-C = median - min (lower median)."""
     table = table.float()
     max_shift = (table.shape[1] - 1) // 2
-    # Same reduction layout as the reference (offsets x windows, mean over windows).
+    # Same reduction layout as the reference (offsets x snippets, mean over snippets).
     means = table.t().contiguous().mean(1)
     best = int(torch.argmin(means))
     lse_d = means[best]
     median = torch.median(means)
     fconf = (median - table[:, best]).numpy()
     return SyncScore(lse_c=float(median - lse_d), lse_d=float(lse_d), offset=max_shift - best,
-                     distances=means.numpy(), crops=crops, windows=int(table.shape[0]),
-                     window_distances=table.numpy(), framewise_conf=median_filter(fconf, 9),
+                     distances=means.numpy(), crops=crops, snippets=int(table.shape[0]),
+                     snippet_distances=table.numpy(), framewise_conf=median_filter(fconf, 9),
                      first_frame=first_frame)
 
 
@@ -230,12 +232,12 @@ def evaluate_clip(syncnet: torch.nn.Module, crops_bgr: np.ndarray | torch.Tensor
     if tuple(crops_bgr.shape[1:]) != (CROP_SIZE, CROP_SIZE, 3):
         raise SyncScoreError(f"face crops must be [T, 224, 224, 3], got {tuple(crops_bgr.shape)}")
     check_frame_count(frames)
-    count = window_count(frames, int(samples.size))
+    count = snippet_count(frames, int(samples.size))
     if count < 1:
         raise SyncScoreError(f"the audio is {samples.size / SAMPLE_RATE:.2f} s long; the metric needs at least "
                              f"{MIN_FRAMES * SAMPLES_PER_FRAME / SAMPLE_RATE:.2f} s ({MIN_FRAMES} frames)")
     check_audio(samples)
-    audio = audio_embeddings(syncnet, audio_windows(mfcc(samples), count), batch_size)
+    audio = audio_embeddings(syncnet, audio_snippets(mfcc(samples), count), batch_size)
     video = video_embeddings(syncnet, crops_bgr, count, batch_size)
     return score_from_distances(distance_table(video, audio), crops, first_frame)
 
@@ -252,6 +254,6 @@ def combine_tracks(scores: list[SyncScore]) -> SyncScore:
         scores[0], lse_c=float(np.mean([s.lse_c for s in scores])), lse_d=float(np.mean([s.lse_d for s in scores])),
         offset=int(np.mean([s.offset for s in scores])),
         distances=np.mean([s.distances for s in scores], axis=0).astype(np.float32),
-        windows=sum(s.windows for s in scores),
-        window_distances=np.concatenate([s.window_distances for s in scores]),
+        snippets=sum(s.snippets for s in scores),
+        snippet_distances=np.concatenate([s.snippet_distances for s in scores]),
         framewise_conf=np.concatenate([s.framewise_conf for s in scores]), tracks=tuple(scores))

@@ -1,7 +1,7 @@
 """The SyncNet evaluation network (Chung & Zisserman) behind LSE-C / LSE-D, and its weight loading.
 
 Layer indices and state-dict names follow `syncnet_v2.model` exactly (`netcnnaud.0.weight`, ...), so the
-official file loads without renaming. The network maps a 0.2 s window of audio (13 MFCCs x 20 steps) and
+official file loads without renaming. The network maps a 0.2 s snippet of audio (13 MFCCs x 20 steps) and
 the matching 5 video frames (224x224, BGR, raw 0-255) to 1024-d embeddings; `metric.py` compares them.
 """
 from __future__ import annotations
@@ -59,21 +59,21 @@ class SyncNet(nn.Module):
             *_conv_bn_relu(nn.Conv3d(256, 512, (1, 6, 6)), 512, nn.BatchNorm3d),
         )
 
-    def audio_features(self, mfcc_windows: torch.Tensor) -> torch.Tensor:
-        """`[B, 1, 13, 20]` MFCC windows -> `[B, 512]` CNN output (before the MLP head)."""
-        return self.netcnnaud(mfcc_windows).flatten(1)
+    def audio_features(self, mfcc_snippets: torch.Tensor) -> torch.Tensor:
+        """`[B, 1, 13, 20]` MFCC snippets -> `[B, 512]` CNN output (before the MLP head)."""
+        return self.netcnnaud(mfcc_snippets).flatten(1)
 
-    def video_features(self, frame_windows: torch.Tensor) -> torch.Tensor:
-        """`[B, 3, 5, 224, 224]` BGR 0-255 windows -> `[B, 512]` CNN output (before the MLP head)."""
-        return self.netcnnlip(frame_windows).flatten(1)
+    def video_features(self, frame_snippets: torch.Tensor) -> torch.Tensor:
+        """`[B, 3, 5, 224, 224]` BGR 0-255 snippets -> `[B, 512]` CNN output (before the MLP head)."""
+        return self.netcnnlip(frame_snippets).flatten(1)
 
-    def forward_audio(self, mfcc_windows: torch.Tensor) -> torch.Tensor:
+    def forward_audio(self, mfcc_snippets: torch.Tensor) -> torch.Tensor:
         """The reference's `forward_aud`: `[B, 1, 13, 20]` -> `[B, 1024]`, not normalised."""
-        return self.netfcaud(self.audio_features(mfcc_windows))
+        return self.netfcaud(self.audio_features(mfcc_snippets))
 
-    def forward_video(self, frame_windows: torch.Tensor) -> torch.Tensor:
+    def forward_video(self, frame_snippets: torch.Tensor) -> torch.Tensor:
         """The reference's `forward_lip`: `[B, 3, 5, 224, 224]` BGR 0-255 -> `[B, 1024]`, not normalised."""
-        return self.netfclip(self.video_features(frame_windows))
+        return self.netfclip(self.video_features(frame_snippets))
 
 
 # Prefixes of wrapped state dicts (SyncNetEval's `__S__`, DataParallel's `module`).
@@ -93,8 +93,6 @@ def read_state_dict(path: str | Path, where_to_get: str) -> dict[str, torch.Tens
     A wrapper prefix (`__S__.`, as `SyncNetEval().state_dict()` would write, or `module.`) is removed.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weight file not found: {path}; {where_to_get}")
     obj = read_checkpoint(path, "a plain state dict of names to tensors", where_to_get, error=SyncNetCheckpointError)
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise SyncNetCheckpointError(f"{path} holds {describe(obj)}; {where_to_get}")

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 from . import quantize as unet_quantize
-from ..checkpoint import CheckpointError, file_format, read_checkpoint
+from ..catalogue import CATALOGUE
+from ..checkpoint import CheckpointError, read_checkpoint_and_format
 from .model import LatentSyncUNet, build_unet
 from .config import ConfigLike, UNetConfig, resolve_unet_config
 
@@ -39,6 +40,7 @@ QUANTIZATIONS = tuple(_QUANTIZERS)
 
 
 EXPECTED = "latentsync_unet.pt from ByteDance/LatentSync-1.5 or -1.6"
+WHERE_TO_GET = f"For 1.5: {CATALOGUE['unet_1.5'].where_to_get()}; for 1.6: {CATALOGUE['unet_1.6'].where_to_get()}"
 
 
 class UNetCheckpointError(CheckpointError):
@@ -65,9 +67,6 @@ def load_unet(
     unet_config = resolve_unet_config(config)
     label = f"LatentSync {config}" if isinstance(config, str) and not config.endswith(".json") else "the given config"
     path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"UNet checkpoint not found: {path}")
-
     state_dict, what = read_state_dict(path)
     unet = build_unet(unet_config, device="meta")
     expected = {name: tuple(tensor.shape) for name, tensor in unet.state_dict().items()}
@@ -112,8 +111,8 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], str]:
     `.pt` files are memory-mapped where possible, so tensors are paged in only as they are used.
     """
     path = Path(path)
-    payload = read_checkpoint(path, EXPECTED, mmap=True, error=UNetCheckpointError)
-    if file_format(path) == "safetensors":
+    payload, kind = read_checkpoint_and_format(path, EXPECTED, WHERE_TO_GET, mmap=True, error=UNetCheckpointError)
+    if kind == "safetensors":
         return payload, "a safetensors file"
     return _unwrap(path, payload)
 

@@ -149,7 +149,7 @@ def rescale_crop_matrices(matrices: torch.Tensor, crop_wh: Size, sizes: Sequence
     """Frame -> crop matrices for crops resized from `crop_wh` to `sizes`, so the paste-back can warp upscaled
     crops directly instead of shrinking them back to `crop_wh` first.
 
-    Pixel centres sit on integer coordinates (as in `image_ops.warp_affine`) and the resize is centre-aligned
+    Pixel centres sit on integer coordinates (as in `face.warp.warp_affine`) and the resize is centre-aligned
     (`align_corners=False`, as every mode here), so crop x maps to `k * x + (k - 1) / 2` with `k = new / old`.
     """
     matrices = torch.as_tensor(matrices, dtype=torch.float64)

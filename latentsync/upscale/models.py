@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import torch
 
+from ..catalogue import CATALOGUE
 from ..checkpoint import CheckpointError, describe, read_checkpoint
 
 
@@ -49,10 +50,9 @@ def load_upscale_model(path: str | Path, device: str | torch.device = "cpu") -> 
     for a file that is not an RGB image upscaler, saying what the file looks like (a VAE, a whisper encoder, ...).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no upscale model at {path}")
+    payload = read_checkpoint(path, "a super-resolution model such as RealESRGAN_x2plus.pth",
+                              f"For example, {CATALOGUE['upscaler'].where_to_get()}", error=UpscaleModelError)
     spandrel = import_spandrel()
-    payload = read_checkpoint(path, "a super-resolution model such as RealESRGAN_x2plus.pth", error=UpscaleModelError)
     if not isinstance(payload, dict):
         raise UpscaleModelError(f"{path.name} holds {describe(payload)}, not the state dict of an upscaler")
     state = spandrel.canonicalize_state_dict(payload)
