@@ -6,4 +6,6 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bash "$here/setup.sh"
 source "$here/env.sh"
 cd "$(dirname "$here")"
-exec "$LATENTSYNC_VENV/bin/python" -m pytest "$@"
+# Two workers, a test file each at a time (a file's servers and models are set up once); LATENTSYNC_TEST_WORKERS=0
+# runs everything in one process (as does `-n 0` after the other arguments).
+exec "$LATENTSYNC_VENV/bin/python" -m pytest -n "${LATENTSYNC_TEST_WORKERS:-2}" --dist loadfile "$@"

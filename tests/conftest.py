@@ -33,6 +33,15 @@ PACK_NODES = {"LatentSyncVAD", "LatentSyncWhisperEncode", "LatentSyncUNetLoader"
               "LatentSyncSampler"}  # every node the pack registers
 
 
+# The longest files first: with two workers (scripts/test.sh), a long file started last would run alone at the end.
+LONGEST_FIRST = ("test_workflows.py", "test_browser.py", "test_experiment.py", "test_offline.py", "test_bad_input.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its own order
+
+
 def missing(what: str):
     """Skip on a developer machine, fail in CI: CI must have everything."""
     if IN_CI:

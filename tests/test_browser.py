@@ -130,13 +130,21 @@ def test_vad_workflow_runs_and_the_timeline_draws_the_segments(editor, comfy_ser
 
 
 def test_basic_lipsync_workflow_queues_from_the_editor(editor, comfy_server, lipsync_inputs, lipsync_models, artifacts):
+    from media import cut_clip, cut_voice
+
+    # A 4-frame cut of the clip, TAESD for the SD VAE and 2 steps, set in the editor as a user would: this run is
+    # about queueing from the editor (tests/test_workflows.py runs the graph with the full VAE).
+    video, voice = "editor_demo_4.mp4", "editor_voice_4.wav"
+    cut_clip(shared_path("media/latentsync_demo1_video.mp4"), comfy_server.dir("input") / video, 4, 720)
+    cut_voice(shared_path("media/latentsync_demo1_audio.wav"), comfy_server.dir("input") / voice, 4 / 25)
     load_workflow(editor, "latentsync_basic.json")
-    # TAESD for the SD VAE and 2 steps, set in the editor as a user would: this run is about queueing from the
-    # editor (tests/test_workflows.py runs the graph with the full VAE).
-    editor.evaluate("""() => { const widget = (type, name) => window.app.graph._nodes.find(n => n.type === type)
-                                                   .widgets.find(w => w.name === name);
-                               widget('VAELoader', 'vae_name').value = 'taesd';
-                               widget('LatentSyncSampler', 'steps').value = 2; }""")
+    editor.evaluate("""([video, voice]) => {
+                           const widget = (type, name) => window.app.graph._nodes.find(n => n.type === type)
+                                                              .widgets.find(w => w.name === name);
+                           widget('LoadVideo', 'file').value = video;
+                           widget('LoadAudio', 'audio').value = voice;
+                           widget('VAELoader', 'vae_name').value = 'taesd';
+                           widget('LatentSyncSampler', 'steps').value = 2; }""", [video, voice])
     before = set(comfy_server.get("/history"))
     editor.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
     deadline = time.monotonic() + 1200
