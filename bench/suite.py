@@ -1,8 +1,8 @@
 """Test-suite benchmark: the suite's wall time on a quiet machine and with one core busy (issue 21).
 
-Runs the README's test command (`scripts/test.sh`: pytest on two workers in the pack's venv, `CI=true`) twice in a
-clean clone of this
-repository's HEAD: once on a quiet machine, once while a busy-loop process occupies one core. Prints each run's
+Runs the README's test command (`scripts/test.sh`: pytest on two workers in the pack's venv, `CI=true`) twice in
+a clean clone of this repository's HEAD: once on a quiet machine, once while a busy-loop process occupies one
+core. Prints each run's
 wall time and result, and the busy/quiet ratio. Goals: quiet <= 12 minutes of tests after set-up; busy passes
 in <= 2x the quiet time.
 
