@@ -10,8 +10,8 @@ from ._comfy import (PRECISIONS, compute_dtype, folder_paths, io, load_for_compu
 from .base import LatentSyncNode
 from .data_types import AudioFeatures, Speech
 
-# Three hours at 60 fps; the features of that many frames take 46 GiB, and the library refuses a count that
-# does not fit in the RAM there is before encoding.
+# Three hours at 60 fps. The features hold 750 KiB a second of audio and 80 bytes a frame (chunks are gathered a
+# window at a time); the library refuses what does not fit in the RAM there is before encoding.
 MAX_FRAMES = 3 * 3600 * 60
 # Loaded encoders stay behind their ModelPatcher between runs; ComfyUI decides where they live.
 _ENCODERS: dict[tuple, object] = {}

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from latentsync.audio.features import AudioFeatures, frame_feature_rows, gather_chunks, reference_frame_count
+from latentsync.audio.features import AudioFeatures, frame_feature_rows, reference_frame_count
 from latentsync.audio.vad import SpeechSegments
 from latentsync.sample.frame_plan import runs
 
@@ -62,8 +62,8 @@ def fake_features(frames: int, fps: float = 25.0, seed: int = 0, speech_mask: np
     segments = None
     if speech_mask is not None:
         segments = SpeechSegments(duration=duration, speech=tuple((a / fps, b / fps) for a, b in runs(speech_mask)))
-    return AudioFeatures(features=features, chunks=gather_chunks(features, index), silence_features=silence,
-                         rows=index, fps=float(fps), duration=duration, seamless=False, speech=segments)
+    return AudioFeatures(features=features, silence_features=silence, rows=index, fps=float(fps), duration=duration,
+                         seamless=False, speech=segments)
 
 
 def face_boxes(faces, margin: int = 3) -> list[tuple[int, int, int, int] | None]:

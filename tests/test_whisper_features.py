@@ -305,6 +305,20 @@ def test_features_command_writes_safetensors(tmp_path, golden, whisper_checkpoin
 
 # --- memory ---------------------------------------------------------------------------------------------
 
+def test_features_hold_rows_not_a_chunk_per_frame(golden, encoder, short):
+    """200,000 frames (over two hours at 25 fps) of chunks would be 15 GB; the features hold their rows and
+    gather a window's chunks when asked."""
+    many = extract_features(golden_audio(golden, "3s2"), 16000, encoder, fps=25, frames=200_000)
+    held = sum(v.numel() * v.element_size() if isinstance(v, torch.Tensor) else getattr(v, "nbytes", 0)
+               for v in vars(many).values())
+    assert many.frames == 200_000 and held < 20 * 2**20
+    assert many.summary()["chunks"] == [200_000, 50, 384]
+    window = many.mixed_chunks(np.arange(16), np.ones(16))
+    assert torch.equal(window, short.chunks[:16])
+    last = many.mixed_chunks(np.arange(199_984, 200_000), np.ones(16))  # past the audio: its last row, repeated
+    assert torch.equal(last, short.features[-1].reshape(1, -1).expand(10, -1).reshape(1, 50, 384).expand(16, -1, -1))
+
+
 def test_a_frame_count_beyond_memory_is_refused_before_encoding(golden, encoder, monkeypatch):
     from latentsync.audio import features as audio_features
     from latentsync import memory
@@ -314,11 +328,11 @@ def test_a_frame_count_beyond_memory_is_refused_before_encoding(golden, encoder,
 
     monkeypatch.setattr(audio_features, "encode_mel", must_not_encode)
     audio = golden_audio(golden, "3s2")
-    # 10**9 frames would be 77 TB of float32 chunks: more than any machine, refused with the numbers.
+    # 10**12 frames would be 80 TB of feature row numbers: more than any machine, refused with the numbers.
     with pytest.raises(memory.InsufficientMemoryError,
-                       match=r"whisper features for 1000000000 frames \(75 KiB each\) needs [\d,.]+ GiB of RAM "
+                       match=r"whisper features of 3 s of audio for 1000000000000 frames needs [\d,.]+ GiB of RAM "
                              r"and only [\d.]+ [GM]iB is available; lower frames"):
-        extract_features(audio, 16000, encoder, fps=25, frames=10**9)
+        extract_features(audio, 16000, encoder, fps=25, frames=10**12)
     # The count taken from the audio is checked too: here against a machine with 1 MiB free.
     monkeypatch.setattr(memory, "available_ram", lambda: 2**20)
     with pytest.raises(memory.InsufficientMemoryError, match="for 82 frames .* only 1.0 MiB is available"):

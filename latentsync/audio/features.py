@@ -192,12 +192,14 @@ def gather_chunks(features: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
 @dataclass(frozen=True)
 class AudioFeatures:
     """Whisper features of a clip and the per-frame chunks a video of `frames` frames at `fps` is driven by,
-    with the same chunks of digital silence and, when the VAD's segments were given, where the speech is."""
+    with the same of digital silence and, when the VAD's segments were given, where the speech is.
+
+    Chunks are gathered when asked for (`chunks`, `mixed_chunks`), so a long clip holds its feature rows
+    (750 KiB a second of audio, silence's included) and not also 75 KiB per video frame."""
 
     features: torch.Tensor  # [L, 5, 384] float32, 50 rows per second
-    chunks: torch.Tensor  # [N, 50, 384] float32, one per video frame
     silence_features: torch.Tensor  # [L, 5, 384]: whisper's features of digital silence as long as the audio
-    rows: np.ndarray  # [N, 10] feature rows each frame was built from
+    rows: np.ndarray  # [N, 10] feature rows each frame's chunk is made of
     fps: float
     duration: float  # seconds of audio
     seamless: bool
@@ -205,7 +207,17 @@ class AudioFeatures:
 
     @property
     def frames(self) -> int:
-        return int(self.chunks.shape[0])
+        return int(self.rows.shape[0])
+
+    @property
+    def chunk_shape(self) -> tuple[int, int]:
+        """`(50, 384)`: one frame's chunk, its rows' layers one after the other."""
+        return self.rows.shape[1] * self.features.shape[1], self.features.shape[2]
+
+    @property
+    def chunks(self) -> torch.Tensor:
+        """Every frame's chunk `[N, 50, 384]` at once; the sampler takes a window's at a time instead."""
+        return gather_chunks(self.features, self.rows)
 
     @property
     def speech_mask(self) -> torch.Tensor:
@@ -221,9 +233,10 @@ class AudioFeatures:
         return gather_chunks(self.silence_features, np.atleast_2d(rows))
 
     def mixed_chunks(self, frames: np.ndarray, weight: np.ndarray) -> torch.Tensor:
-        """`[n, 50, 384]`: each frame's chunk blended with silence's, `weight` [n] of the speech (1 = its own
+        """`[n, 50, 384]`: the chunks of `frames` blended with silence's, `weight` [n] of the speech (1 = its own
         chunk, exactly; 0 = silence)."""
-        chunks = self.chunks[torch.from_numpy(np.asarray(frames))]
+        frames = np.asarray(frames)
+        chunks = gather_chunks(self.features, np.atleast_2d(self.rows[frames]))
         weight = np.asarray(weight, dtype=np.float32)
         if (weight >= 1).all():
             return chunks
@@ -232,7 +245,7 @@ class AudioFeatures:
 
     def summary(self) -> dict:
         return {"duration": round(self.duration, 6), "fps": self.fps, "frames": self.frames,
-                "features": list(self.features.shape), "chunks": list(self.chunks.shape),
+                "features": list(self.features.shape), "chunks": [self.frames, *self.chunk_shape],
                 "speech_frames": int(self.speech_mask.sum()), "speech_segments": self.speech is not None,
                 "seamless": self.seamless}
 
@@ -268,18 +281,16 @@ def extract_features(waveform: torch.Tensor | np.ndarray, sample_rate: int, enco
     silent = encode_mel(encoder, log_mel_spectrogram(torch.zeros_like(audio), encoder.dims.n_mels),
                         seamless=seamless, context_s=context_s)
     rows = frame_feature_rows(features.shape[0], fps, frames)
-    return AudioFeatures(features=features, chunks=gather_chunks(features, rows).contiguous(),
-                         silence_features=silent, rows=rows, fps=float(fps), duration=duration, seamless=seamless,
-                         speech=segments)
+    return AudioFeatures(features=features, silence_features=silent, rows=rows, fps=float(fps), duration=duration,
+                         seamless=seamless, speech=segments)
 
 
 def _check_feature_memory(encoder: WhisperEncoder, num_rows: int, frames: int) -> None:
-    """Refuse a frame count whose chunks cannot fit in RAM, before encoding anything."""
+    """Refuse audio or a frame count whose features cannot fit in RAM, before encoding anything."""
     row_bytes = (encoder.dims.n_audio_layer + 1) * encoder.dims.n_audio_state * 4
-    chunk_bytes = frames * ROWS_PER_FRAME * row_bytes
-    # The audio's features and silence's, and the chunks gathered from them.
-    needed = num_rows * row_bytes * 2 + chunk_bytes
-    check_fits(needed, f"whisper features for {frames} frames ({ROWS_PER_FRAME * row_bytes // 1024} KiB each)",
+    # The audio's feature rows and silence's, and the rows each frame's chunk is made of.
+    needed = num_rows * row_bytes * 2 + frames * ROWS_PER_FRAME * 8
+    check_fits(needed, f"whisper features of {num_rows / ROWS_PER_SECOND:.0f} s of audio for {frames} frames",
                "frames (0 = as many as the audio lasts) or fps, or use shorter audio", "cpu")
 
 
