@@ -1,6 +1,7 @@
 """Which config a UNet checkpoint gets (a JSON beside it, the user's choice, or its path), and what "download"
 does with a file already at the official file's place."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -23,9 +24,15 @@ def test_config_file_beside_the_checkpoint_wins(tmp_path):
 @pytest.mark.parametrize("name, version, resolution", [
     ("latentsync_unet.pt", "1.5", 256), ("LatentSync-1.6/latentsync_unet.pt", "1.6", 512),
     ("unet_512.safetensors", "1.6", 512), ("1.5/latentsync_unet.pt", "1.5", 256),
+    ("1.6/latentsync_unet.pt", "1.6", 512), ("latentsync_1_6.pt", "1.6", 512),
+    ("models--ByteDance--LatentSync-1.6/snapshots/0a1b/latentsync_unet.pt", "1.6", 512),
+    # a number inside a longer one is not the model's
+    ("run-160/models/latentsync_unet.pt", "1.5", 256), ("v2160/latentsync_unet.pt", "1.5", 256),
+    ("unet_5120.pt", "1.5", 256), ("v1.16/latentsync_unet.pt", "1.5", 256),
 ])
-def test_auto_version_from_the_path(tmp_path, name, version, resolution):
-    choice = choose_config(tmp_path / name)
+def test_auto_version_from_the_path(name, version, resolution):
+    # A fixed folder: a temporary one's name holds a counter ("pytest-160") that must not decide the case.
+    choice = choose_config(Path("/models-here") / name)
     assert (choice.config, choice.resolution) == (version, resolution) and "guessed" in choice.source
 
 

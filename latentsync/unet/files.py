@@ -57,7 +57,9 @@ def choose_config(checkpoint: str | Path, version: str = "auto") -> UNetChoice:
         if candidate.is_file():
             return config_file(candidate)
     if version == "auto":
-        version = "1.6" if re.search(r"1[._-]?6|512", str(path)) else "1.5"
+        # "1.6", "1_6", "16" or "512" anywhere in the path (a folder named for the version, a Hugging Face cache's
+        # models--ByteDance--LatentSync-1.6), but not inside a longer number such as a run's "pytest-160".
+        version = "1.6" if re.search(r"(?<![\d.])(1[._-]?6|512)(?![\d])", str(path)) else "1.5"
         source = f"version {version} guessed from the file path (set version to override)"
     else:
         source = f"version {version} chosen"
