@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path[:0] = [str(REPO), str(REPO / "scripts")]  # the pack, and the random-weight model writers
 
 from latentsync.media.audio import load_audio, to_mono_16k  # noqa: E402
 from latentsync.audio.features import extract_features  # noqa: E402
@@ -36,13 +36,20 @@ from latentsync.face.detect import detect_faces  # noqa: E402
 from latentsync.sample.sampler import SamplerSettings, lipsync  # noqa: E402
 from latentsync.audio.vad import detect_speech  # noqa: E402
 from latentsync.pipeline import ModelSet, UNetSpec  # noqa: E402
+from latentsync.media.video import read_frames  # noqa: E402
 from model_files import write_tiny_unet, write_whisper_checkpoint  # noqa: E402
-from sampler_fixtures import decode_clip  # noqa: E402
 from vae_files import write_sd_vae  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 CLIP = SHARED / "media" / "latentsync_demo1_video.mp4"
 VOICE = SHARED / "media" / "latentsync_demo1_audio.wav"
+
+
+def decode_clip(path: Path, count: int, size_hw: tuple[int, int] = (640, 360)) -> torch.Tensor:
+    """The first `count` frames as a ComfyUI IMAGE `[N, H, W, 3]` float32 0-1, resized to `size_hw`."""
+    frames, _ = read_frames(path, max_frames=count)
+    images = frames.permute(0, 3, 1, 2).float() / 255.0
+    return torch.nn.functional.interpolate(images, size=size_hw, mode="area").permute(0, 2, 3, 1).contiguous()
 CONFIG = SHARED / "reference" / "latentsync" / "unet_tiny_config.json"
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "scripts"), str(REPO / "tests")]
+sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 
 from busy import one_core_busy  # noqa: E402
 from latentsync.audio import vad  # noqa: E402

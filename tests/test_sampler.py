@@ -3,7 +3,7 @@
 Reference: bytedance/LatentSync @ a229c39 `LipsyncPipeline` (DOSSIER.md §1.6-1.10). Golden: the tiny UNet of
 shared/reference/latentsync/unet_tiny_golden.safetensors, whose stored input is the pipeline's 13-channel CFG
 batch; our layout must rebuild it exactly and one guided DDIM step must match within 1e-4 (the golden's
-suggested float32 tolerance). Behaviour is checked with a random tiny UNet (tests/model_files.py), the
+suggested float32 tolerance). Behaviour is checked with a random tiny UNet (scripts/model_files.py), the
 `PoolVAE` stand-in and a real clip at 360x640 with 64 px face crops (see sampler_fixtures.py); the full-size
 SD VAE runs end to end in test_vae.py.
 """

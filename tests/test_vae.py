@@ -1,6 +1,6 @@
 """Specification of the standalone VAE (latentsync/vae.py) and the sampler end to end with the full-size SD VAE.
 
-The file under test is written by tests/vae_files.py in the original LDM layout of
+The file under test is written by scripts/vae_files.py in the original LDM layout of
 `vae-ft-mse-840000-ema-pruned.safetensors` (random weights, keys and shapes described independently of the
 product's converter). The end-to-end run uses that VAE with a random tiny UNet and real whisper features
 (random-weight whisper tiny) on 8 frames of the shared clip at 360x640 with 64 px crops: the full VAE is about
