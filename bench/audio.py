@@ -4,21 +4,17 @@ Random whisper-tiny weights do the same arithmetic as the released ones. Prints 
 and the seamless (overlapping) spans, each as RTF, as a ratio of the goal and as a ratio of the
 reference measured in this run.
 
-    python bench/audio.py [--seconds 60] [--repeats 3] [--threads N]
+    python -m bench.audio [--seconds 60] [--repeats 3] [--threads N]
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from latentsync.audio.features import extract_features  # noqa: E402
-from latentsync.audio.whisper import TINY, WhisperEncoder  # noqa: E402
+from latentsync.audio.features import extract_features
+from latentsync.audio.whisper import TINY, WhisperEncoder
 
 GOAL_RTF = 0.05
 

@@ -2,7 +2,7 @@
 on CPU (goal: >= 10 fps on 2 cores). The baseline, measured in the same run, is the reference's way of
 detecting: a full-frame search on every frame instead of following the face.
 
-    python bench/face.py [--frames 150] [--resolution 256] [--calibrate]
+    python -m bench.face [--frames 150] [--resolution 256] [--calibrate]
 
 --calibrate also fits the dlib 5-point -> 3-point rule to the centroids of dlib's 68-point brows and nose on
 the clips (the 68-point model is used only here; its training data forbids commercial use) and prints how
@@ -11,22 +11,20 @@ far the two alignments are apart, in crop pixels.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO)]
-
-from latentsync.media.video import decode_frames  # noqa: E402
-from latentsync.face.align import (align, anchors_in_frame, crop_displacement, crop_geometry,  # noqa: E402
+from latentsync.media.video import decode_frames
+from latentsync.face.align import (align, anchors_in_frame, crop_displacement, crop_geometry,
                                    motion_stats, similarity_transform, smoothed_matrices)
-from latentsync.face.detect import (BROW_ALONG, BROW_DOWN, NOSE_DOWN, DlibFaceDetector,  # noqa: E402
+from latentsync.face.detect import (BROW_ALONG, BROW_DOWN, NOSE_DOWN, DlibFaceDetector,
                                     FaceTracker, _face_recognition_model, track_from_faces)
-from latentsync.face.paste import paste_back  # noqa: E402
+from latentsync.face.paste import paste_back
+
+REPO = Path(__file__).resolve().parents[1]
 
 CLIPS = ("latentsync_demo1_video.mp4", "latentsync_demo3_video.mp4")
 

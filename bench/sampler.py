@@ -13,13 +13,12 @@ Cases:
 Each runs with VAD off, skip and fast; then (a) with DeepCache interval 3 against none (full UNet passes and
 time). Ratios are against the "off" run of the same case.
 
-    python bench/sampler.py [--seconds 6] [--resolution 32] [--steps 20] [--threads 1]
+    python -m bench.sampler [--seconds 6] [--resolution 32] [--steps 20] [--threads 1]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,18 +26,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "scripts")]  # the pack, and the random-weight model writers
+from latentsync.media.audio import load_audio, to_mono_16k
+from latentsync.audio.features import extract_features
+from latentsync.face.detect import detect_faces
+from latentsync.sample.sampler import SamplerSettings, lipsync
+from latentsync.audio.vad import detect_speech
+from latentsync.pipeline import ModelSet, UNetSpec
+from latentsync.media.video import read_frames
+from scripts.model_files import write_tiny_unet, write_whisper_checkpoint
+from scripts.vae_files import write_sd_vae
 
-from latentsync.media.audio import load_audio, to_mono_16k  # noqa: E402
-from latentsync.audio.features import extract_features  # noqa: E402
-from latentsync.face.detect import detect_faces  # noqa: E402
-from latentsync.sample.sampler import SamplerSettings, lipsync  # noqa: E402
-from latentsync.audio.vad import detect_speech  # noqa: E402
-from latentsync.pipeline import ModelSet, UNetSpec  # noqa: E402
-from latentsync.media.video import read_frames  # noqa: E402
-from model_files import write_tiny_unet, write_whisper_checkpoint  # noqa: E402
-from vae_files import write_sd_vae  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SHARED = REPO.parent / "shared"
 CLIP = SHARED / "media" / "latentsync_demo1_video.mp4"

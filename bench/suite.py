@@ -6,7 +6,7 @@ core. Prints each run's
 wall time and result, and the busy/quiet ratio. Goals: quiet <= 12 minutes of tests after set-up; busy passes
 in <= 2x the quiet time.
 
-    python bench/suite.py [--runs quiet busy] [--pytest-args "-x -q"]
+    python -m bench.suite [--runs quiet busy] [--pytest-args "-x -q"]
 
 Set-up (venv, ComfyUI, Chromium) must be done first (`bash scripts/setup.sh`); it is not timed. Nothing else
 should run on the machine meanwhile: the point is to measure the suite, not the neighbours.
@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from busy import one_core_busy
+from bench.busy import one_core_busy
 
 REPO = Path(__file__).resolve().parents[1]
 GOAL_QUIET_S = 12 * 60

@@ -6,8 +6,8 @@ that its peak RSS is its own; fp32 is always run first and is the baseline of ev
 prints seconds per UNet call, peak RSS (peak device memory on CUDA), weight memory, mean |output|, and the
 output's relative error against fp32, ||out - ref|| / ||ref||.
 
-    python bench/unet.py                       # CPU, fp32 and bf16, one call each (a few minutes on 2 cores)
-    python bench/unet.py --device cuda --steps 2 --options fp32,bf16,fp16
+    python -m bench.unet                       # CPU, fp32 and bf16, one call each (a few minutes on 2 cores)
+    python -m bench.unet --device cuda --steps 2 --options fp32,bf16,fp16
 """
 from __future__ import annotations
 
@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from latentsync.unet.model import LatentSyncUNet, build_unet
+from latentsync.unet.blocks import sinusoidal_table
+from latentsync.unet.loading import quantize_unet
+from latentsync.unet.quantize import weight_bytes as held_bytes
 
-from latentsync.unet.model import LatentSyncUNet, build_unet  # noqa: E402
-from latentsync.unet.blocks import sinusoidal_table  # noqa: E402
-from latentsync.unet.loading import quantize_unet  # noqa: E402
-from latentsync.unet.quantize import weight_bytes as held_bytes  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 # option -> (compute dtype, quantization passed to the loader); int4 runs only on CUDA (torchao's kernels).
 OPTIONS = {
@@ -142,10 +142,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for option in options:
             result = Path(folder) / f"{option}.json"
-            command = [sys.executable, __file__, "--worker", option, "--result", str(result)]
+            command = [sys.executable, "-m", "bench.unet", "--worker", option, "--result", str(result)]
             for flag in ("device", "steps", "config", "size", "frames", "batch", "threads"):
                 command += [f"--{flag}", str(getattr(args, flag))]
-            subprocess.run(command, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            subprocess.run(command, check=True, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
             results[option] = json.loads(result.read_text())
             results[option]["out"] = torch.load(result.with_suffix(".out.pt"), weights_only=True)
     print_table(results, "peak GPU mem" if cuda else "peak RSS")

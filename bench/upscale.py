@@ -6,23 +6,20 @@ RRDBNet x2 (RealESRGAN_x2plus, cut into 128 px tiles as a large frame would be).
 bicubic measured in this run. With CUDA, the models also run in fp16 and the peak VRAM is printed next to the
 library's estimate.
 
-    python bench/upscale.py [--frames 4] [--rrdb-frames 1] [--threads N]
+    python -m bench.upscale [--frames 4] [--rrdb-frames 1] [--threads N]
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from latentsync.upscale.frames import upscale_frames  # noqa: E402
-from latentsync.upscale.models import load_upscale_model  # noqa: E402
-from latentsync.upscale.tiling import estimate_activation_bytes  # noqa: E402
+from latentsync.upscale.frames import upscale_frames
+from latentsync.upscale.models import load_upscale_model
+from latentsync.upscale.tiling import estimate_activation_bytes
 
 
 def write_random_model(path: Path, kind: str) -> Path:

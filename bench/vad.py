@@ -7,7 +7,7 @@ as another job would (issue 20: 100x slower when silero's tiny calls ran on two 
 RTF under load at most 2x the idle one and at most 0.02 (pyannote is shown, not judged). The baseline row runs silero JIT on
 the caller's thread count, as the VAD did before the fix.
 
-    python bench/vad.py [--seconds 60] [--repeats 3] [--audio FILE] [--pyannote-model PYTORCH_MODEL.BIN]
+    python -m bench.vad [--seconds 60] [--repeats 3] [--audio FILE] [--pyannote-model PYTORCH_MODEL.BIN]
 
 pyannote runs a random-weight segmentation-3.0-sized model unless --pyannote-model names a real one (same
 compute either way).
@@ -21,20 +21,18 @@ import argparse
 import contextlib
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "scripts")]
+from bench.busy import one_core_busy
+from latentsync.audio import vad
+from latentsync.media.audio import load_audio, to_mono_16k
+from latentsync.audio.vad import BACKENDS, detect_speech
 
-from busy import one_core_busy  # noqa: E402
-from latentsync.audio import vad  # noqa: E402
-from latentsync.media.audio import load_audio, to_mono_16k  # noqa: E402
-from latentsync.audio.vad import BACKENDS, detect_speech  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 TEXT = ("Lip sync should only move the mouth when someone speaks. "
         "Silence costs diffusion time and makes the face mumble. ")
@@ -90,7 +88,7 @@ def main() -> None:
         import pyannote.audio  # noqa: F401
 
         if model_path["pyannote"] is None:
-            from model_files import write_pyannote_segmentation
+            from scripts.model_files import write_pyannote_segmentation
 
             model_path["pyannote"] = write_pyannote_segmentation(Path(tmp.name) / "pytorch_model.bin")
     except ImportError:
@@ -124,7 +122,7 @@ def main() -> None:
     print("time ratios vs silero jit, under load: "
           + ", ".join(f"{b} {t / loaded['jit']:.2f}" for b, t in loaded.items()))
 
-    import comfyui
+    from scripts import comfyui
 
     folder = args.comfyui or Path.home() / ".cache/comfyui-latentsync" / f"ComfyUI-{comfyui.COMFYUI_VERSION}"
     if (folder / "main.py").exists():

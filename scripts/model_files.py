@@ -94,7 +94,7 @@ def write_lipsync_models(models: Path, unet_config: dict, vae_widths: tuple[int,
     shipped workflows use: a tiny UNet (config beside it), whisper tiny.pt and a full-size SD VAE (and TAESD,
     the cheap stand-in most workflow tests choose). `vae_widths` narrows the SD VAE for the library path, whose
     loader takes one (ComfyUI's always builds the full width)."""
-    from vae_files import write_sd_vae, write_taesd
+    from scripts.vae_files import write_sd_vae, write_taesd
 
     write_tiny_unet(models / "latentsync" / "1.5" / "latentsync_unet.pt", unet_config)
     write_whisper_checkpoint(models / "whisper" / "tiny.pt")

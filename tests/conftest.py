@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "scripts"))  # comfyui.py and demo.py, which also run as files
 
 import comfyui  # noqa: E402  (scripts/comfyui.py)
 
@@ -154,6 +154,6 @@ def tiny_unet_config() -> dict:
 @pytest.fixture(scope="session")
 def lipsync_models(comfy_server, tiny_unet_config):
     """Random-weight models in the official formats, under the names the shipped workflows use."""
-    from model_files import write_lipsync_models
+    from scripts.model_files import write_lipsync_models
 
     return write_lipsync_models(comfy_server.dir("models"), tiny_unet_config)

@@ -88,7 +88,7 @@ def root(tmp_path_factory) -> Path:
     from latentsync.media.audio import load_audio
     from latentsync.media.video import write_video
     from media import read_frames, write_clip
-    from model_files import write_whisper_checkpoint
+    from scripts.model_files import write_whisper_checkpoint
     from syncnet_model_files import write_syncnet_file
     from upscale_model_files import write_realesrgan
 

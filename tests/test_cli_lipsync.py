@@ -24,8 +24,8 @@ pytestmark = pytest.mark.usefixtures("needs_diffusers", "one_thread")
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from model_files import write_tiny_unet, write_whisper_checkpoint
-    from vae_files import session_sd_vae
+    from scripts.model_files import write_tiny_unet, write_whisper_checkpoint
+    from scripts.vae_files import session_sd_vae
 
     folder = tmp_path_factory.mktemp("models")
     config = json.loads(shared_path("reference/latentsync/unet_tiny_config.json").read_text())["unet_config"]

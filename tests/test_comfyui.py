@@ -151,7 +151,7 @@ def test_shipped_workflow_converts_and_runs(comfy_server, object_info, tmp_path)
 @pytest.fixture(scope="module")
 def whisper_file(comfy_server):
     """A random-weight whisper tiny.pt in the official format, where users put theirs."""
-    from model_files import write_whisper_checkpoint
+    from scripts.model_files import write_whisper_checkpoint
 
     path = write_whisper_checkpoint(comfy_server.dir("models") / "whisper" / "tiny.pt")
     return path.name
@@ -195,7 +195,7 @@ def test_whisper_encode_errors(comfy_server, whisper_file):
 
 
 def test_vad_pyannote_backend_in_comfyui(comfy_server):
-    from model_files import write_pyannote_segmentation
+    from scripts.model_files import write_pyannote_segmentation
 
     write_pyannote_segmentation(comfy_server.dir("models") / "pyannote" / "segmentation-3.0" / "pytorch_model.bin")
     model = "segmentation-3.0/pytorch_model.bin"
@@ -222,7 +222,7 @@ def test_sample_workflows_are_offered_as_templates(comfy_server):
 
 
 def test_unet_loader_loads_an_official_layout_checkpoint(comfy_server):
-    from model_files import write_tiny_unet
+    from scripts.model_files import write_tiny_unet
 
     config = json.loads(shared_path("reference/latentsync/unet_tiny_config.json").read_text())["unet_config"]
     write_tiny_unet(comfy_server.dir("models") / "latentsync" / "tiny" / "latentsync_unet.pt", config)

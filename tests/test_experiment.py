@@ -12,9 +12,9 @@ from conftest import REPO, shared_path
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tiny_unet_config):
     from media import cut_clip, cut_voice
-    from model_files import write_lipsync_models
+    from scripts.model_files import write_lipsync_models
     from syncnet_model_files import write_syncnet_file
-    from vae_files import NARROW_WIDTHS
+    from scripts.vae_files import NARROW_WIDTHS
 
     root = tmp_path_factory.mktemp("experiment")
     # A narrower SD VAE: the run is about the experiment's table and reports, not the VAE (tests/test_vae.py).

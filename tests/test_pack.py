@@ -49,7 +49,7 @@ def test_import_is_cheap_and_has_no_side_effects(comfyui_dir):
     assert result["threads"] == 2 and result["env_unchanged"]
     assert set(result["nodes"]) == PACK_NODES
     assert result["latentsync_paths"][-1].endswith("models/latentsync")
-    assert result["load_seconds"] < 5  # generous for CI noise; bench/vad.py reports the real figure (goal < 1 s)
+    assert result["load_seconds"] < 5  # generous for CI noise; `python -m bench.vad` reports the real figure (goal < 1 s)
 
 
 def test_dependencies_agree_between_pyproject_and_requirements():
@@ -83,8 +83,8 @@ def test_the_public_apis_example_runs(tmp_path, tiny_unet_config, one_thread):
 
     import latentsync
     from media import cut_clip, cut_voice
-    from model_files import write_lipsync_models
-    from vae_files import NARROW_WIDTHS
+    from scripts.model_files import write_lipsync_models
+    from scripts.vae_files import NARROW_WIDTHS
 
     doc = latentsync.__doc__
     block = doc[doc.index("    from pathlib import Path"):doc.index("\n\n(`tests/test_pack.py`")]
@@ -124,3 +124,34 @@ def test_only_the_media_subpackage_touches_pyav():
     offenders = [str(path.relative_to(REPO)) for path in files if media not in path.parents and imports_av(path)]
     assert not offenders, f"PyAV used outside latentsync/media/: {offenders}"
     assert any(imports_av(path) for path in media.rglob("*.py"))  # the walk does see PyAV imports
+
+
+def test_nothing_outside_scripts_and_the_conftest_edits_the_import_path():
+    """`sys.path` belongs to the scripts that run as files and to the tests' conftest; the library, the nodes and
+    the benchmarks import by package name (benchmarks run as `python -m bench.NAME` from the repository root)."""
+    def edits_sys_path(path):
+        for node in ast.walk(ast.parse(path.read_text())):
+            target = node.value if isinstance(node, (ast.Subscript, ast.Attribute)) else None
+            if (isinstance(target, ast.Attribute) and target.attr == "path"
+                    and getattr(target.value, "id", None) == "sys"):
+                return True
+        return False
+
+    allowed = {REPO / "tests" / "conftest.py", *(REPO / "scripts").glob("*.py")}
+    files = [path for path in REPO.rglob("*.py") if ".git" not in path.parts and "test-artifacts" not in path.parts]
+    offenders = sorted(str(path.relative_to(REPO)) for path in files if path not in allowed and edits_sys_path(path))
+    assert not offenders, f"sys.path edited outside scripts/ and tests/conftest.py: {offenders}"
+    assert edits_sys_path(REPO / "tests" / "conftest.py")  # the walk does see an edit
+
+
+def test_every_benchmark_imports_by_package_name():
+    """Each bench module imports in a fresh Python started in the repository root, as `python -m bench.NAME` runs
+    it, and none reaches into the tests or the CLI."""
+    names = sorted(path.stem for path in (REPO / "bench").glob("*.py") if path.stem != "__init__")
+    assert "sampler" in names
+    code = ("import importlib, sys\n"
+            f"for name in {names!r}: importlib.import_module('bench.' + name)\n"
+            "bad = sorted(m for m in sys.modules if m.startswith(('tests', 'conftest', 'latentsync.cli')))\n"
+            "assert not bad, bad\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -18,7 +18,7 @@ def test_device_and_precision():
 
 
 def test_a_model_set_loads_once_and_keeps_one_unet(tmp_path, tiny_unet_config):
-    from model_files import write_tiny_unet, write_whisper_checkpoint
+    from scripts.model_files import write_tiny_unet, write_whisper_checkpoint
 
     models = ModelSet(torch.device("cpu"))
     first = write_tiny_unet(tmp_path / "a" / "latentsync_unet.pt", tiny_unet_config)
@@ -35,7 +35,7 @@ def test_a_model_set_loads_once_and_keeps_one_unet(tmp_path, tiny_unet_config):
 def test_every_model_loads_before_the_faces_and_the_sampler(tmp_path, tiny_unet_config):
     """A missing VAE is reported before a face is looked for (the voice, cheaper, comes first)."""
     from media import cut_clip, cut_voice
-    from model_files import write_tiny_unet, write_whisper_checkpoint
+    from scripts.model_files import write_tiny_unet, write_whisper_checkpoint
 
     clip = read_clip(cut_clip(shared_path("media/latentsync_demo1_video.mp4"), tmp_path / "v.mp4", 2, 128),
                      cut_voice(shared_path("media/latentsync_demo1_audio.wav"), tmp_path / "a.wav", 0.08))

@@ -41,7 +41,7 @@ def tiny_config() -> dict:
 
 @pytest.fixture(scope="module")
 def unet(tiny_config, tmp_path_factory):
-    from model_files import write_tiny_unet
+    from scripts.model_files import write_tiny_unet
 
     path = write_tiny_unet(tmp_path_factory.mktemp("unet") / "latentsync_unet.pt", tiny_config)
     return load_unet(path, tiny_config)
@@ -289,7 +289,7 @@ def test_vad_policies_need_speech_information(unet, clip, track):
 def test_silent_audio(unet, clip, track, tmp_path):
     """Digital silence through the real feature path (random-weight whisper tiny, silero VAD): "off" lip-syncs
     every frame as the reference would; "skip" finds no speech and returns the input untouched."""
-    from model_files import write_whisper_checkpoint
+    from scripts.model_files import write_whisper_checkpoint
 
     from latentsync.audio.features import extract_features
     from latentsync.audio.vad import detect_speech

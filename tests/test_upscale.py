@@ -109,7 +109,7 @@ def test_a_checkpoint_that_is_not_an_upscaler_says_what_it_looks_like(model_dir)
 
 
 def test_whisper_checkpoint_is_recognised(model_dir):
-    from model_files import write_whisper_checkpoint
+    from scripts.model_files import write_whisper_checkpoint
 
     with pytest.raises(UpscaleModelError, match="whisper"):
         load_upscale_model(write_whisper_checkpoint(model_dir / "tiny.pt"))

@@ -18,7 +18,7 @@ pytest.importorskip("pyannote.audio", reason="the pyannote extra is not installe
 
 @pytest.fixture(scope="module")
 def segmentation(tmp_path_factory):
-    from model_files import write_pyannote_segmentation
+    from scripts.model_files import write_pyannote_segmentation
 
     return write_pyannote_segmentation(tmp_path_factory.mktemp("pyannote") / "segmentation-3.0" / "pytorch_model.bin")
 
@@ -59,7 +59,7 @@ class NotAModel:  # a pickled class that weights_only loading must refuse to con
 
 
 def test_bad_checkpoints_get_clear_errors(tmp_path, segmentation):
-    from model_files import write_whisper_checkpoint
+    from scripts.model_files import write_whisper_checkpoint
 
     audio = torch.zeros(16000)
     with pytest.raises(FileNotFoundError, match="pytorch_model.bin"):

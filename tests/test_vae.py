@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("needs_diffusers", "one_thread")
 
 @pytest.fixture(scope="module")
 def vae_file(tmp_path_factory):
-    from vae_files import session_sd_vae
+    from scripts.vae_files import session_sd_vae
 
     return session_sd_vae(tmp_path_factory)
 
@@ -70,7 +70,7 @@ def test_diffusers_layout_loads_too(vae, tmp_path):
 
 def test_a_narrower_sd_vae_loads_with_its_own_widths(tmp_path):
     """The tests' cheap stand-in for the library path: the same architecture, four narrower levels."""
-    from vae_files import NARROW_WIDTHS, WIDTHS, write_sd_vae
+    from scripts.vae_files import NARROW_WIDTHS, WIDTHS, write_sd_vae
 
     narrow = load_vae(write_sd_vae(tmp_path / "narrow.safetensors", widths=NARROW_WIDTHS))
     assert list(narrow.model.config.block_out_channels) == list(NARROW_WIDTHS) != list(WIDTHS)
@@ -100,7 +100,7 @@ def test_wrong_files_are_refused_with_a_clear_message(vae_file, tmp_path):
 
 
 def test_lipsync_end_to_end_with_the_full_sd_vae(vae, tmp_path):
-    from model_files import write_tiny_unet, write_whisper_checkpoint
+    from scripts.model_files import write_tiny_unet, write_whisper_checkpoint
 
     from latentsync.media.audio import load_audio
     from latentsync.audio.features import extract_features

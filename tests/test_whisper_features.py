@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import shared_path
-from model_files import TINY_DIMS, decoder_placeholders
+from scripts.model_files import TINY_DIMS, decoder_placeholders
 from latentsync.audio.features import (
     extract_features, frame_feature_rows, log_mel_spectrogram, reference_frame_count, seam_discontinuity,
     step_ratios, span_plan, span_seams)

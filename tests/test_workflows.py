@@ -34,7 +34,7 @@ def lipsync_inputs(comfy_server):
 
 @pytest.fixture(scope="module")
 def lipsync_models(comfy_server, tiny_unet_config):
-    from model_files import write_lipsync_models
+    from scripts.model_files import write_lipsync_models
 
     return write_lipsync_models(comfy_server.dir("models"), tiny_unet_config)
 
@@ -163,7 +163,7 @@ def test_vad_ab_workflow_skips_the_pause(comfy_server, object_info, lipsync_inpu
 @pytest.fixture(scope="module")
 def poc_models(lipsync_models, tiny_unet_config):
     """What the PoC workflows add: a 1.6-style (512 px) tiny UNet, SyncNet, and a Real-ESRGAN x2plus."""
-    from model_files import write_tiny_unet
+    from scripts.model_files import write_tiny_unet
     from syncnet_model_files import write_syncnet_file
     from upscale_model_files import write_realesrgan
 
@@ -260,7 +260,7 @@ def test_the_cheap_vae_files_match_comfyuis_taesd(comfyui_dir):
     import subprocess
     import sys
 
-    from vae_files import taesd_shapes
+    from scripts.vae_files import taesd_shapes
 
     code = ("import json, sys, comfy.options\n"
             "sys.argv = ['main.py', '--cpu']\n"  # ComfyUI's own CPU switch, or importing its ops looks for CUDA
