@@ -7,10 +7,12 @@ configurations share one whisper, one VAE and (while the version and quantizatio
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from .sample.settings import SamplerSettings
@@ -45,7 +47,7 @@ class UNetSpec:
 class Clip:
     """One job's inputs: the frames (a still image repeated later by the sampler's length rules) and the voice."""
 
-    frames: torch.Tensor  # [N, H, W, 3] uint8
+    frames: torch.Tensor | None  # [N, H, W, 3] uint8 (None: read from the file as needed, `lipsync_video_file`)
     fps: float
     still: bool
     waveform: torch.Tensor
@@ -163,3 +165,103 @@ def lipsync_files(clip: Clip, models: ModelSet, unet: UNetSpec, whisper: str | P
     result = lipsync(clip.frames, features, network, face_vae, settings, speech=speech, resolution=resolution,
                      track=track, device=models.device, progress=progress, output_dtype=output_dtype)
     return Run(result=result, resolution=resolution, config_source=source)
+
+
+def _face_track(frames, partial, detector, selection: dict, progress=None):
+    """The first pass: every frame decoded once and its face tracked; kept in the partial output, so a resumed
+    run does not detect again. Returns the track (the frames' timestamps are set on `frames`)."""
+    from .face.detect import FaceTracker, track_from_faces
+    from .face.types import FaceTrack
+
+    kept = partial.load_arrays("faces")
+    if kept is not None:
+        frames.restore(kept["pts"], str(kept["truncated"]) or None)
+        return FaceTrack(boxes=kept["boxes"], points3=kept["points3"], scores=kept["scores"], valid=kept["valid"],
+                         frame_hw=frames.frame_hw, detector=str(kept["detector"]))
+    tracker = FaceTracker(detector, **selection)
+    found = []
+    for frame in frames.scan():
+        found.append(tracker.step(frame))
+        if progress is not None:
+            progress(len(found))
+    track = track_from_faces(found, frames.frame_hw, getattr(detector, "name", type(detector).__name__))
+    partial.save_arrays("faces", pts=frames.pts, truncated=np.array(frames.truncated or ""), boxes=track.boxes,
+                        points3=track.points3, scores=track.scores, valid=track.valid,
+                        detector=np.array(track.detector))
+    return track
+
+
+def lipsync_video_file(video: str | Path, audio: str | Path, out: str | Path, models: ModelSet, unet: UNetSpec,
+                       whisper: str | Path, vae: str | Path, settings: SamplerSettings, *, detector,
+                       selection: dict | None = None, dtype: torch.dtype | None = None, vad_threshold: float = 0.5,
+                       seamless: bool = False, still_fps: float = 25.0, crf: int = 18, resume: bool = False,
+                       progress=None, face_progress=None, on_window=None) -> dict:
+    """Lip-sync the file `video` (or a still image) to `audio` into the mp4 `out`, streamed: memory does not grow
+    with the clip's length. Finished segments wait in `OUT.partial/` (see `media/partial.py`); `resume=True`
+    continues a run that stopped, with the same inputs and settings. `detector` finds the face (`selection`:
+    FaceTracker's select/index/position); `progress(done, total)` counts UNet steps, `face_progress(frames)` the
+    first pass; both, and `on_window(segment, crops)`, may raise to stop after the current segment.
+    Returns the summary (frames, what was generated and resumed, seconds per stage, warnings)."""
+    from .face.window_crops import faces_from_track
+    from .media.audio import load_audio
+    from .media.frame_reader import VideoFrames
+    from .media.partial import PartialOutput, file_identity
+    from .media.segments import join_segments, write_segment
+    from .media.video import check_crf
+    from .sample.sampler import WindowRunner, _max_window, plan_lipsync
+    from .sample.stream import plan_segments, run_segments
+
+    settings.validate()
+    check_crf(crf)
+    selection = dict(selection or {})
+    started = time.perf_counter()
+    frames = VideoFrames(video)
+    # The inputs first (a wrong file or flag fails in seconds), then the models, then the partial output.
+    waveform, sample_rate = load_audio(audio)
+    fps = still_fps if frames.fps is None else frames.fps
+    clip = Clip(frames=None, fps=fps, still=frames.still, waveform=waveform, sample_rate=sample_rate,
+                audio_path=Path(audio))
+    features, speech = speech_and_features(clip, models.whisper(whisper), settings, vad_threshold=vad_threshold,
+                                           seamless=seamless)
+    del waveform, clip
+    network, resolution, config_source = models.unet(unet, dtype)
+    settings.validate(_max_window(network))
+    face_vae = models.vae(vae, dtype)
+    job = {"format": 1, "video": file_identity(video), "audio": file_identity(audio),
+           "unet": {**file_identity(unet.path), "config": unet.config, "quantization": unet.quantization},
+           "whisper": file_identity(whisper), "vae": file_identity(vae), "settings": vars(settings),
+           "vad_threshold": vad_threshold, "seamless": seamless, "crf": crf,
+           "still_fps": still_fps if frames.still else None,
+           "detector": getattr(detector, "name", type(detector).__name__), "selection": selection,
+           "device": models.device.type, "dtype": str(dtype or models.dtype).removeprefix("torch.")}
+    partial = PartialOutput(out, job, resume)
+    clock = time.perf_counter()
+    track = _face_track(frames, partial, detector, selection, face_progress)
+    seconds = {"setup": clock - started, "faces": time.perf_counter() - clock}
+    faces = faces_from_track(track, frames.frame_hw, resolution)
+    plan = plan_lipsync(len(frames), features, faces.valid, settings, speech)
+    runner = WindowRunner(network, face_vae, settings, plan, features, resolution, models.device, dtype or models.dtype,
+                          torch.uint8, progress)
+    segments = plan_segments(plan, settings.window)
+    done = partial.finished(segments)
+    clock = time.perf_counter()
+
+    def write(segment, images) -> None:
+        write_segment(partial.segment_path(segment.name), images, fps, crf)
+
+    with frames:
+        made = run_segments(frames, faces, runner, segments, write, done, on_window)
+    seconds["windows"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    join_segments([partial.segment_path(segment.name) for segment in segments], out, fps, audio)
+    seconds["join"] = time.perf_counter() - clock
+    partial.remove()
+    stats = runner.stats()
+    return {"frames": plan.frames, "input_frames": len(frames), "fps": fps, "still_image": frames.still,
+            "width": frames.width // 2 * 2, "height": frames.height // 2 * 2,
+            "generated_frames": stats["generated_frames"], "resolution": resolution, "config": config_source,
+            "segments": len(segments), "resumed_segments": len(done), "made_segments": made,
+            "unet_passes": {"full": stats["full_passes"], "shallow": stats["shallow_passes"]},
+            "stage_seconds": {**{k: round(v, 3) for k, v in seconds.items()},
+                              **{k: round(v, 3) for k, v in stats["seconds"].items()}},
+            "warnings": [frames.truncated] if frames.truncated else []}

@@ -402,13 +402,13 @@ UPSCALE_FLAGS += expand("upscale {r}/one_frame.mp4 --out {r}/out/crf.mp4 --mode 
               HUGE_INT: error("crf")},
 })
 
-# lipsync loads the full SD VAE (slow on a CPU): only what fails before any model runs.
+# lipsync loads the full SD VAE (slow on a CPU): only what fails before any model runs. (A truncated video is
+# lip-synced up to where it stops: tests/test_stream.py.)
 LIPSYNC = ("lipsync --video {r}/clip.mp4 --audio {r}/voice.wav --out {r}/out/l.mp4 --unet {r}/nowhere_unet.pt "
            "--whisper {r}/tiny.pt --vae {r}/nowhere_vae.safetensors")
 LIPSYNC_CASES = [
     case(LIPSYNC.replace("{r}/clip.mp4", "{r}/nowhere.mp4"), error("nowhere.mp4"), "missing video"),
     case(LIPSYNC.replace("{r}/clip.mp4", "{r}/empty.mp4"), error("empty.mp4"), "empty video"),
-    case(LIPSYNC.replace("{r}/clip.mp4", "{r}/cut.mp4"), error("cut.mp4", "truncated"), "truncated video"),
     case(LIPSYNC.replace("{r}/voice.wav", "{r}/nowhere.wav"), error("nowhere.wav"), "missing audio"),
     case(LIPSYNC.replace("{r}/voice.wav", "{r}/nan.wav"), error("nan.wav", "NaN"), "NaN audio"),
     case(LIPSYNC.replace("{r}/voice.wav", "{r}/short.wav"), error("short.wav"), "10 ms audio"),

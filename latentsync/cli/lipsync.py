@@ -1,7 +1,9 @@
 """`python -m latentsync lipsync`: lip-sync a video (or a still image) to an audio file, written as an mp4.
 
 The same library path as the nodes: audio -> (VAD) -> whisper features at the video's own frame rate; frames ->
-faces; sampler; one encode of the output with the original soundtrack.
+faces; sampler; the output with the original soundtrack. Streamed (`pipeline.lipsync_video_file`): frames are
+decoded when a window needs them and written as it finishes, so a long clip takes no more memory than a short
+one; `--resume` continues a run that stopped.
 """
 from __future__ import annotations
 
@@ -9,8 +11,6 @@ import argparse
 import sys
 import time
 from pathlib import Path
-
-import torch
 
 from .faces import add_selection_arguments
 from .features import parse_fps
@@ -54,16 +54,19 @@ def add_lipsync_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
                         help="model precision (auto: fp16 on CUDA, fp32 on the CPU)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--crf", type=int, default=18, help="x264 quality (lower = better, larger)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a run that stopped (killed, out of memory, Ctrl-C, full disk): finished "
+                             "windows wait in OUT.partial/ and are kept when the inputs and settings are the same")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.set_defaults(run=lipsync_command)
     return parser
 
 
 def lipsync_command(args: argparse.Namespace) -> dict:
-    """Run the `lipsync` command; returns the JSON summary the CLI prints."""
-    from ..face.detect import check_selection, detect_faces, make_detector
-    from ..media.video import check_crf, write_video
-    from ..pipeline import ModelSet, UNetSpec, lipsync_files, read_clip, resolve_device, resolve_dtype
+    """Run the `lipsync` command, streamed (memory does not grow with the clip); returns the JSON summary."""
+    from ..face.detect import check_selection, make_detector
+    from ..media.video import check_crf
+    from ..pipeline import ModelSet, UNetSpec, lipsync_video_file, resolve_device, resolve_dtype
 
     started = time.perf_counter()
     settings = SamplerSettings(**{setting.name: getattr(args, setting.name) for setting in SETTINGS})
@@ -72,28 +75,32 @@ def lipsync_command(args: argparse.Namespace) -> dict:
     check_crf(args.crf)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-
-    clip = read_clip(args.video, args.audio, still_fps=args.fps)
-    frames, fps, still = clip.frames, clip.fps, clip.still
     options = {"models_dir": args.insightface_dir} if args.detector == "insightface" else {}
     detector = make_detector(args.detector, **options)
 
-    def track(images):
-        return detect_faces(images, detector, select=args.select, index=args.index, position=args.position)
+    def say(text: str, end: str = "") -> None:
+        if not args.quiet:
+            print(f"\rlipsync: {text}", end=end, file=sys.stderr, flush=True)
 
     def progress(done: int, total: int) -> None:
-        if not args.quiet:
-            print(f"\rlipsync: step {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+        say(f"step {done}/{total}", "\n" if done == total else "")
 
-    run = lipsync_files(clip, ModelSet(device, dtype), UNetSpec(Path(args.unet), args.config), args.whisper, args.vae,
-                        settings, vad_threshold=args.vad_threshold, seamless=args.seamless, track=track,
-                        progress=progress, output_dtype=torch.uint8)
-    result, resolution, config_source = run.result, run.resolution, run.config_source
-    write_video(args.out, result.frames, fps, audio=args.audio, crf=args.crf)
-    return {"out": str(args.out), "frames": len(result.frames), "input_frames": len(frames), "fps": round(fps, 6),
-            "still_image": still, "width": int(result.frames.shape[2]) // 2 * 2,
-            "height": int(result.frames.shape[1]) // 2 * 2, "generated_frames": int(result.generated.sum()),
-            "resolution": resolution, "config": config_source, "device": str(device),
+    def face_progress(frames: int) -> None:
+        if frames % 25 == 0:
+            say(f"faces in {frames} frames")
+
+    try:
+        summary = lipsync_video_file(
+            args.video, args.audio, args.out, ModelSet(device, dtype), UNetSpec(Path(args.unet), args.config),
+            args.whisper, args.vae, settings, detector=detector,
+            selection={"select": args.select, "index": args.index, "position": args.position},
+            vad_threshold=args.vad_threshold, seamless=args.seamless, still_fps=args.fps, crf=args.crf,
+            resume=args.resume, progress=progress, face_progress=face_progress)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"the finished windows are kept in {args.out}.partial: run again with --resume "
+                                f"to continue") from None
+    for warning in summary["warnings"]:
+        say(f"warning: {warning}", "\n")
+    return {"out": str(args.out), **summary, "fps": round(summary["fps"], 6), "device": str(device),
             "dtype": str(dtype).removeprefix("torch."), "settings": vars(settings),
-            "unet_passes": {"full": result.stats["full_passes"], "shallow": result.stats["shallow_passes"]},
             "seconds": round(time.perf_counter() - started, 3)}

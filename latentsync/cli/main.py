@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.run(args)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"error: interrupted{f'; {exc}' if str(exc) else ''}", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 -- any failure becomes one line; the traceback is opt-in
         if args.debug:

@@ -73,12 +73,16 @@ def clip_faces(frames: torch.Tensor, *, faces: AlignedFaces | None = None, track
         return ClipFaces(matrices=faces.matrices.to(torch.float32), valid=faces.valid.numpy().astype(bool),
                          resolution=faces.resolution, crop_wh=tuple(faces.crop_wh), frame_hw=frame_hw,
                          crops=faces.crops)
-    resolution = 256 if resolution is None else int(resolution)
     if track is None:
         track = detect_faces(frames, detector if detector is not None else "dlib")
     if len(track) != len(frames):
         raise ValueError(f"a face track of {len(track)} frames for {len(frames)} frames")
+    return faces_from_track(track, frame_hw, 256 if resolution is None else int(resolution))
+
+
+def faces_from_track(track: FaceTrack, frame_hw: tuple[int, int], resolution: int) -> ClipFaces:
+    """The clip's alignment from its face track (the reference's smoothing from frame to frame included)."""
     _, crop_wh = crop_geometry(resolution)
     matrices = smoothed_matrices(track.points3, track.valid, resolution)
     return ClipFaces(matrices=torch.from_numpy(matrices), valid=np.asarray(track.valid, bool).copy(),
-                     resolution=resolution, crop_wh=crop_wh, frame_hw=frame_hw)
+                     resolution=resolution, crop_wh=crop_wh, frame_hw=(int(frame_hw[0]), int(frame_hw[1])))

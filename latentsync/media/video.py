@@ -170,20 +170,69 @@ def _uint8(frame: torch.Tensor) -> np.ndarray:
     return frame.numpy()
 
 
-def _video_stream(container, fps: float | Fraction, width: int, height: int, crf: int):
-    """An H.264 (libx264, else mpeg4) yuv420p stream; a `Fraction` rate (a source's own) is kept exactly."""
+def _video_stream(container, fps: float | Fraction, width: int, height: int, crf: int, b_frames: bool = True):
+    """An H.264 (libx264, else mpeg4) yuv420p stream; a `Fraction` rate (a source's own) is kept exactly.
+    `b_frames=False` makes every packet's decode time its presentation time, so files join by copying packets."""
     import av
 
     rate = fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(100_000)
     if "libx264" in av.codecs_available:
         stream = container.add_stream("libx264", rate=rate)
-        stream.options = {"crf": str(crf), "preset": "medium"}
+        stream.options = {"crf": str(crf), "preset": "medium", **({} if b_frames else {"bf": "0"})}
     else:
         stream = container.add_stream("mpeg4", rate=rate)
         stream.bit_rate = 8_000_000  # mpeg4 has no crf; this is visually lossless for typical talking heads
     stream.width, stream.height = width, height
     stream.pix_fmt = "yuv420p"
     return stream
+
+
+def encode_frames(container, video, frames) -> None:
+    """Encode `[n, H, W, 3]` frames (float 0-1 or uint8; cut to the stream's even size) into `video`."""
+    import av
+
+    for frame in frames:
+        array = _uint8(torch.as_tensor(frame))[:video.height, :video.width]
+        container.mux(video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")))
+
+
+class SoundTrack:
+    """The first audio stream of the file `audio`, added to an output `container`: copied when its codec is
+    one an mp4 carries as is, else encoded to AAC. `write(duration)` puts in the audio up to the video's end."""
+
+    def __init__(self, container, audio: str | Path):
+        import av
+
+        self.source = av.open(str(audio))
+        try:
+            if not self.source.streams.audio:
+                raise ValueError(f"{audio} has no audio stream")
+            audio_in = self.audio_in = self.source.streams.audio[0]
+            self.copy = audio_in.codec_context.name in COPYABLE_AUDIO
+            if self.copy:
+                self.audio_out = container.add_stream(audio_in.codec_context.name, rate=audio_in.rate)
+                self.audio_out.codec_context.extradata = audio_in.codec_context.extradata
+                self.audio_out.codec_context.layout = audio_in.layout
+                self.audio_out.time_base = audio_in.time_base
+            else:
+                self.audio_out = container.add_stream("aac", rate=audio_in.rate)
+                channels = audio_in.layout.nb_channels
+                # WAV files often leave the layout unnamed ("1 channels"), which AAC refuses.
+                self.audio_out.layout = {1: "mono", 2: "stereo"}.get(channels, audio_in.layout.name)
+                self.audio_out.format = "fltp"  # the native AAC encoder's only sample format
+                # 96 kb/s a channel, within what AAC can carry at low sample rates (6144 bits a frame).
+                self.audio_out.bit_rate = min(96_000, int(6144 * audio_in.rate / 1024 * 0.9)) * channels
+        except BaseException:
+            self.source.close()
+            raise
+        self.container = container
+
+    def write(self, duration: float) -> None:
+        write = _copy_audio if self.copy else _encode_audio
+        write(self.source, self.audio_in, self.audio_out, self.container, duration)
+
+    def close(self) -> None:
+        self.source.close()
 
 
 def write_video(path: str | Path, frames: torch.Tensor, fps: float, audio: str | Path | None = None,
@@ -196,43 +245,17 @@ def write_video(path: str | Path, frames: torch.Tensor, fps: float, audio: str |
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     height, width = (int(frames.shape[1]) // 2) * 2, (int(frames.shape[2]) // 2) * 2
-    duration = len(frames) / float(fps)
-    source = av.open(str(audio)) if audio is not None else None
-    try:
-        with av.open(str(path), "w", format="mp4") as container:
-            video = _video_stream(container, fps, width, height, crf)
-            audio_in = source.streams.audio[0] if source is not None and source.streams.audio else None
-            if source is not None and audio_in is None:
-                raise ValueError(f"{audio} has no audio stream")
-            copy = audio_in is not None and audio_in.codec_context.name in COPYABLE_AUDIO
-            audio_out = None
-            if audio_in is not None:
-                if copy:
-                    audio_out = container.add_stream(audio_in.codec_context.name, rate=audio_in.rate)
-                    audio_out.codec_context.extradata = audio_in.codec_context.extradata
-                    audio_out.codec_context.layout = audio_in.layout
-                    audio_out.time_base = audio_in.time_base
-                else:
-                    audio_out = container.add_stream("aac", rate=audio_in.rate)
-                    channels = audio_in.layout.nb_channels
-                    # WAV files often leave the layout unnamed ("1 channels"), which AAC refuses.
-                    audio_out.layout = {1: "mono", 2: "stereo"}.get(channels, audio_in.layout.name)
-                    audio_out.format = "fltp"  # the native AAC encoder's only sample format
-                    # 96 kb/s a channel, within what AAC can carry at low sample rates (6144 bits a frame).
-                    audio_out.bit_rate = min(96_000, int(6144 * audio_in.rate / 1024 * 0.9)) * channels
-            for frame in frames:
-                picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(_uint8(frame)[:height, :width]),
-                                                     format="rgb24")
-                container.mux(video.encode(picture))
+    with av.open(str(path), "w", format="mp4") as container:
+        video = _video_stream(container, fps, width, height, crf)
+        sound = SoundTrack(container, audio) if audio is not None else None
+        try:
+            encode_frames(container, video, frames)
             container.mux(video.encode(None))
-            if audio_in is not None:
-                if copy:
-                    _copy_audio(source, audio_in, audio_out, container, duration)
-                else:
-                    _encode_audio(source, audio_in, audio_out, container, duration)
-    finally:
-        if source is not None:
-            source.close()
+            if sound is not None:
+                sound.write(len(frames) / float(fps))
+        finally:
+            if sound is not None:
+                sound.close()
     return path
 
 

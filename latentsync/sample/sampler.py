@@ -31,10 +31,10 @@ from .schedulers import SCHEDULERS, make_scheduler
 from .settings import AUDIO_LONGER, AUDIO_SHORTER, MAX_GUIDANCE, VAD_POLICIES, SamplerSettings
 from ..audio.vad import SpeechSegments
 from ..face.window_crops import clip_faces
-from .frame_plan import FramePlan, audio_frame_count, plan_frames, plan_length
+from .frame_plan import FramePlan, Window, audio_frame_count, plan_frames, plan_length
 
 __all__ = ["SCHEDULERS", "VAD_POLICIES", "AUDIO_LONGER", "AUDIO_SHORTER", "LATENT_SCALE", "SamplerSettings",
-           "FaceVAE", "LipSyncResult", "lipsync", "plan_lipsync", "MAX_GUIDANCE"]
+           "FaceVAE", "LipSyncResult", "WindowRunner", "lipsync", "plan_lipsync", "window_seed", "MAX_GUIDANCE"]
 
 Progress = Callable[[int, int], None]
 
@@ -115,6 +115,79 @@ def _model_device(module: torch.nn.Module, device: torch.device | str | None) ->
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
+def window_seed(seed: int, start: int) -> int:
+    """The VAE's posterior-sampling seed of the window that starts at output frame `start`: a window redone alone
+    (a resumed run) draws what it drew in the whole run, whatever ran before it."""
+    return (int(seed) * 1_000_003 + int(start)) % (1 << 63)
+
+
+class WindowRunner:
+    """One window at a time, from its input frames to its output frames, with the stats of the run.
+
+    Nothing carries from one window to the next: the noise is one tensor for the clip (drawn on the CPU, so a
+    seed means the same on any device), the VAE is reseeded per window (`window_seed`) and DeepCache starts each
+    window afresh. Any window can be redone alone with the same result, in any order.
+    """
+
+    def __init__(self, unet: torch.nn.Module, vae: FaceVAE, settings: SamplerSettings, plan: FramePlan,
+                 features: AudioFeatures, resolution: int, device: torch.device, dtype: torch.dtype,
+                 output_dtype: torch.dtype, progress: Progress | None = None):
+        self.unet, self.vae, self.settings, self.plan, self.features = unet, vae, settings, plan, features
+        self.device, self.dtype, self.output_dtype, self.progress = device, dtype, output_dtype, progress
+        latent_size = resolution // 8
+        noise = torch.randn((1, 4, 1, latent_size, latent_size),
+                            generator=torch.Generator().manual_seed(settings.seed))
+        self.noise = noise.to(device, dtype)
+        self.cache = DeepCache(settings.deepcache_interval)
+        self.steps_done = 0  # UNet steps of the plan done (a resumed run starts past the finished windows)
+        self.seconds = {"faces": 0.0, "encode": 0.0, "unet": 0.0, "decode": 0.0, "paste": 0.0}
+
+    def timed(self, stage: str, start: float) -> float:
+        """Add the time since `start` to `stage` (after the device finished) and return the time now."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.seconds[stage] += now - start
+        return now
+
+    def _on_step(self) -> None:
+        self.steps_done += 1
+        if self.progress is not None:
+            self.progress(self.steps_done, self.plan.total_steps)
+
+    @torch.no_grad()
+    def run(self, window: Window, faces: AlignedFaces, frames: Tensor) -> tuple[Tensor, Tensor]:
+        """(output frames, generated crops `[n, R, R, 3]` float32 0-1) of `window`, from its aligned `faces` and
+        its input `frames` (`[n, H, W, 3]` in the output dtype, one per output frame of the window)."""
+        plan, settings, indices = self.plan, self.settings, window.indices
+        clock = time.perf_counter()
+        if hasattr(self.vae, "reseed"):
+            self.vae.reseed(window_seed(settings.seed, window.start))
+        conditioning = encode_conditioning(self.vae, faces, self.device, self.dtype)
+        clock = self.timed("encode", clock)
+        audio = self.features.mixed_chunks(indices, plan.chunk_weight[indices]).to(self.device, self.dtype)
+        latents = denoise(self.unet, make_scheduler(settings.scheduler, window.steps),
+                          self.noise.expand(-1, -1, len(window), -1, -1), conditioning, audio, settings.guidance,
+                          self.cache, self._on_step)
+        clock = self.timed("unet", clock)
+        faces_out = blend_mouth(decode_faces(self.vae, latents), faces)
+        clock = self.timed("decode", clock)
+        pasted = paste_back(frames.clone(), faces, faces_out, inplace=True)
+        weight = torch.from_numpy(plan.output_weight[indices])[:, None, None, None]
+        if (weight < 1).any():  # skip's fade from the generated frames into the original ones
+            faded = weight * pasted.float() + (1 - weight) * frames.float()
+            pasted = (faded + 0.5).to(torch.uint8) if self.output_dtype == torch.uint8 else faded
+        crops = (faces_out / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
+        self.timed("paste", clock)
+        return pasted, crops
+
+    def stats(self) -> dict:
+        plan = self.plan
+        return {"seconds": self.seconds, "windows": len(plan.windows), "generated_frames": int(plan.generated.sum()),
+                "unet_steps": plan.total_steps, "full_passes": self.cache.full_passes,
+                "shallow_passes": self.cache.shallow_passes, "audio_frames": plan.audio_frames}
+
+
 @torch.no_grad()
 def lipsync(frames: Tensor | np.ndarray, features: AudioFeatures, unet: torch.nn.Module, vae: FaceVAE,
             settings: SamplerSettings = SamplerSettings(), *, speech: SpeechSegments | None = None,
@@ -131,7 +204,8 @@ def lipsync(frames: Tensor | np.ndarray, features: AudioFeatures, unet: torch.nn
     `output_dtype=torch.uint8` returns uint8 frames (a quarter of the memory; pasted faces are truncated to
     whole grey levels as in the reference) instead of float32 0-1.
     `progress(done, total)` is called after every UNet step (total = all steps planned) and may raise to
-    cancel: the exception propagates and nothing is returned.
+    cancel: the exception propagates and nothing is returned. (`sample/stream.py` runs the same windows on
+    frames decoded from a file as they are needed.)
     """
     settings.validate(_max_window(unet))
     if output_dtype not in (torch.float32, torch.uint8):
@@ -139,65 +213,20 @@ def lipsync(frames: Tensor | np.ndarray, features: AudioFeatures, unet: torch.nn
     frames = _as_frames(frames)
     _check_output_memory(len(frames), features, settings, frames.shape[1:3],
                          resolution or getattr(faces, "resolution", None) or 256, output_dtype)
-    device = _model_device(unet, device)
-    dtype = dtype or torch.float32
-    stats = {"seconds": {"faces": 0.0, "encode": 0.0, "unet": 0.0, "decode": 0.0, "paste": 0.0}}
-    seconds = stats["seconds"]
-
-    def timed(stage: str, start: float) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        now = time.perf_counter()
-        seconds[stage] += now - start
-        return now
-
     clock = time.perf_counter()
     source = clip_faces(frames, faces=faces, track=track, detector=detector, resolution=resolution)
     plan = plan_lipsync(len(frames), features, source.valid, settings, speech)
-    total, done = plan.total_steps, 0
-
-    def on_step() -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, total)
-
-    if hasattr(vae, "reseed"):
-        vae.reseed(settings.seed)
-    latent_size = source.resolution // 8
-    # One noise tensor for every frame of every window, drawn on the CPU so a seed means the same on any device.
-    noise = torch.randn((1, 4, 1, latent_size, latent_size), generator=torch.Generator().manual_seed(settings.seed))
-    noise = noise.to(device, dtype)
-    cache = DeepCache(settings.deepcache_interval)
+    runner = WindowRunner(unet, vae, settings, plan, features, source.resolution, _model_device(unet, device),
+                          dtype or torch.float32, output_dtype, progress)
 
     out = torch.empty((plan.frames, *frames.shape[1:]), dtype=output_dtype)
     for start in range(0, plan.frames, 256):  # converted a slice at a time: no full-size temporary
         out[start:start + 256] = _convert(frames[plan.source_index[start:start + 256]], output_dtype)
     out_faces = source.select(frames, plan.source_index)
     crops = out_faces.images()
-    clock = timed("faces", clock)
+    runner.timed("faces", clock)
     for window in plan.windows:
         indices = window.indices
-        window_faces = out_faces.subset(indices)
-        conditioning = encode_conditioning(vae, window_faces, device, dtype)
-        clock = timed("encode", clock)
-        audio = features.mixed_chunks(indices, plan.chunk_weight[indices]).to(device, dtype)
-        latents = denoise(unet, make_scheduler(settings.scheduler, window.steps),
-                          noise.expand(-1, -1, len(window), -1, -1), conditioning, audio, settings.guidance, cache,
-                          on_step)
-        clock = timed("unet", clock)
-        faces_out = blend_mouth(decode_faces(vae, latents), window_faces)
-        clock = timed("decode", clock)
-        pasted = paste_back(out[indices], window_faces, faces_out, inplace=True)
-        weight = torch.from_numpy(plan.output_weight[indices])[:, None, None, None]
-        if (weight < 1).any():  # skip's fade from the generated frames into the original ones
-            faded = weight * pasted.float() + (1 - weight) * out[indices].float()
-            pasted = (faded + 0.5).to(torch.uint8) if output_dtype == torch.uint8 else faded
-        out[indices] = pasted
-        crops[indices] = (faces_out / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
-        clock = timed("paste", clock)
-
-    stats.update(windows=len(plan.windows), generated_frames=int(plan.generated.sum()), unet_steps=total,
-                 full_passes=cache.full_passes, shallow_passes=cache.shallow_passes, audio_frames=plan.audio_frames)
+        out[indices], crops[indices] = runner.run(window, out_faces.subset(indices), out[indices])
     return LipSyncResult(frames=out, crops=crops, faces=out_faces, generated=torch.from_numpy(plan.generated.copy()),
-                         source_index=plan.source_index, fps=float(features.fps), stats=stats)
+                         source_index=plan.source_index, fps=float(features.fps), stats=runner.stats())

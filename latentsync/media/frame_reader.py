@@ -1,0 +1,177 @@
+"""A video's frames by index, decoded when they are asked for, so a long clip is never held whole.
+
+`VideoFrames.scan()` is the first pass: every frame once, in order, while its timestamp is recorded (and the
+caller finds the faces). `read(indices)` then gives any frames again: reads that go forward continue the
+decoder; a read that goes back (the ping-pong loop of audio longer than the video) seeks to the keyframe before
+it and decodes from there. Decoded frames are kept up to `cache_bytes`, newest first, so the next window of a
+backward run is usually already there. A still image is one frame.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .video import IMAGE_SUFFIXES, NoVideoStream, VideoDecodeError, demux_decode
+
+DEFAULT_CACHE_BYTES = 512 << 20
+
+
+class VideoFrames:
+    """Frames of `path` (a video, or a still image) by index: `[n, H, W, 3]` uint8 RGB."""
+
+    def __init__(self, path: str | Path, cache_bytes: int = DEFAULT_CACHE_BYTES):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"video file not found: {self.path}")
+        self.still = self.path.suffix.lower() in IMAGE_SUFFIXES
+        self.cache_bytes = int(cache_bytes)
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._container = self._decoder = None
+        self._next = 0  # index of the frame the open decoder gives next
+        self.pts: np.ndarray | None = None  # [N] int64 presentation timestamps, known after `scan`
+        self.times: np.ndarray | None = None  # [N] float64 seconds from the first frame, known after `scan`
+        self.truncated: str | None = None  # the decoder's message when the file stopped early
+        if self.still:
+            from PIL import Image
+
+            with Image.open(self.path) as image:
+                self._image = np.asarray(image.convert("RGB")).copy()
+            self.height, self.width = self._image.shape[:2]
+            self.rate: Fraction | None = None
+            return
+        import av
+
+        with av.open(str(self.path)) as container:
+            if not container.streams.video:
+                raise NoVideoStream(self.path)
+            stream = container.streams.video[0]
+            self.width, self.height = stream.codec_context.width, stream.codec_context.height
+            self.rate = stream.average_rate or stream.guessed_rate or None
+
+    @property
+    def fps(self) -> float | None:
+        """The stated frame rate (None for a still image or a file that states none)."""
+        return float(self.rate) if self.rate else None
+
+    @property
+    def frame_hw(self) -> tuple[int, int]:
+        return int(self.height), int(self.width)
+
+    def __len__(self) -> int:
+        if self.still:
+            return 1
+        if self.pts is None:
+            raise RuntimeError("the frame count is known after scan()")
+        return len(self.pts)
+
+    # -- decoding ------------------------------------------------------------------------------------------
+    def _open(self, seek_pts: int | None = None) -> None:
+        import av
+
+        self.close()
+        self._container = av.open(str(self.path))
+        stream = self._container.streams.video[0]
+        stream.thread_type = "AUTO"
+        self._stream = stream
+        if seek_pts is not None:
+            self._container.seek(int(seek_pts), stream=stream, backward=True, any_frame=False)
+        self._decoder = demux_decode(self._container, stream, self.path)
+
+    def scan(self) -> Iterator[np.ndarray]:
+        """Every frame once, in order (`[H, W, 3]` uint8), recording timestamps. A file that stops early ends the
+        scan there: `truncated` says where and why, and the frames before it are the clip."""
+        if self.still:
+            self.pts, self.times = np.zeros(1, np.int64), np.zeros(1)
+            yield self._image
+            return
+        self._open()
+        pts: list[int] = []
+        try:
+            for frame in self._decoder:
+                pts.append(frame.pts if frame.pts is not None else (pts[-1] + 1 if pts else 0))
+                yield frame.to_ndarray(format="rgb24")
+        except VideoDecodeError as exc:
+            self.truncated = str(exc)
+        finally:
+            self.close()
+            self.pts = np.asarray(pts, np.int64)
+            base = float(self._stream.time_base or 0) if hasattr(self, "_stream") else 0.0
+            self.times = (self.pts - (self.pts[0] if len(pts) else 0)) * base
+        if not pts:
+            raise ValueError(f"{self.path} holds no video frames" + (f" ({self.truncated})" if self.truncated else ""))
+
+    def restore(self, pts: np.ndarray, truncated: str | None = None) -> None:
+        """Take the timestamps (and where the file stopped) from an earlier `scan` of this file."""
+        self.pts = np.asarray(pts, np.int64)
+        self.truncated = truncated
+        if not self.still:
+            import av
+
+            with av.open(str(self.path)) as container:
+                base = float(container.streams.video[0].time_base or 0)
+            self.times = (self.pts - self.pts[0]) * base
+
+    def _index_of(self, frame) -> int | None:
+        if frame.pts is None:
+            return None
+        at = int(np.searchsorted(self.pts, frame.pts))
+        return at if at < len(self.pts) and self.pts[at] == frame.pts else None
+
+    def _keep(self, index: int, image: np.ndarray) -> None:
+        self._cache[index] = image
+        self._cache.move_to_end(index)
+        while len(self._cache) > 1 and len(self._cache) * image.nbytes > self.cache_bytes:
+            self._cache.popitem(last=False)
+
+    def _decode_to(self, target: int, wanted: dict[int, np.ndarray], need: set[int]) -> None:
+        """Decode forward until frame `target` is decoded, keeping the frames of `need` in `wanted`."""
+        if self._decoder is None or target < self._next:
+            seek = int(self.pts[target]) if target > 0 else None
+            self._open(seek)
+            self._next = -1 if seek is not None else 0  # found from the first frame's timestamp after a seek
+        for frame in self._decoder:
+            index = self._index_of(frame) if self._next < 0 else self._next
+            if index is None or (self._next < 0 and index > target):  # the seek landed badly: decode from the top
+                self._open()
+                self._next = 0
+                return self._decode_to(target, wanted, need)
+            self._next = index + 1
+            image = frame.to_ndarray(format="rgb24")
+            self._keep(index, image)
+            if index in need:
+                wanted[index] = image
+            if index >= target:
+                return
+        raise VideoDecodeError(f"{self.path}: frame {target} could not be decoded again (the file changed?)")
+
+    def read(self, indices) -> np.ndarray:
+        """The frames `indices` (any order, repeats allowed) as `[n, H, W, 3]` uint8."""
+        indices = np.asarray(indices, np.int64).reshape(-1)
+        if self.still:
+            return np.broadcast_to(self._image, (len(indices), *self._image.shape)).copy()
+        count = len(self)
+        if len(indices) and (indices.min() < 0 or indices.max() >= count):
+            raise IndexError(f"frame indices must be from 0 to {count - 1}, got {indices.min()}..{indices.max()}")
+        wanted = {int(i): self._cache[int(i)] for i in set(indices.tolist()) if int(i) in self._cache}
+        need = set(indices.tolist()) - set(wanted)
+        while need - set(wanted):
+            self._decode_to(min(need - set(wanted)), wanted, need)
+        out = np.empty((len(indices), self.height, self.width, 3), np.uint8)
+        for row, index in enumerate(indices.tolist()):
+            out[row] = wanted[index]
+        return out
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+        self._container = self._decoder = None
+
+    def __enter__(self) -> "VideoFrames":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
