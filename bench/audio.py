@@ -1,8 +1,10 @@
-"""Whisper feature extraction speed on CPU: real-time factor for 60 s of audio (goal <= 0.05).
+"""Whisper feature extraction speed on CPU: real-time factor for 60 s of audio (goal <= 0.05), and the seam.
 
 Random whisper-tiny weights do the same arithmetic as the released ones. Prints the reference spans
 and the seamless (overlapping) spans, each as RTF, as a ratio of the goal and as a ratio of the
-reference measured in this run.
+reference measured in this run. Then the seam: on the shared voices looped to the same length, the feature
+step at each 30 s span boundary relative to the median step around it (`features.step_ratios`: ~1 is
+ordinary), for both, beside the 99th percentile of that ratio over all rows (what speech itself does).
 
     python -m bench.audio [--seconds 60] [--repeats 3] [--threads N]
 """
@@ -13,7 +15,9 @@ import time
 
 import torch
 
-from latentsync.audio.features import extract_features
+from pathlib import Path
+
+from latentsync.audio.features import extract_features, seam_discontinuity, span_seams, step_ratios
 from latentsync.audio.whisper import TINY, WhisperEncoder
 
 GOAL_RTF = 0.05
@@ -52,6 +56,19 @@ def main() -> None:
         baseline = baseline or seconds
         print(f"{label:18s} {seconds:7.3f} s   RTF {rtf:.4f}   {rtf / GOAL_RTF:.2f}x the goal ({GOAL_RTF})   "
               f"{seconds / baseline:.2f}x reference")
+
+    voices = [Path(__file__).resolve().parents[2] / "shared" / "media" / f"latentsync_demo{i}_audio.wav" for i in (1, 3)]
+    if all(path.is_file() for path in voices):
+        from latentsync.media.audio import load_audio, to_mono_16k
+
+        speech = torch.cat([to_mono_16k(*load_audio(path)) for path in voices])
+        speech = speech.repeat(int(args.seconds * 16000) // len(speech) + 1)[: int(args.seconds * 16000)]
+        for label, seamless in (("reference spans", False), ("seamless spans", True)):
+            rows = extract_features(speech, 16000, encoder, fps=25, seamless=seamless).features
+            seams = [seam_discontinuity(rows, seam) for seam in span_seams(rows.shape[0])]
+            typical = float(torch.quantile(step_ratios(rows)[1:], 0.99))
+            print(f"{label:18s} step ratio at the 30 s seams: {', '.join(f'{v:.2f}' for v in seams)}   "
+                  f"(99th percentile over all rows: {typical:.2f})")
 
 
 if __name__ == "__main__":

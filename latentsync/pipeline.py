@@ -191,25 +191,83 @@ def _face_track(frames, partial, detector, selection: dict, progress=None):
     return track
 
 
+def lipsync_stream(frames, features, speech, unet: torch.nn.Module, resolution: int, vae, settings: SamplerSettings,
+                   *, partial, out: str | Path, audio: str | Path | None, detector, selection: dict | None = None,
+                   device: torch.device, dtype: torch.dtype = torch.float32, crf: int = 18, progress=None,
+                   face_progress=None, on_window=None) -> dict:
+    """The streamed run, from loaded models and features: the first pass over `frames` (a `VideoFrames`) finds
+    the face in every frame (kept in `partial`, a `PartialOutput`), then the windows run, each written as a
+    segment in `partial` as it finishes (those already there are skipped), and the segments are joined into
+    `out` with the soundtrack of `audio`; `partial` is removed once `out` is whole.
+    `progress(done, total)` counts UNet steps, `face_progress(frames)` the first pass, `on_window(done, total,
+    crops)` the windows (with the last one's generated crops); each may raise to stop: from `on_window`, with
+    that window kept. Returns the summary."""
+    from .face.window_crops import faces_from_track
+    from .media.frame_reader import RetimedFrames
+    from .media.segments import join_segments, write_segment
+    from .sample.sampler import WindowRunner, plan_lipsync
+    from .sample.stream import plan_segments, run_segments
+
+    fps = float(features.fps)
+    clock = time.perf_counter()
+    track = _face_track(frames, partial, detector, dict(selection or {}), face_progress)
+    seconds = {"faces": time.perf_counter() - clock}
+    warnings, input_frames = ([frames.truncated] if frames.truncated else []), len(frames)
+    retime = frames.constant_rate_index(fps)
+    if retime is not None:  # a variable frame rate: frames shown at the times of a constant fps clock
+        warnings.append(f"{frames.path}: the frame rate varies; {len(frames)} frames were retimed to "
+                        f"{len(retime)} at a constant {fps:g} fps by their timestamps")
+        frames, track = RetimedFrames(frames, retime), track.subset(retime)
+    faces = faces_from_track(track, frames.frame_hw, resolution)
+    plan = plan_lipsync(len(frames), features, faces.valid, settings, speech)
+    runner = WindowRunner(unet, vae, settings, plan, features, resolution, device, dtype, torch.uint8, progress)
+    segments = plan_segments(plan, settings.window)
+    done = partial.finished(segments)
+
+    def write(segment, images) -> None:
+        write_segment(partial.segment_path(segment.name), images, fps, crf)
+
+    windows_done = sum(1 for segment in segments if segment.window is not None and segment.name in done)
+
+    def window_done(segment, crops) -> None:
+        nonlocal windows_done
+        windows_done += 1
+        if on_window is not None:
+            on_window(windows_done, len(plan.windows), crops)
+
+    clock = time.perf_counter()
+    with frames:
+        made = run_segments(frames, faces, runner, segments, write, done, window_done)
+    seconds["windows"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    join_segments([partial.segment_path(segment.name) for segment in segments], out, fps, audio)
+    seconds["join"] = time.perf_counter() - clock
+    partial.remove()
+    stats = runner.stats()
+    return {"frames": plan.frames, "input_frames": input_frames, "fps": fps, "still_image": frames.still,
+            "width": frames.width // 2 * 2, "height": frames.height // 2 * 2,
+            "generated_frames": stats["generated_frames"], "resolution": resolution, "segments": len(segments),
+            "resumed_segments": len(done), "made_segments": made,
+            "unet_passes": {"full": stats["full_passes"], "shallow": stats["shallow_passes"]},
+            "stage_seconds": {k: round(v, 3) for k, v in {**stats["seconds"], **seconds}.items()},
+            "warnings": warnings}
+
+
 def lipsync_video_file(video: str | Path, audio: str | Path, out: str | Path, models: ModelSet, unet: UNetSpec,
                        whisper: str | Path, vae: str | Path, settings: SamplerSettings, *, detector,
                        selection: dict | None = None, dtype: torch.dtype | None = None, vad_threshold: float = 0.5,
                        seamless: bool = False, still_fps: float = 25.0, crf: int = 18, resume: bool = False,
                        progress=None, face_progress=None, on_window=None) -> dict:
-    """Lip-sync the file `video` (or a still image) to `audio` into the mp4 `out`, streamed: memory does not grow
-    with the clip's length. Finished segments wait in `OUT.partial/` (see `media/partial.py`); `resume=True`
-    continues a run that stopped, with the same inputs and settings. `detector` finds the face (`selection`:
-    FaceTracker's select/index/position); `progress(done, total)` counts UNet steps, `face_progress(frames)` the
-    first pass; both, and `on_window(segment, crops)`, may raise to stop after the current segment.
-    Returns the summary (frames, what was generated and resumed, seconds per stage, warnings)."""
-    from .face.window_crops import faces_from_track
+    """Lip-sync the file `video` (or a still image) to `audio` into the mp4 `out`, streamed (`lipsync_stream`):
+    memory does not grow with the clip's length. Finished segments wait in `OUT.partial/` (`media/partial.py`);
+    `resume=True` continues a run that stopped, with the same inputs and settings (others are refused).
+    `detector` finds the face (`selection`: FaceTracker's select/index/position). Returns the summary (frames,
+    what was generated and resumed, seconds per stage, warnings)."""
     from .media.audio import load_audio
     from .media.frame_reader import VideoFrames
     from .media.partial import PartialOutput, file_identity
-    from .media.segments import join_segments, write_segment
     from .media.video import check_crf
-    from .sample.sampler import WindowRunner, _max_window, plan_lipsync
-    from .sample.stream import plan_segments, run_segments
+    from .sample.sampler import _max_window
 
     settings.validate()
     check_crf(crf)
@@ -235,33 +293,10 @@ def lipsync_video_file(video: str | Path, audio: str | Path, out: str | Path, mo
            "detector": getattr(detector, "name", type(detector).__name__), "selection": selection,
            "device": models.device.type, "dtype": str(dtype or models.dtype).removeprefix("torch.")}
     partial = PartialOutput(out, job, resume)
-    clock = time.perf_counter()
-    track = _face_track(frames, partial, detector, selection, face_progress)
-    seconds = {"setup": clock - started, "faces": time.perf_counter() - clock}
-    faces = faces_from_track(track, frames.frame_hw, resolution)
-    plan = plan_lipsync(len(frames), features, faces.valid, settings, speech)
-    runner = WindowRunner(network, face_vae, settings, plan, features, resolution, models.device, dtype or models.dtype,
-                          torch.uint8, progress)
-    segments = plan_segments(plan, settings.window)
-    done = partial.finished(segments)
-    clock = time.perf_counter()
-
-    def write(segment, images) -> None:
-        write_segment(partial.segment_path(segment.name), images, fps, crf)
-
-    with frames:
-        made = run_segments(frames, faces, runner, segments, write, done, on_window)
-    seconds["windows"] = time.perf_counter() - clock
-    clock = time.perf_counter()
-    join_segments([partial.segment_path(segment.name) for segment in segments], out, fps, audio)
-    seconds["join"] = time.perf_counter() - clock
-    partial.remove()
-    stats = runner.stats()
-    return {"frames": plan.frames, "input_frames": len(frames), "fps": fps, "still_image": frames.still,
-            "width": frames.width // 2 * 2, "height": frames.height // 2 * 2,
-            "generated_frames": stats["generated_frames"], "resolution": resolution, "config": config_source,
-            "segments": len(segments), "resumed_segments": len(done), "made_segments": made,
-            "unet_passes": {"full": stats["full_passes"], "shallow": stats["shallow_passes"]},
-            "stage_seconds": {**{k: round(v, 3) for k, v in seconds.items()},
-                              **{k: round(v, 3) for k, v in stats["seconds"].items()}},
-            "warnings": [frames.truncated] if frames.truncated else []}
+    setup = time.perf_counter() - started
+    summary = lipsync_stream(frames, features, speech, network, resolution, face_vae, settings, partial=partial,
+                             out=out, audio=audio, detector=detector, selection=selection, device=models.device,
+                             dtype=dtype or models.dtype, crf=crf, progress=progress, face_progress=face_progress,
+                             on_window=on_window)
+    summary["stage_seconds"]["setup"] = round(setup, 3)
+    return {**summary, "config": config_source}

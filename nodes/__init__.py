@@ -4,6 +4,7 @@ from __future__ import annotations
 from ._comfy import ComfyExtension, io, override
 from .model_folders import register_model_folders
 from .faces import DetectFaces, PasteFaces
+from .sample_video import LatentSyncSampleVideo, VideoInfo
 from .sampler import LatentSyncSampler
 from .score import SyncNetScore
 from .unet_loader import UNetLoader
@@ -12,7 +13,7 @@ from .vad import VoiceActivityDetection
 from .whisper import WhisperEncode
 
 NODES: list[type[io.ComfyNode]] = [VoiceActivityDetection, WhisperEncode, UNetLoader, DetectFaces, PasteFaces,
-                                   LatentSyncSampler, Upscale, SyncNetScore]
+                                   LatentSyncSampler, LatentSyncSampleVideo, VideoInfo, Upscale, SyncNetScore]
 
 
 class LatentSyncExtension(ComfyExtension):

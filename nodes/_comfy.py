@@ -6,11 +6,11 @@ import folder_paths
 import torch
 from comfy.model_patcher import ModelPatcher
 from comfy.utils import ProgressBar
-from comfy_api.latest import ComfyExtension, io, ui
+from comfy_api.latest import ComfyExtension, InputImpl, io, ui
 from typing_extensions import override  # as core V3 nodes import it (torch depends on typing_extensions)
 
 __all__ = ["ComfyExtension", "io", "ui", "override", "folder_paths", "model_management", "progress_reporter",
-           "managed", "load_for_compute", "compute_dtype", "PRECISIONS"]
+           "window_reporter", "video_from_file", "managed", "load_for_compute", "compute_dtype", "PRECISIONS"]
 
 PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
 
@@ -26,6 +26,23 @@ def progress_reporter():
         model_management.throw_exception_if_processing_interrupted()
 
     return report
+
+
+def window_reporter(total: int):
+    """A `report(done, preview=None)` callback: the progress bar at `done` of `total` with an optional preview
+    (a PIL image, e.g. the last generated face), then a cancel point."""
+    bar = ProgressBar(max(int(total), 1))
+
+    def report(done: int, preview=None) -> None:
+        bar.update_absolute(min(done, bar.total), None, ("JPEG", preview, 512) if preview is not None else None)
+        model_management.throw_exception_if_processing_interrupted()
+
+    return report
+
+
+def video_from_file(path) -> object:
+    """A core VIDEO backed by the file `path` (what Load Video gives and Save Video takes)."""
+    return InputImpl.VideoFromFile(str(path))
 
 
 def managed(model: torch.nn.Module) -> ModelPatcher:

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..latentsync.face.align import align
-from ..latentsync.face.detect import DETECTORS, SELECTIONS, detect_faces
+from ..latentsync.face.detect import DETECTORS, SELECTIONS, detect_faces, make_detector
 from ..latentsync.face.paste import paste_back
 from ._comfy import folder_paths, io, override, progress_reporter
 from .base import LatentSyncNode
@@ -19,6 +19,34 @@ RESOLUTIONS = ["256", "512"]
 def insightface_dirs() -> list[Path]:
     """ComfyUI's usual place for InsightFace's buffalo_l: models/insightface/models/buffalo_l/."""
     return [Path(p) / "models" / "buffalo_l" for p in folder_paths.get_folder_paths("insightface")]
+
+
+def face_choice_inputs() -> list[io.Input]:
+    """The detector and which face to follow: the inputs of every node that finds faces."""
+    return [
+        io.Combo.Input("detector", options=list(DETECTORS), default="dlib",
+                       tooltip="dlib: offline, ships with the pack; insightface: the reference's buffalo_l "
+                               "(non-commercial)."),
+        io.Combo.Input("select", options=list(SELECTIONS), default="largest",
+                       tooltip="Which face to follow: the largest, the index-th from the left, or the "
+                               "one nearest a position."),
+        # The schema check (nodes/base.py) refuses a negative index or a NaN position before the run;
+        # linked ones are checked by the library when the node runs.
+        io.Int.Input("index", default=0, min=0, max=32, tooltip="select=index: 0 is the leftmost face."),
+        io.Float.Input("position_x", default=0.5, min=0.0, max=1.0, step=0.01,
+                       tooltip="select=position: horizontal position as a fraction of the width."),
+        io.Float.Input("position_y", default=0.4, min=0.0, max=1.0, step=0.01,
+                       tooltip="select=position: vertical position as a fraction of the height."),
+        io.Float.Input("threshold", default=-1.0, min=-1.0, max=5.0, step=0.05,
+                       tooltip="Detection threshold; -1 is the detector's default, higher ignores faint "
+                               "faces."),
+    ]
+
+
+def face_detector(detector: str, threshold: float):
+    """The detector the inputs of `face_choice_inputs` name (threshold -1: the detector's default)."""
+    options = {"models_dir": insightface_dirs()} if detector == "insightface" else {}
+    return make_detector(detector, None if threshold < 0 else threshold, **options)
 
 
 class DetectFaces(LatentSyncNode):
@@ -36,22 +64,7 @@ class DetectFaces(LatentSyncNode):
                 io.Image.Input("images", tooltip="The video frames (or a repeated still image)."),
                 io.Combo.Input("resolution", options=RESOLUTIONS, default="256",
                                tooltip="Face crop size: 256 for LatentSync 1.5, 512 for 1.6 (match the UNet)."),
-                io.Combo.Input("detector", options=list(DETECTORS), default="dlib",
-                               tooltip="dlib: offline, ships with the pack; insightface: the reference's buffalo_l "
-                                       "(non-commercial)."),
-                io.Combo.Input("select", options=list(SELECTIONS), default="largest",
-                               tooltip="Which face to follow: the largest, the index-th from the left, or the "
-                                       "one nearest a position."),
-                # The schema check (nodes/base.py) refuses a negative index or a NaN position before the run;
-                # linked ones are checked by the library when the node runs.
-                io.Int.Input("index", default=0, min=0, max=32, tooltip="select=index: 0 is the leftmost face."),
-                io.Float.Input("position_x", default=0.5, min=0.0, max=1.0, step=0.01,
-                               tooltip="select=position: horizontal position as a fraction of the width."),
-                io.Float.Input("position_y", default=0.4, min=0.0, max=1.0, step=0.01,
-                               tooltip="select=position: vertical position as a fraction of the height."),
-                io.Float.Input("threshold", default=-1.0, min=-1.0, max=5.0, step=0.05,
-                               tooltip="Detection threshold; -1 is the detector's default, higher ignores faint "
-                                       "faces."),
+                *face_choice_inputs(),
             ],
             outputs=[
                 Faces.Output(display_name="faces", tooltip="Aligned faces and how to paste them back, for the "
@@ -67,10 +80,8 @@ class DetectFaces(LatentSyncNode):
     @override
     def execute(cls, images, resolution: str, detector: str, select: str, index: int, position_x: float,
                 position_y: float, threshold: float) -> io.NodeOutput:
-        options = {"models_dir": insightface_dirs()} if detector == "insightface" else {}
-        track = detect_faces(images, detector, select=select, index=index, position=(position_x, position_y),
-                             threshold=None if threshold < 0 else threshold, progress=progress_reporter(),
-                             **options)
+        track = detect_faces(images, face_detector(detector, threshold), select=select, index=index,
+                             position=(position_x, position_y), progress=progress_reporter())
         faces = align(images, track, int(resolution), progress=progress_reporter())
         mouth = (1.0 - faces.mask.to(torch.float32))[None].repeat(len(faces), 1, 1)
         mouth[~faces.valid] = 0.0

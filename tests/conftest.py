@@ -28,7 +28,7 @@ ARTIFACTS = Path(os.environ.get("LATENTSYNC_ARTIFACTS", REPO / "test-artifacts")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 VOICES = ("latentsync_demo1_audio.wav", "latentsync_demo3_audio.wav")
-PACK_NODES = {"LatentSyncVAD", "LatentSyncWhisperEncode", "LatentSyncUNetLoader", "LatentSyncUpscale",
+PACK_NODES = {"LatentSyncVAD", "LatentSyncSampleVideo", "LatentSyncVideoInfo", "LatentSyncWhisperEncode", "LatentSyncUNetLoader", "LatentSyncUpscale",
               "LatentSyncDetectFaces", "LatentSyncPasteFaces", "LatentSyncSyncNetScore",
               "LatentSyncSampler"}  # every node the pack registers
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import json
+from fractions import Fraction
 import os
 import signal
 import subprocess
@@ -156,6 +157,76 @@ def test_the_reader_gives_any_frame_again_within_its_cache(clip_file, decoded):
         assert len(reader._cache) <= 4
 
 
+def runner_for(clip_file, track, unet, settings, features):
+    reader = VideoFrames(clip_file)
+    for _ in reader.scan():
+        pass
+    faces = faces_from_track(track, reader.frame_hw, RESOLUTION)
+    plan = plan_lipsync(len(reader), features, faces.valid, settings)
+    return reader, faces, WindowRunner(unet, NoisyPoolVAE(), settings, plan, features, RESOLUTION,
+                                       torch.device("cpu"), torch.float32, torch.uint8)
+
+
+def test_the_next_window_is_read_while_the_current_one_samples(clip_file, decoded):
+    from scripts.stand_ins import SleepingUNet
+
+    _, track = decoded
+    settings = SamplerSettings(steps=2, window=6)
+    reader, faces, runner = runner_for(clip_file, track, SleepingUNet(0.05), settings, fake_features(24))
+    times: dict[str, list] = {"read": [], "sampled": []}
+    read = reader.read
+
+    def timed_read(indices):
+        times["read"].append(time.perf_counter())
+        return read(indices)
+
+    reader.read = timed_read
+    segments = plan_segments(runner.plan, settings.window)
+    written = []
+    with reader:
+        run_segments(reader, faces, runner, segments, lambda s, f: written.append(s.name),
+                     on_window=lambda s, crops: times["sampled"].append(time.perf_counter()))
+    assert written == [s.name for s in segments] and len(segments) == 4
+    # Reading window k + 1 began before window k finished sampling: the stages overlap.
+    assert all(times["read"][k + 1] < times["sampled"][k] for k in range(3)), times
+
+
+def test_a_cancel_stops_after_the_window_under_way_and_keeps_the_finished_ones(clip_file, decoded, unet):
+    _, track = decoded
+    settings = SamplerSettings(steps=2, window=6)
+    reader, faces, runner = runner_for(clip_file, track, unet, settings, fake_features(24))
+
+    def cancel_in_window_three(done, total):
+        if done == 5:
+            raise InterruptedError("cancelled")
+
+    runner.progress = cancel_in_window_three
+    segments = plan_segments(runner.plan, settings.window)
+    written = []
+    with reader, pytest.raises(InterruptedError):
+        run_segments(reader, faces, runner, segments, lambda s, f: written.append(s.name))
+    assert written == [s.name for s in segments[:2]]
+
+
+def test_a_failing_read_stops_the_run_with_its_own_error(clip_file, decoded, unet):
+    _, track = decoded
+    settings = SamplerSettings(steps=2, window=6)
+    reader, faces, runner = runner_for(clip_file, track, unet, settings, fake_features(24))
+    read, calls = reader.read, []
+
+    def fails_third(indices):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("the disk went away")
+        return read(indices)
+
+    reader.read = fails_third
+    written = []
+    with reader, pytest.raises(OSError, match="went away"):
+        run_segments(reader, faces, runner, plan_segments(runner.plan, 6), lambda s, f: written.append(s.name))
+    assert len(written) == 2
+
+
 # ----------------------------------------------------------------------------------- files, resume, bad input
 
 
@@ -247,3 +318,60 @@ def test_a_truncated_video_is_lip_synced_up_to_where_it_stops(models, clip_file,
     (warning,) = summary["warnings"]
     assert "cut.mp4" in warning and f"after {kept} frames" in warning
     assert read_frames(tmp_path / "out.mp4")[0].shape[0] == summary["frames"]
+
+
+def write_variable_rate_clip(path, frames: np.ndarray, gaps: list[int]):
+    """An mp4 on a 1/50 s clock whose frame k is shown `gaps[k]` ticks after frame k - 1."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 50)
+        pts = 0
+        for image, gap in zip(frames, gaps):
+            pts += gap
+            picture = av.VideoFrame.from_ndarray(image, format="rgb24")
+            picture.pts, picture.time_base = pts, stream.codec_context.time_base
+            container.mux(stream.encode(picture))
+        container.mux(stream.encode(None))
+    return path
+
+
+def test_a_variable_frame_rate_is_retimed_by_timestamps(models, clip_file, tmp_path):
+    """12 frames at 25 fps, then 6 at 12.5 fps (a phone that dropped its rate): shown at a constant rate, each
+    slow frame covers two ticks, so the mouth keeps time with the voice."""
+    frames = (decode_clip(shared_path(CLIP), 18) * 255).to(torch.uint8).numpy()
+    video = write_variable_rate_clip(tmp_path / "vfr.mp4", frames, [0] + [2] * 11 + [4] * 6)
+    reader = VideoFrames(video)
+    assert sum(1 for _ in reader.scan()) == 18
+    index = reader.constant_rate_index(25.0)
+    assert index is not None and list(index[:12]) == list(range(12)) and list(index[12:16]) == [11, 12, 12, 13]
+    even = VideoFrames(clip_file)
+    for _ in even.scan():
+        pass
+    assert even.constant_rate_index(25.0) is None
+    summary = run_file(models, video, tmp_path / "out.mp4", audio=clip_file,
+                       settings=SamplerSettings(steps=2, window=8, audio_longer="freeze", audio_shorter="keep"))
+    assert summary["input_frames"] == 18 and any("frame rate varies" in w for w in summary["warnings"])
+    assert summary["frames"] == len(reader.constant_rate_index(summary["fps"]))
+
+
+def test_audio_a_minute_longer_than_the_video_loops_it_without_holding_frames(models, clip_file, tmp_path):
+    """0.96 s of video, 60 s of audio (the clip's voice, then silence): the output follows the audio, looping the
+    clip forward and back, and the skipped silence passes through in segments of a window."""
+    from latentsync.media.audio import load_audio, write_wav
+
+    voice, rate = load_audio(clip_file)
+    long = torch.zeros(voice.shape[0], 60 * rate)
+    long[:, :voice.shape[1]] = voice
+    audio = write_wav(tmp_path / "long.wav", long, rate)
+    summary = run_file(models, clip_file, tmp_path / "out.mp4", audio=audio,
+                       settings=SamplerSettings(steps=2, window=8, vad_policy="skip"))
+    assert summary["input_frames"] == 24 and summary["frames"] == 1500
+    assert 0 < summary["generated_frames"] < 48 and summary["segments"] >= 1500 // 8
+    frames, fps = read_frames(tmp_path / "out.mp4")
+    assert (len(frames), fps) == (1500, 25.0)
+    original, _ = read_frames(clip_file)
+    # Frame 30 is past the voice: passed through, the clip played backwards from its end (ping-pong).
+    assert (frames[30].float() - original[24 - 1 - (30 - 24)].float()).abs().mean() < 3

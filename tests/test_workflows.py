@@ -179,7 +179,7 @@ def cpu_friendly(prompt: dict) -> dict:
     int8 where int4 (CUDA only; its CPU refusal is tested with the loader), and SyncNet tracks of 8 frames."""
     for node in prompt.values():
         inputs = node["inputs"]
-        if node["class_type"] == "LatentSyncSampler":
+        if node["class_type"] in ("LatentSyncSampler", "LatentSyncSampleVideo"):
             inputs["steps"] = 2
         if node["class_type"] == "LatentSyncUNetLoader":
             inputs["dtype"] = "fp32"
@@ -242,6 +242,52 @@ def test_cancel_mid_run_writes_nothing_and_the_server_keeps_serving(comfy_server
     assert [m for m in entry["status"]["messages"] if m[0] == "execution_interrupted"], entry["status"]
     assert not list((comfy_server.dir("output") / "latentsync").glob("cancelled*"))
     assert comfy_server.get("/system_stats")["system"]["comfyui_version"] == "0.3.75"
+
+
+def test_long_video_workflow_streams_the_file_into_a_video(comfy_server, object_info, lipsync_inputs,
+                                                          lipsync_models):
+    """Load Video -> LatentSync Sampler (video file) -> Save Video: no IMAGE batch anywhere; the video written is
+    the clip's length with the voice, and only the node's own mp4 is left (no partial)."""
+    prompt = cpu_friendly(load_prompt("latentsync_long_video.json", object_info))
+    assert not {"GetVideoComponents", "CreateVideo", "LatentSyncSampler"} & {v["class_type"] for v in prompt.values()}
+    sampler = node_id(prompt, "LatentSyncSampleVideo")
+    prompt[sampler]["inputs"]["window"] = 8
+    history = comfy_server.run(prompt, timeout=1200)
+    assert history["status"]["status_str"] == "success", failure(history)
+    assert video_of(comfy_server, history, node_id(prompt, "SaveVideo")) == (DEMO_FRAMES, 25.0)
+    (note,) = history["outputs"][sampler]["latentsync_video"]
+    assert note["frames"] == DEMO_FRAMES and note["generated"] == DEMO_FRAMES and note["resumed_segments"] == 0
+    written = list((comfy_server.dir("output") / "latentsync").glob("long_video_*"))
+    assert [p.name for p in written] == [note["file"].rsplit("/", 1)[-1]]
+    with av.open(note["file"]) as container:
+        assert container.streams.audio and container.streams.video[0].frames == DEMO_FRAMES
+
+
+def test_long_video_cancel_keeps_the_finished_windows_and_queuing_again_resumes(comfy_server, object_info,
+                                                                               lipsync_inputs, lipsync_models):
+    prompt = cpu_friendly(load_prompt("latentsync_long_video.json", object_info))
+    sampler = node_id(prompt, "LatentSyncSampleVideo")
+    prompt[sampler]["inputs"].update(window=4, steps=12, seed=11, filename_prefix="latentsync/resumed")
+
+    def window_done(message: dict, prompt_id: str) -> bool:  # the node's bar moved: a window was written
+        data = message["data"]
+        return message["type"] == "progress" and data.get("prompt_id") == prompt_id and data.get("node") == sampler
+
+    prompt_id, _ = comfy_server.queue_and_watch(prompt, window_done, timeout=1800)
+    status, _ = comfy_server.request("POST", "/interrupt", {"prompt_id": prompt_id})
+    assert status == 200
+    entry = comfy_server.wait(prompt_id, timeout=1800)
+    assert [m for m in entry["status"]["messages"] if m[0] == "execution_interrupted"], entry["status"]
+    (partial,) = (comfy_server.dir("output") / "latentsync").glob("resumed_*.mp4.partial")
+    kept = sorted(p.name for p in partial.glob("0*.mp4"))
+    assert 1 <= len(kept) < DEMO_FRAMES // 4
+
+    history = comfy_server.run(prompt, timeout=1800)
+    assert history["status"]["status_str"] == "success", failure(history)
+    (note,) = history["outputs"][sampler]["latentsync_video"]
+    assert note["resumed_segments"] == len(kept) and note["frames"] == DEMO_FRAMES
+    assert not partial.exists()
+    assert video_of(comfy_server, history, node_id(prompt, "SaveVideo")) == (DEMO_FRAMES, 25.0)
 
 
 def test_a_vae_of_another_latent_space_is_refused_by_name(comfy_server, object_info, lipsync_inputs,

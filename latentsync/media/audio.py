@@ -125,3 +125,18 @@ def _planar_float(frames):
         yield from resampler.resample(frame)
     if resampler is not None:
         yield from resampler.resample(None)
+
+
+def write_wav(path: str | Path, waveform: torch.Tensor | np.ndarray, sample_rate: int) -> Path:
+    """`[C, T]` float samples (-1 to 1) as a 16-bit PCM WAV, e.g. to mux a ComfyUI AUDIO into a video."""
+    import wave
+
+    samples = np.asarray(torch.as_tensor(waveform, dtype=torch.float32).cpu(), dtype=np.float32)
+    if samples.ndim == 1:
+        samples = samples[None]
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767).round().astype("<i2").T.copy()  # interleaved
+    path = Path(path)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(samples.shape[0]), out.setsampwidth(2), out.setframerate(int(sample_rate))
+        out.writeframes(pcm.tobytes())
+    return path

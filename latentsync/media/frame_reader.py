@@ -17,7 +17,7 @@ import numpy as np
 
 from .video import IMAGE_SUFFIXES, NoVideoStream, VideoDecodeError, demux_decode
 
-DEFAULT_CACHE_BYTES = 512 << 20
+DEFAULT_CACHE_BYTES = 256 << 20
 
 
 class VideoFrames:
@@ -67,6 +67,20 @@ class VideoFrames:
         if self.pts is None:
             raise RuntimeError("the frame count is known after scan()")
         return len(self.pts)
+
+    def constant_rate_index(self, fps: float, tolerance: float = 0.1) -> np.ndarray | None:
+        """For a variable frame rate (frame durations that differ by more than `tolerance`), the input frame shown
+        at each tick of a constant `fps` clock over the clip's duration (`[M]` indices into the frames), so the
+        output keeps the timing the audio follows; None when the frames are evenly spaced already."""
+        if self.times is None or len(self.times) < 3:
+            return None
+        steps = np.diff(self.times)
+        typical = float(np.median(steps))
+        if typical <= 0 or np.all(np.abs(steps - typical) <= tolerance * typical):
+            return None
+        duration = float(self.times[-1]) + typical
+        ticks = np.arange(max(1, int(round(duration * fps)))) / fps
+        return np.clip(np.searchsorted(self.times, ticks + 1e-6, side="right") - 1, 0, len(self.times) - 1)
 
     # -- decoding ------------------------------------------------------------------------------------------
     def _open(self, seek_pts: int | None = None) -> None:
@@ -175,3 +189,24 @@ class VideoFrames:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class RetimedFrames:
+    """`frames` seen through `index` (e.g. `constant_rate_index`): frame i here is frame `index[i]` there."""
+
+    def __init__(self, frames: VideoFrames, index: np.ndarray):
+        self.frames, self.index = frames, np.asarray(index, np.int64)
+        self.still, self.truncated = frames.still, frames.truncated
+        self.width, self.height, self.frame_hw = frames.width, frames.height, frames.frame_hw
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def read(self, indices) -> np.ndarray:
+        return self.frames.read(self.index[np.asarray(indices, np.int64)])
+
+    def __enter__(self) -> "RetimedFrames":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.frames.close()

@@ -1,0 +1,168 @@
+"""LatentSync Sampler (video file) node: a core VIDEO in, a VIDEO out backed by the mp4 it writes. Frames are
+read from the video's file window by window and written as they finish (the library's streamed run, as the
+`lipsync` command), so a long clip never becomes one IMAGE batch. A cancelled run leaves its finished windows
+beside the output; queuing the same prompt again continues it."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..latentsync.media.audio import write_wav
+from ..latentsync.media.frame_reader import VideoFrames
+from ..latentsync.media.partial import PartialOutput, file_identity
+from ..latentsync.media.video import check_crf
+from ..latentsync.pipeline import lipsync_stream
+from ..latentsync.sample.sampler import _max_window
+from ..latentsync.sample.settings import SETTINGS, SamplerSettings
+from ._comfy import folder_paths, io, load_for_compute, override, video_from_file, window_reporter
+from .base import LatentSyncNode
+from .data_types import AudioFeatures, LatentSyncModel, Speech
+from .faces import face_choice_inputs, face_detector
+from .sampler import ComfyFaceVAE, setting_input
+
+
+def _digest(*tensors: torch.Tensor) -> str:
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(np.ascontiguousarray(tensor.detach().to("cpu", torch.float32).numpy()).tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _weights_digest(module: torch.nn.Module) -> str:
+    """Names the weights a module holds: a hash of its first and last parameters (cheap, and any two different
+    checkpoints differ there)."""
+    parameters = list(module.parameters())
+    return _digest(parameters[0], parameters[-1]) if parameters else "none"
+
+
+def video_file(video, folder: Path) -> Path:
+    """The file behind a core VIDEO: Load Video's own file, else the video saved once under `folder`."""
+    source = video.get_stream_source() if hasattr(video, "get_stream_source") else None
+    if isinstance(source, (str, Path)) and Path(source).is_file():
+        return Path(source)
+    folder.mkdir(parents=True, exist_ok=True)
+    temporary = folder / "incoming.mp4"
+    video.save_to(str(temporary))
+    path = folder / f"video_{file_identity(temporary)['sha256_ends'][:16]}.mp4"
+    temporary.replace(path)
+    return path
+
+
+class LatentSyncSampleVideo(LatentSyncNode):
+    @classmethod
+    @override
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LatentSyncSampleVideo",
+            display_name="LatentSync Sampler (video file)",
+            category="LatentSync",
+            description="Lip-syncs a VIDEO (from Load Video) to audio features for clips of any length: frames "
+                        "are read from the file a window at a time and the result is written to an mp4 as it "
+                        "goes, so memory does not grow with the clip. Cancel keeps the finished windows; queue "
+                        "again to continue.",
+            inputs=[
+                io.Video.Input("video", tooltip="The video to lip-sync (Load Video); read from its file."),
+                io.Audio.Input("audio", tooltip="The voice given to Whisper Encode; it becomes the soundtrack."),
+                AudioFeatures.Input("features", tooltip="From Whisper Encode, at the video's fps."),
+                LatentSyncModel.Input("model", tooltip="From Load LatentSync UNet."),
+                io.Vae.Input("vae", tooltip="sd-vae-ft-mse (vae-ft-mse-840000-ema-pruned) from ComfyUI's Load VAE."),
+                *(setting_input(setting) for setting in SETTINGS),
+                *face_choice_inputs(),
+                io.Int.Input("crf", default=18, min=0, max=51, tooltip="x264 quality: lower is better and larger."),
+                io.String.Input("filename_prefix", default="latentsync/lipsync",
+                                tooltip="Where the mp4 goes, under ComfyUI's output folder (a hash of the job is "
+                                        "added: the same job finds its file again)."),
+                Speech.Input("speech", optional=True,
+                             tooltip="Speech segments from the VAD node, for the silence/skip/fast policies."),
+            ],
+            outputs=[io.Video.Output(display_name="video", tooltip="The lip-synced video with the voice, backed "
+                                                                   "by the mp4 written.")],
+        )
+
+    @classmethod
+    @override
+    def execute(cls, video, audio, features, model, vae, detector: str, select: str, index: int, position_x: float,
+                position_y: float, threshold: float, crf: int, filename_prefix: str, speech=None,
+                **values) -> io.NodeOutput:
+        settings = SamplerSettings(**values)  # one input per setting (SETTINGS)
+        settings.validate(_max_window(model.patcher.model))
+        check_crf(crf)
+        if settings.vad_policy != "off" and speech is None:
+            raise ValueError(f"vad_policy {settings.vad_policy!r} needs speech segments: connect the VAD node's "
+                             "speech")
+        root = Path(folder_paths.get_output_directory())
+        out_base = (root / filename_prefix).resolve()
+        if root.resolve() not in out_base.parents:
+            raise ValueError(f"filename_prefix {filename_prefix!r} points outside ComfyUI's output folder")
+        path = video_file(video, out_base.parent / "inputs")
+        frames = VideoFrames(path)
+        fps = features.fps
+        if frames.fps is not None and abs(frames.fps - fps) > 1e-3:
+            raise ValueError(f"the audio features were made for {fps:g} fps but the video is at {frames.fps:g} fps; "
+                             "give Whisper Encode the video's fps")
+        waveform = audio["waveform"][0]
+        selection = {"select": select, "index": index, "position": (position_x, position_y)}
+        job = {"format": 1, "video": file_identity(path), "audio": [_digest(waveform), int(audio["sample_rate"])],
+               "features": _digest(features.features, features.silence_features, torch.as_tensor(features.rows)),
+               "speech": None if speech is None else [speech.duration, [list(s) for s in speech.speech]],
+               "unet": [model.source, model.resolution, _weights_digest(model.patcher.model)],
+               "vae": _weights_digest(getattr(vae, "first_stage_model", torch.nn.Module())),
+               "settings": vars(settings), "detector": [detector, threshold], "selection": selection, "crf": crf}
+        name = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:12]
+        out = out_base.with_name(f"{out_base.name}_{name}.mp4")
+        if out.is_file():  # this very job finished before (ComfyUI's cache was cleared since)
+            return io.NodeOutput(video_from_file(out), ui={"latentsync_video": [{"file": str(out), "reused": True}]})
+        partial = PartialOutput(out, job, resume=True)
+        voice = partial.folder / "voice.wav"
+        if not voice.is_file():
+            write_wav(voice, waveform, int(audio["sample_rate"]))
+
+        report = None
+
+        def on_window(done: int, total: int, crops: torch.Tensor) -> None:
+            nonlocal report
+            from PIL import Image
+
+            report = report or window_reporter(total)
+            face = (crops[-1].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+            report(done, Image.fromarray(face))
+
+        device = load_for_compute(model.patcher)
+        summary = lipsync_stream(frames, features, speech, model.patcher.model, model.resolution, ComfyFaceVAE(vae),
+                                 settings, partial=partial, out=out, audio=voice, detector=face_detector(detector,
+                                 threshold), selection=selection, device=device, crf=crf, on_window=on_window)
+        note = {"file": str(out), "frames": summary["frames"], "generated": summary["generated_frames"],
+                "resumed_segments": summary["resumed_segments"], "warnings": summary["warnings"]}
+        return io.NodeOutput(video_from_file(out), ui={"latentsync_video": [note]})
+
+
+class VideoInfo(LatentSyncNode):
+    @classmethod
+    @override
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LatentSyncVideoInfo",
+            display_name="Video Info (LatentSync)",
+            category="LatentSync",
+            description="The frame rate, frame count and size of a VIDEO, read from its file's header: nothing is "
+                        "decoded (Get Video Components decodes every frame), so long clips can feed their fps to "
+                        "Whisper Encode.",
+            inputs=[io.Video.Input("video", tooltip="A video from Load Video.")],
+            outputs=[io.Float.Output(display_name="fps", tooltip="Frames per second (25 when the file states none)."),
+                     io.Int.Output(display_name="frames", tooltip="Frame count from the header (0 when unknown)."),
+                     io.Int.Output(display_name="width", tooltip="Frame width in pixels."),
+                     io.Int.Output(display_name="height", tooltip="Frame height in pixels.")],
+        )
+
+    @classmethod
+    @override
+    def execute(cls, video) -> io.NodeOutput:
+        from ..latentsync.media.video import video_info
+
+        path = video_file(video, Path(folder_paths.get_temp_directory()) / "latentsync")
+        info = video_info(path)
+        return io.NodeOutput(info.fps or 25.0, info.frames, info.width, info.height)

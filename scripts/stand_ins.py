@@ -1,0 +1,22 @@
+"""Stand-ins for tests and benchmarks (never product code): a UNet that only takes time, as a GPU does."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+class SleepingUNet(torch.nn.Module):
+    """The UNet's call signature; each call sleeps `seconds` (releasing the GIL, as a CUDA call leaves the CPU
+    free) and predicts zero noise. Stands in for a device on a machine without one."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = float(seconds)
+        self.calls = 0
+        self.anchor = torch.nn.Parameter(torch.zeros(()), requires_grad=False)  # gives the module a device
+
+    def forward(self, sample: torch.Tensor, timestep, context, cache=None) -> torch.Tensor:
+        self.calls += 1
+        time.sleep(self.seconds)
+        return torch.zeros_like(sample[:, :4])
