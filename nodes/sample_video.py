@@ -14,7 +14,7 @@ import torch
 from ..latentsync.media.audio import write_wav
 from ..latentsync.media.frame_reader import VideoFrames
 from ..latentsync.media.partial import PartialOutput, file_identity
-from ..latentsync.media.video import check_crf
+from ..latentsync.media.video import check_crf, video_info
 from ..latentsync.pipeline import lipsync_stream
 from ..latentsync.sample.sampler import _max_window
 from ..latentsync.sample.settings import SETTINGS, SamplerSettings
@@ -131,10 +131,18 @@ class LatentSyncSampleVideo(LatentSyncNode):
             face = (crops[-1].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
             report(done, Image.fromarray(face))
 
+        stated = video_info(path).frames if not frames.still else 1
+        faces_bar = window_reporter(stated or 1)
+
+        def face_progress(count: int) -> None:  # the first pass: a bar over the frames the header states
+            if count % 10 == 0:
+                faces_bar(count if stated else 0)
+
         device = load_for_compute(model.patcher)
         summary = lipsync_stream(frames, features, speech, model.patcher.model, model.resolution, ComfyFaceVAE(vae),
                                  settings, partial=partial, out=out, audio=voice, detector=face_detector(detector,
-                                 threshold), selection=selection, device=device, crf=crf, on_window=on_window)
+                                 threshold), selection=selection, device=device, crf=crf, face_progress=face_progress,
+                                 on_window=on_window)
         note = {"file": str(out), "frames": summary["frames"], "generated": summary["generated_frames"],
                 "resumed_segments": summary["resumed_segments"], "warnings": summary["warnings"]}
         return io.NodeOutput(video_from_file(out), ui={"latentsync_video": [note]})
@@ -161,8 +169,6 @@ class VideoInfo(LatentSyncNode):
     @classmethod
     @override
     def execute(cls, video) -> io.NodeOutput:
-        from ..latentsync.media.video import video_info
-
         path = video_file(video, Path(folder_paths.get_temp_directory()) / "latentsync")
         info = video_info(path)
         return io.NodeOutput(info.fps or 25.0, info.frames, info.width, info.height)

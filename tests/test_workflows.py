@@ -269,9 +269,10 @@ def test_long_video_cancel_keeps_the_finished_windows_and_queuing_again_resumes(
     sampler = node_id(prompt, "LatentSyncSampleVideo")
     prompt[sampler]["inputs"].update(window=4, steps=12, seed=11, filename_prefix="latentsync/resumed")
 
-    def window_done(message: dict, prompt_id: str) -> bool:  # the node's bar moved: a window was written
-        data = message["data"]
-        return message["type"] == "progress" and data.get("prompt_id") == prompt_id and data.get("node") == sampler
+    def window_done(message: dict, prompt_id: str) -> bool:  # the node's window bar moved: a window was written
+        data = message["data"]  # (its first bar, of the faces pass, counts the 24 frames)
+        return (message["type"] == "progress" and data.get("prompt_id") == prompt_id and data.get("node") == sampler
+                and data.get("max") == DEMO_FRAMES // 4 and data.get("value", 0) >= 1)
 
     prompt_id, _ = comfy_server.queue_and_watch(prompt, window_done, timeout=1800)
     status, _ = comfy_server.request("POST", "/interrupt", {"prompt_id": prompt_id})
