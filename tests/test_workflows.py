@@ -267,7 +267,7 @@ def test_long_video_cancel_keeps_the_finished_windows_and_queuing_again_resumes(
                                                                                lipsync_inputs, lipsync_models):
     prompt = cpu_friendly(load_prompt("latentsync_long_video.json", object_info))
     sampler = node_id(prompt, "LatentSyncSampleVideo")
-    prompt[sampler]["inputs"].update(window=4, steps=12, seed=11, filename_prefix="latentsync/resumed")
+    prompt[sampler]["inputs"].update(window=4, steps=4, seed=11, filename_prefix="latentsync/resumed")
 
     def window_done(message: dict, prompt_id: str) -> bool:  # the node's window bar moved: a window was written
         data = message["data"]  # (its first bar, of the faces pass, counts the 24 frames)
