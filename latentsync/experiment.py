@@ -143,9 +143,10 @@ def run_config(config: dict, clip: Clip, models: dict, model_set: ModelSet, vide
 
 def run_experiment(video: str | Path, audio: str | Path, configs_file: str | Path, out_dir: str | Path, *,
                    models_dir: str | Path | None = None, device: str | None = None,
-                   progress=print) -> list[dict]:
+                   progress=print, cluster=None) -> list[dict]:
     """Run every configuration of `configs_file` on one clip; the report in `out_dir` is rewritten after each.
-    Returns one row per configuration; a failed one has "error" (one line) instead of scores."""
+    Returns one row per configuration, in the file's order; a failed one has "error" (one line) instead of
+    scores. With `cluster` (a `cluster.RayCluster`) each configuration is a task on its workers."""
     models, configs, score_settings = load_plan(configs_file, models_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -156,14 +157,48 @@ def run_experiment(video: str | Path, audio: str | Path, configs_file: str | Pat
     model_set = ModelSet(torch_device)
     context = {"video": str(video), "audio": str(audio), "device": str(torch_device), "configs": str(configs_file),
                "fps": clip.fps, "frames": len(clip.frames)}
+    names = video_names([c["name"] for c in configs])
+    if cluster is not None:
+        return _run_on_cluster(cluster, configs, names, clip, models, str(torch_device), score_settings, out_dir,
+                               context, progress)
     rows = []
-    for index, (config, file_name) in enumerate(zip(configs, video_names([c["name"] for c in configs])), 1):
+    for index, (config, file_name) in enumerate(zip(configs, names), 1):
         progress(f"[{index}/{len(configs)}] {config['name']}")
         rows.append(_run_or_record(config, clip, models, model_set, out_dir / file_name, score_settings))
         if "error" in rows[-1]:
             progress(f"[{index}/{len(configs)}] {config['name']} failed: {rows[-1]['error']}")
         write_report(rows, out_dir, context)
     return rows
+
+
+def config_task(config: dict, file_name: str, clip: Clip, models: dict, device: str,
+                score_settings: dict) -> tuple[dict, bytes | None]:
+    """One configuration on a cluster's worker: its row, and its mp4's bytes (None when it failed)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        video = Path(folder) / file_name
+        row = _run_or_record(config, clip, models, ModelSet(torch.device(device)), video, score_settings)
+        return row, video.read_bytes() if video.is_file() else None
+
+
+def _run_on_cluster(cluster, configs: list[dict], names: list[str], clip: Clip, models: dict, device: str,
+                    score_settings: dict, out_dir: Path, context: dict, progress) -> list[dict]:
+    rows: dict[int, dict] = {}
+    for name in names:
+        (out_dir / name).unlink(missing_ok=True)  # an mp4 left by an earlier run must not pass for this one's
+
+    def gathered(index: int, result: tuple[dict, bytes | None]) -> None:
+        row, data = result
+        if data is not None:
+            (out_dir / names[index]).write_bytes(data)
+        rows[index] = row
+        progress(f"[{len(rows)}/{len(configs)}] {row['name']}" + (f" failed: {row['error']}" if "error" in row else ""))
+        write_report([rows[i] for i in sorted(rows)], out_dir, context)
+
+    items = [(config, name, clip, models, device, score_settings) for config, name in zip(configs, names)]
+    cluster.map(config_task, items, device, gathered)
+    return [rows[i] for i in range(len(configs))]
 
 
 def _run_or_record(config: dict, clip: Clip, models: dict, model_set: ModelSet, video: Path,

@@ -194,14 +194,15 @@ def _face_track(frames, partial, detector, selection: dict, progress=None):
 def lipsync_stream(frames, features, speech, unet: torch.nn.Module, resolution: int, vae, settings: SamplerSettings,
                    *, partial, out: str | Path, audio: str | Path | None, detector, selection: dict | None = None,
                    device: torch.device, dtype: torch.dtype = torch.float32, crf: int = 18, progress=None,
-                   face_progress=None, on_window=None) -> dict:
+                   face_progress=None, on_window=None, remote=None) -> dict:
     """The streamed run, from loaded models and features: the first pass over `frames` (a `VideoFrames`) finds
     the face in every frame (kept in `partial`, a `PartialOutput`), then the windows run, each written as a
     segment in `partial` as it finishes (those already there are skipped), and the segments are joined into
     `out` with the soundtrack of `audio`; `partial` is removed once `out` is whole.
     `progress(done, total)` counts UNet steps, `face_progress(frames)` the first pass, `on_window(done, total,
-    crops)` the windows (with the last one's generated crops); each may raise to stop: from `on_window`, with
-    that window kept. Returns the summary."""
+    crops)` the windows (with the last one's generated crops; None from a cluster); each may raise to stop: from
+    `on_window`, with that window kept. `remote(plan, faces, retime, pts, todo, keep, window_done)` makes the
+    segments `todo` elsewhere (`lipsync_video_file`'s Ray cluster) instead of here. Returns the summary."""
     from .face.window_crops import faces_from_track
     from .media.frame_reader import RetimedFrames
     from .media.segments import join_segments, write_segment
@@ -236,8 +237,14 @@ def lipsync_stream(frames, features, speech, unet: torch.nn.Module, resolution: 
             on_window(windows_done, len(plan.windows), crops)
 
     clock = time.perf_counter()
-    with frames:
-        made = run_segments(frames, faces, runner, segments, write, done, window_done)
+    if remote is not None:
+        todo = [segment for segment in segments if segment.name not in done]
+        source = frames.frames if retime is not None else frames
+        made = remote(plan, faces, retime, source.pts, todo, partial.keep_segment,
+                      lambda segment: window_done(segment, None))
+    else:
+        with frames:
+            made = run_segments(frames, faces, runner, segments, write, done, window_done)
     seconds["windows"] = time.perf_counter() - clock
     clock = time.perf_counter()
     join_segments([partial.segment_path(segment.name) for segment in segments], out, fps, audio)
@@ -257,12 +264,13 @@ def lipsync_video_file(video: str | Path, audio: str | Path, out: str | Path, mo
                        whisper: str | Path, vae: str | Path, settings: SamplerSettings, *, detector,
                        selection: dict | None = None, dtype: torch.dtype | None = None, vad_threshold: float = 0.5,
                        seamless: bool = False, still_fps: float = 25.0, crf: int = 18, resume: bool = False,
-                       progress=None, face_progress=None, on_window=None) -> dict:
+                       progress=None, face_progress=None, on_window=None, cluster=None) -> dict:
     """Lip-sync the file `video` (or a still image) to `audio` into the mp4 `out`, streamed (`lipsync_stream`):
     memory does not grow with the clip's length. Finished segments wait in `OUT.partial/` (`media/partial.py`);
     `resume=True` continues a run that stopped, with the same inputs and settings (others are refused).
-    `detector` finds the face (`selection`: FaceTracker's select/index/position). Returns the summary (frames,
-    what was generated and resumed, seconds per stage, warnings)."""
+    `detector` finds the face (`selection`: FaceTracker's select/index/position). With `cluster` (a
+    `cluster.RayCluster`) the windows run on its workers, which load the UNet and the VAE themselves. Returns the
+    summary (frames, what was generated and resumed, seconds per stage, warnings)."""
     from .media.audio import load_audio
     from .media.frame_reader import VideoFrames
     from .media.partial import PartialOutput, file_identity
@@ -282,9 +290,19 @@ def lipsync_video_file(video: str | Path, audio: str | Path, out: str | Path, mo
     features, speech = speech_and_features(clip, models.whisper(whisper), settings, vad_threshold=vad_threshold,
                                            seamless=seamless)
     del waveform, clip
-    network, resolution, config_source = models.unet(unet, dtype)
-    settings.validate(_max_window(network))
-    face_vae = models.vae(vae, dtype)
+    remote = network = face_vae = None
+    if cluster is None:
+        network, resolution, config_source = models.unet(unet, dtype)
+        settings.validate(_max_window(network))
+        face_vae = models.vae(vae, dtype)
+    else:  # the workers load the models; here only the config is read
+        from types import SimpleNamespace
+
+        from .unet.files import choose_config
+
+        choice = choose_config(unet.path, unet.config)
+        resolution, config_source = choice.resolution, choice.source
+        settings.validate(_max_window(SimpleNamespace(config=choice.config)))
     job = {"format": 1, "video": file_identity(video), "audio": file_identity(audio),
            "unet": {**file_identity(unet.path), "config": unet.config, "quantization": unet.quantization},
            "whisper": file_identity(whisper), "vae": file_identity(vae), "settings": vars(settings),
@@ -293,10 +311,17 @@ def lipsync_video_file(video: str | Path, audio: str | Path, out: str | Path, mo
            "detector": getattr(detector, "name", type(detector).__name__), "selection": selection,
            "device": models.device.type, "dtype": str(dtype or models.dtype).removeprefix("torch.")}
     partial = PartialOutput(out, job, resume)
+    if cluster is not None:
+        def remote(plan, faces, retime, pts, todo, keep, window_done) -> int:
+            work = dict(video=str(video), retime=retime, unet=unet, vae=str(vae), settings=settings, plan=plan,
+                        features=features, faces=faces, resolution=resolution, device=str(models.device),
+                        dtype=str(dtype or models.dtype).removeprefix("torch."), fps=float(features.fps), crf=crf,
+                        pts=pts)
+            return cluster.run(work, todo, keep, window_done)
     setup = time.perf_counter() - started
     summary = lipsync_stream(frames, features, speech, network, resolution, face_vae, settings, partial=partial,
                              out=out, audio=audio, detector=detector, selection=selection, device=models.device,
                              dtype=dtype or models.dtype, crf=crf, progress=progress, face_progress=face_progress,
-                             on_window=on_window)
+                             on_window=on_window, remote=remote)
     summary["stage_seconds"]["setup"] = round(setup, 3)
     return {**summary, "config": config_source}

@@ -59,6 +59,28 @@ def test_experiment_writes_table_csv_chart_and_videos(setup):
     assert int(rows[1]["generated"]) < int(rows[0]["generated"]) == 16  # the pause before the voice is skipped
 
 
+def test_the_experiment_on_a_local_ray_cluster_gives_the_same_report(setup):
+    """One configuration per Ray task on two local workers: the same rows, scores and videos as the run above."""
+    from latentsync.cluster import RayCluster
+    from latentsync.experiment import run_experiment
+
+    root, models, clip, voice, configs = setup
+    with open(root / "report" / "results.csv") as file:  # the single-process run of the test above
+        local = list(csv.DictReader(file))
+    rows = run_experiment(clip, voice, configs, root / "report_ray", models_dir=models, progress=lambda line: None,
+                          cluster=RayCluster("local", workers=2))
+    assert [r["name"] for r in rows] == [r["name"] for r in local]
+    for ours, theirs in zip(rows, local):
+        assert ("error" in ours) == bool(theirs["error"])
+        if "error" not in ours:
+            assert ours["lse_c"] == pytest.approx(float(theirs["lse_c"]), abs=1e-4)
+            assert ours["lse_d"] == pytest.approx(float(theirs["lse_d"]), abs=1e-4)
+            assert ours["generated"] == int(theirs["generated"])
+    with open(root / "report_ray" / "results.csv") as file:
+        assert [r["name"] for r in csv.DictReader(file)] == [r["name"] for r in local]
+    assert {p.name for p in (root / "report_ray").glob("*.mp4")} == {r["video"] for r in local if not r["error"]}
+
+
 def test_configs_are_checked_before_anything_runs(setup, tmp_path):
     from latentsync.experiment import load_plan
 

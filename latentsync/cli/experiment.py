@@ -23,6 +23,11 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     parser.add_argument("--models", default=None, help="folder that relative model paths are read from, e.g. "
                                                        "ComfyUI/models (default: the configs file's folder)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--ray", default=None, metavar="local|auto|ADDRESS",
+                        help="one configuration per task on a Ray cluster (pip install ray): local starts one on this "
+                             "machine for the run, auto joins the one `ray start` runs here, or a cluster's address")
+    parser.add_argument("--workers", type=int, default=None, help="with --ray: tasks at once (default: the "
+                                                                    "cluster's GPUs, else CPUs)")
     parser.set_defaults(run=experiment_command)
     return parser
 
@@ -31,8 +36,16 @@ def experiment_command(args: argparse.Namespace) -> tuple[dict, int]:
     """Run the `experiment` command; returns the JSON summary and the exit code (1 if a configuration failed)."""
     from ..experiment import run_experiment
 
+    cluster = None
+    if args.ray:
+        from ..cluster import RayCluster
+
+        if args.workers is not None and args.workers < 1:
+            raise ValueError(f"--workers must be at least 1, got {args.workers}")
+        cluster = RayCluster(args.ray, args.workers)
     rows = run_experiment(args.video, args.audio, args.configs, args.out, models_dir=args.models,
-                          device=args.device, progress=lambda line: print(line, file=sys.stderr, flush=True))
+                          device=args.device, progress=lambda line: print(line, file=sys.stderr, flush=True),
+                          cluster=cluster)
     keys = ("name", "lse_c", "lse_d", "offset", "seconds", "peak_mb", "error")
     results = [{k: r[k] for k in keys if k in r} for r in rows]
     failed = sum("error" in r for r in rows)

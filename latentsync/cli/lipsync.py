@@ -57,6 +57,12 @@ def add_lipsync_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     parser.add_argument("--resume", action="store_true",
                         help="continue a run that stopped (killed, out of memory, Ctrl-C, full disk): finished "
                              "windows wait in OUT.partial/ and are kept when the inputs and settings are the same")
+    parser.add_argument("--ray", default=None, metavar="local|auto|ADDRESS",
+                        help="run the windows on a Ray cluster (pip install ray): local starts one on this machine for "
+                             "the run, auto joins the one `ray start` runs here, or the address of a cluster whose "
+                             "nodes see the input and model files at the same paths")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="with --ray: workers (default: one per GPU, else per CPU of the cluster)")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.set_defaults(run=lipsync_command)
     return parser
@@ -89,13 +95,20 @@ def lipsync_command(args: argparse.Namespace) -> dict:
         if frames % 25 == 0:
             say(f"faces in {frames} frames")
 
+    cluster = None
+    if args.ray:
+        from ..cluster import RayCluster
+
+        if args.workers is not None and args.workers < 1:
+            raise ValueError(f"--workers must be at least 1, got {args.workers}")
+        cluster = RayCluster(args.ray, args.workers)
     try:
         summary = lipsync_video_file(
             args.video, args.audio, args.out, ModelSet(device, dtype), UNetSpec(Path(args.unet), args.config),
             args.whisper, args.vae, settings, detector=detector,
             selection={"select": args.select, "index": args.index, "position": args.position},
             vad_threshold=args.vad_threshold, seamless=args.seamless, still_fps=args.fps, crf=args.crf,
-            resume=args.resume, progress=progress, face_progress=face_progress)
+            resume=args.resume, progress=progress, face_progress=face_progress, cluster=cluster)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"the finished windows are kept in {args.out}.partial: run again with --resume "
                                 f"to continue") from None

@@ -92,6 +92,21 @@ class PartialOutput:
     def segment_path(self, name: str) -> Path:
         return self.folder / f"{name}{SEGMENT_SUFFIX}"
 
+    def keep_segment(self, name: str, data: bytes) -> Path:
+        """Store an encoded segment made elsewhere (a Ray worker), whole or not at all."""
+        path = self.segment_path(name)
+        temporary = path.with_name(path.name + ".tmp")
+        try:
+            temporary.write_bytes(data)
+            os.replace(temporary, path)
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            if exc.errno == errno.ENOSPC:
+                raise DiskFull(errno.ENOSPC, f"the disk is full while writing {path}; the segments finished "
+                                             f"before it are kept") from exc
+            raise
+        return path
+
     def finished(self, segments) -> frozenset[str]:
         """Names of `segments` whose file is here and whole (as many frames as the segment has)."""
         done = set()
