@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -59,29 +58,12 @@ def write_looped_clip(path: Path, seconds: float) -> int:
 
 def write_voice(path: Path, seconds: float, speech: float) -> None:
     """16 kHz mono: the shared voice for `speech` seconds, then silence to `seconds`."""
-    from latentsync.media.audio import load_audio, to_mono_16k
+    from latentsync.media.audio import load_audio, to_mono_16k, write_wav
 
-    voice = to_mono_16k(*load_audio(VOICE)).numpy()
-    samples = np.zeros(int(seconds * 16000), np.float32)
+    voice = to_mono_16k(*load_audio(VOICE))
+    samples = torch.zeros(int(seconds * 16000))
     samples[: int(speech * 16000)] = voice[: int(speech * 16000)]
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1), out.setsampwidth(2), out.setframerate(16000)
-        out.writeframes((np.clip(samples, -1, 1) * 32767).astype(np.int16).tobytes())
-
-
-class SleepingVAE:
-    """The sampler's VAE interface; each call sleeps `seconds` per image and returns flat latents / grey faces."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        time.sleep(self.seconds * len(images))
-        return torch.zeros(len(images), 4, images.shape[2] // 8, images.shape[3] // 8)
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        time.sleep(self.seconds * len(latents))
-        return torch.zeros(len(latents), 3, latents.shape[2] * 8, latents.shape[3] * 8)
+    write_wav(path, samples, 16000)
 
 
 def worker(job: dict) -> dict:
@@ -89,7 +71,7 @@ def worker(job: dict) -> dict:
     from latentsync.face.detect import make_detector
     from latentsync.pipeline import ModelSet, UNetSpec, lipsync_video_file
     from latentsync.sample.settings import SamplerSettings
-    from scripts.stand_ins import SleepingUNet
+    from scripts.stand_ins import SleepingUNet, SleepingVAE
 
     torch.set_num_threads(job["threads"])
     models = ModelSet(torch.device("cpu"))

@@ -290,7 +290,8 @@ def lipsync_video_file(video: str | Path, audio: str | Path, out: str | Path, mo
     features, speech = speech_and_features(clip, models.whisper(whisper), settings, vad_threshold=vad_threshold,
                                            seamless=seamless)
     del waveform, clip
-    remote = network = face_vae = None
+    network = face_vae = None
+    dtype_name = str(dtype or models.dtype).removeprefix("torch.")
     if cluster is None:
         network, resolution, config_source = models.unet(unet, dtype)
         settings.validate(_max_window(network))
@@ -309,19 +310,19 @@ def lipsync_video_file(video: str | Path, audio: str | Path, out: str | Path, mo
            "vad_threshold": vad_threshold, "seamless": seamless, "crf": crf,
            "still_fps": still_fps if frames.still else None,
            "detector": getattr(detector, "name", type(detector).__name__), "selection": selection,
-           "device": models.device.type, "dtype": str(dtype or models.dtype).removeprefix("torch.")}
+           "device": models.device.type, "dtype": dtype_name}
     partial = PartialOutput(out, job, resume)
-    if cluster is not None:
-        def remote(plan, faces, retime, pts, todo, keep, window_done) -> int:
-            work = dict(video=str(video), retime=retime, unet=unet, vae=str(vae), settings=settings, plan=plan,
-                        features=features, faces=faces, resolution=resolution, device=str(models.device),
-                        dtype=str(dtype or models.dtype).removeprefix("torch."), fps=float(features.fps), crf=crf,
-                        pts=pts)
-            return cluster.run(work, todo, keep, window_done)
+
+    def on_cluster(plan, faces, retime, pts, todo, keep, window_done) -> int:
+        work = dict(video=str(video), retime=retime, unet=unet, vae=str(vae), settings=settings, plan=plan,
+                    features=features, faces=faces, resolution=resolution, device=str(models.device),
+                    dtype=dtype_name, fps=float(features.fps), crf=crf, pts=pts)
+        return cluster.run(work, todo, keep, window_done)
+
     setup = time.perf_counter() - started
     summary = lipsync_stream(frames, features, speech, network, resolution, face_vae, settings, partial=partial,
                              out=out, audio=audio, detector=detector, selection=selection, device=models.device,
                              dtype=dtype or models.dtype, crf=crf, progress=progress, face_progress=face_progress,
-                             on_window=on_window, remote=remote)
+                             on_window=on_window, remote=None if cluster is None else on_cluster)
     summary["stage_seconds"]["setup"] = round(setup, 3)
     return {**summary, "config": config_source}

@@ -1,4 +1,4 @@
-"""Stand-ins for tests and benchmarks (never product code): a UNet that only takes time, as a GPU does."""
+"""Stand-ins for tests and benchmarks (never product code): a UNet and a VAE that only take time, as a GPU does."""
 from __future__ import annotations
 
 import time
@@ -20,3 +20,18 @@ class SleepingUNet(torch.nn.Module):
         self.calls += 1
         time.sleep(self.seconds)
         return torch.zeros_like(sample[:, :4])
+
+
+class SleepingVAE:
+    """The sampler's VAE interface; each call sleeps `seconds` per image and returns flat latents / grey faces."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.seconds * len(images))
+        return torch.zeros(len(images), 4, images.shape[2] // 8, images.shape[3] // 8)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.seconds * len(latents))
+        return torch.zeros(len(latents), 3, latents.shape[2] * 8, latents.shape[3] * 8)

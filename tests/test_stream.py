@@ -90,18 +90,23 @@ def decoded(clip_file):
 
 def streamed(path, features, unet, settings, track, cache_bytes, done=frozenset()):
     """{segment name: frames} of a streamed run, the plan and the segments."""
-    reader = VideoFrames(path, cache_bytes=cache_bytes)
+    reader, faces, runner = runner_for(path, track, unet, settings, features, cache_bytes)
+    segments = plan_segments(runner.plan, settings.window)
+    out = {}
+    with reader:
+        run_segments(reader, faces, runner, segments, lambda s, f: out.__setitem__(s.name, f), done)
+    return out, runner.plan, segments
+
+
+def runner_for(clip_file, track, unet, settings, features, cache_bytes=1 << 30):
+    """A scanned reader of the clip, its faces, and a `WindowRunner` of the plan (VAE: `NoisyPoolVAE`)."""
+    reader = VideoFrames(clip_file, cache_bytes=cache_bytes)
     for _ in reader.scan():
         pass
     faces = faces_from_track(track, reader.frame_hw, RESOLUTION)
     plan = plan_lipsync(len(reader), features, faces.valid, settings)
-    runner = WindowRunner(unet, NoisyPoolVAE(), settings, plan, features, RESOLUTION, torch.device("cpu"),
-                          torch.float32, torch.uint8)
-    segments = plan_segments(plan, settings.window)
-    out = {}
-    with reader:
-        run_segments(reader, faces, runner, segments, lambda s, f: out.__setitem__(s.name, f), done)
-    return out, plan, segments
+    return reader, faces, WindowRunner(unet, NoisyPoolVAE(), settings, plan, features, RESOLUTION,
+                                       torch.device("cpu"), torch.float32, torch.uint8)
 
 
 LOOP = dict(vad_policy="off", audio_longer="loop")  # 40 frames of audio for 24 of video: forward, back, forward
@@ -155,16 +160,6 @@ def test_the_reader_gives_any_frame_again_within_its_cache(clip_file, decoded):
         order = [20, 21, 5, 6, 23, 0, 12, 12, 3]
         assert np.array_equal(reader.read(order), frames[order].numpy())
         assert len(reader._cache) <= 4
-
-
-def runner_for(clip_file, track, unet, settings, features):
-    reader = VideoFrames(clip_file)
-    for _ in reader.scan():
-        pass
-    faces = faces_from_track(track, reader.frame_hw, RESOLUTION)
-    plan = plan_lipsync(len(reader), features, faces.valid, settings)
-    return reader, faces, WindowRunner(unet, NoisyPoolVAE(), settings, plan, features, RESOLUTION,
-                                       torch.device("cpu"), torch.float32, torch.uint8)
 
 
 def test_the_next_window_is_read_while_the_current_one_samples(clip_file, decoded):

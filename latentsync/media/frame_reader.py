@@ -15,7 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .video import IMAGE_SUFFIXES, NoVideoStream, VideoDecodeError, demux_decode
+from .video import IMAGE_SUFFIXES, NoVideoStream, VideoDecodeError, demux_decode, read_frames
 
 DEFAULT_CACHE_BYTES = 256 << 20
 
@@ -36,10 +36,7 @@ class VideoFrames:
         self.times: np.ndarray | None = None  # [N] float64 seconds from the first frame, known after `scan`
         self.truncated: str | None = None  # the decoder's message when the file stopped early
         if self.still:
-            from PIL import Image
-
-            with Image.open(self.path) as image:
-                self._image = np.asarray(image.convert("RGB")).copy()
+            self._image = read_frames(self.path)[0][0].numpy()
             self.height, self.width = self._image.shape[:2]
             self.rate: Fraction | None = None
             return

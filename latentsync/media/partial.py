@@ -7,7 +7,6 @@ a run without it refuses to touch a partial output it would otherwise lose.
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .segments import DiskFull, segment_frames
+from .segments import segment_frames, written_whole
 
 SEGMENT_SUFFIX = ".mp4"
 
@@ -79,15 +78,8 @@ class PartialOutput:
             self._write_text(manifest, json.dumps(self.job, indent=1, sort_keys=True))
 
     def _write_text(self, path: Path, text: str) -> None:
-        temporary = path.with_name(path.name + ".tmp")
-        try:
+        with written_whole(path, path.with_name(path.name + ".tmp")) as temporary:
             temporary.write_text(text)
-            os.replace(temporary, path)
-        except OSError as exc:
-            temporary.unlink(missing_ok=True)
-            if exc.errno == errno.ENOSPC:
-                raise DiskFull(errno.ENOSPC, f"the disk is full while writing {path}") from exc
-            raise
 
     def segment_path(self, name: str) -> Path:
         return self.folder / f"{name}{SEGMENT_SUFFIX}"
@@ -95,16 +87,9 @@ class PartialOutput:
     def keep_segment(self, name: str, data: bytes) -> Path:
         """Store an encoded segment made elsewhere (a Ray worker), whole or not at all."""
         path = self.segment_path(name)
-        temporary = path.with_name(path.name + ".tmp")
-        try:
+        with written_whole(path, path.with_name(path.name + ".tmp"), "the segments finished before it are kept") \
+                as temporary:
             temporary.write_bytes(data)
-            os.replace(temporary, path)
-        except OSError as exc:
-            temporary.unlink(missing_ok=True)
-            if exc.errno == errno.ENOSPC:
-                raise DiskFull(errno.ENOSPC, f"the disk is full while writing {path}; the segments finished "
-                                             f"before it are kept") from exc
-            raise
         return path
 
     def finished(self, segments) -> frozenset[str]:
@@ -122,15 +107,8 @@ class PartialOutput:
         return frozenset(done)
 
     def save_arrays(self, name: str, **arrays) -> None:
-        temporary = self.folder / f"{name}.tmp.npz"
-        try:
+        with written_whole(self.folder / f"{name}.npz", self.folder / f"{name}.tmp.npz") as temporary:
             np.savez(temporary, **arrays)
-            os.replace(temporary, self.folder / f"{name}.npz")
-        except OSError as exc:
-            temporary.unlink(missing_ok=True)
-            if exc.errno == errno.ENOSPC:
-                raise DiskFull(errno.ENOSPC, f"the disk is full while writing {self.folder / name}.npz") from exc
-            raise
 
     def load_arrays(self, name: str) -> dict | None:
         path = self.folder / f"{name}.npz"

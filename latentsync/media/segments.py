@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
@@ -21,8 +22,22 @@ class DiskFull(OSError):
     """The output's disk filled up; what was finished is kept."""
 
 
-def _disk_full(path: Path, exc: OSError, kept: str) -> DiskFull:
-    return DiskFull(errno.ENOSPC, f"the disk is full while writing {path} ({exc.strerror or exc}); {kept}")
+@contextmanager
+def written_whole(path: Path, temporary: Path, kept: str = ""):
+    """Write `temporary` in the block, then rename it to `path`: the file appears whole or not at all. On any
+    failure the temporary file goes; a full disk is a `DiskFull` naming `path` (and `kept`: what survives)."""
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise DiskFull(errno.ENOSPC, f"the disk is full while writing {path} ({exc.strerror or exc})"
+                                         + (f"; {kept}" if kept else "")) from exc
+        raise
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def frame_rate(fps: float | Fraction) -> Fraction:
@@ -36,22 +51,12 @@ def write_segment(path: str | Path, frames: np.ndarray, fps: float | Fraction, c
 
     check_crf(crf)
     path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
     height, width = (int(frames.shape[1]) // 2) * 2, (int(frames.shape[2]) // 2) * 2
-    try:
+    with written_whole(path, path.with_name(path.name + ".tmp"), "the segments finished before it are kept") as temporary:
         with av.open(str(temporary), "w", format="mp4") as container:
             video = _video_stream(container, frame_rate(fps), width, height, crf, b_frames=False)
             encode_frames(container, video, frames)
             container.mux(video.encode(None))
-        os.replace(temporary, path)
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        if exc.errno == errno.ENOSPC:
-            raise _disk_full(path, exc, "the segments finished before it are kept") from exc
-        raise
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -72,10 +77,10 @@ def join_segments(paths: list[Path], out: str | Path, fps: float | Fraction, aud
         raise ValueError("no segments to join")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(out.name + ".tmp.mp4")
     rate = frame_rate(fps)
     frames = 0
-    try:
+    kept = "the segments are kept: free space and run again with --resume"
+    with written_whole(out, out.with_name(out.name + ".tmp.mp4"), kept) as temporary:
         with av.open(str(temporary), "w", format="mp4") as container:
             with av.open(str(paths[0])) as first:
                 video = container.add_stream_from_template(first.streams.video[0])
@@ -85,7 +90,6 @@ def join_segments(paths: list[Path], out: str | Path, fps: float | Fraction, aud
                     with av.open(str(path)) as segment:
                         stream = segment.streams.video[0]
                         shift = round(Fraction(frames) / rate / stream.time_base)
-                        count = 0
                         for packet in segment.demux(stream):
                             if packet.dts is None:  # the demuxer's flush packet
                                 continue
@@ -93,20 +97,10 @@ def join_segments(paths: list[Path], out: str | Path, fps: float | Fraction, aud
                             packet.dts += shift
                             packet.stream = video
                             container.mux(packet)
-                            count += 1
-                    frames += count
+                            frames += 1
                 if sound is not None:
                     sound.write(float(frames / rate))
             finally:
                 if sound is not None:
                     sound.close()
-        os.replace(temporary, out)
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        if exc.errno == errno.ENOSPC:
-            raise _disk_full(out, exc, "the segments are kept: free space and run again with --resume") from exc
-        raise
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
     return out
