@@ -14,6 +14,7 @@ machines they must be on a filesystem every node mounts at the same path. The se
 """
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import time
@@ -121,6 +122,23 @@ def _cause(exc: Exception) -> str:
     return error_line(cause) if isinstance(cause, BaseException) else str(exc).strip().splitlines()[0]
 
 
+@functools.cache  # one for the life of the process, removed when it ends
+def _ray_home() -> tempfile.TemporaryDirectory:
+    """The folder a local cluster's processes start in as their HOME.
+
+    Ray's head always starts its usage-statistics module, which reads `~/ray_bootstrap_config.yaml` before it
+    looks at whether statistics are on, and asks the cloud metadata servers (169.254.169.254,
+    metadata.google.internal) where it runs when the file is missing. This folder holds that file, naming a local
+    cluster, so nothing is asked. Ray also makes the cluster's token in `~/.ray/auth_token` on the first
+    `ray.init`: it is made here, so the user's home is left as it was. One folder for the life of the process,
+    because Ray's driver keeps the first token it read for every later cluster it starts."""
+    home = tempfile.TemporaryDirectory(prefix="latentsync-ray-")
+    (Path(home.name) / "ray_bootstrap_config.yaml").write_text(
+        "# a cluster of this machine, started by ray.init for latentsync runs\n"
+        "cluster_name: latentsync-local\nprovider:\n  type: local\n")
+    return home
+
+
 class RayCluster:
     """Workers on a Ray cluster: `address` "local" starts a cluster of this machine for the run, "auto" joins the
     one `ray start` runs on this machine, any other address that cluster. `workers` actors (default: one per GPU,
@@ -138,21 +156,42 @@ class RayCluster:
     def _connect(self, device: str) -> int:
         """Join or start the cluster (inside `process_state.contained`: what Ray sets in this process is undone
         afterwards). A local cluster starts without the dashboard and, unless the user chose otherwise, with Ray's
-        usage statistics off: by default Ray reports them, after asking cloud metadata servers where it runs."""
+        usage statistics off and in a private home (see `_private_home`)."""
         import ray
 
         self.ray = ray
         package = str(Path(__file__).resolve().parent)
-        options = dict(include_dashboard=False, configure_logging=False, log_to_driver=False,
-                       runtime_env={"py_modules": [package]})
+        runtime_env = {"py_modules": [package]}
+        options = dict(include_dashboard=False, configure_logging=False, log_to_driver=False)
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # read by the cluster processes ray.init starts
         if self.address == "local":
-            ray.init(num_cpus=self.workers or os.cpu_count() or 1, **options)
+            quiet = os.environ["RAY_USAGE_STATS_ENABLED"].strip().lower() in ("0", "false")
+            home = os.environ.get("HOME")
+            if quiet:
+                runtime_env["env_vars"] = self._private_home()
+            try:
+                ray.init(num_cpus=self.workers or os.cpu_count() or 1, runtime_env=runtime_env, **options)
+            finally:  # the cluster's processes have started with the private home; this one goes back to its own
+                if home is None:
+                    os.environ.pop("HOME", None)
+                else:
+                    os.environ["HOME"] = home
         else:  # "auto": the cluster `ray start` runs on this machine; else its address
-            ray.init(address=self.address, **options)
+            ray.init(address=self.address, runtime_env=runtime_env, **options)
         resources = ray.cluster_resources()
         slots = int(resources.get("GPU" if device.startswith("cuda") else "CPU", 1))
         return max(1, min(self.workers or slots, slots))
+
+    def _private_home(self) -> dict:
+        """Point HOME at this process's private Ray home (`_ray_home`) while `ray.init` starts a local cluster;
+        return the variables that give the workers their own home back and tell them where the token is."""
+        folder = Path(_ray_home().name)
+        env_vars = {"HOME": os.path.expanduser("~")}
+        token_given = "RAY_AUTH_TOKEN" in os.environ or "RAY_AUTH_TOKEN_PATH" in os.environ
+        if not token_given and os.environ.get("RAY_AUTH_MODE", "").lower() != "disabled":
+            env_vars["RAY_AUTH_TOKEN_PATH"] = str(folder / ".ray" / "auth_token")
+        os.environ["HOME"] = str(folder)
+        return env_vars
 
     def _disconnect(self) -> None:
         self.ray.shutdown()

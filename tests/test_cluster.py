@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import ray
 import torch
-from conftest import shared_path
+from conftest import REPO, missing, shared_path
 from sampler_fixtures import CLIP, RESOLUTION, decode_clip
 
 from latentsync.media.video import read_frames, write_video
@@ -135,3 +140,93 @@ def test_groups_are_contiguous_balanced_and_cut_at_pauses_first():
     assert cut in (32, 48)  # at an edge of the pause (frames 32-47), not inside the speech
     assert group_segments([Segment(0, 4, Window(0, 4, 2))], 8) == [[Segment(0, 4, Window(0, 4, 2))]]
 
+
+
+# Calls that put a packet on the wire. A UDP connect() only picks a route (Ray finds its own address that way,
+# toward 8.8.8.8) and is let through; what is then sent on that socket shows its peer in the fd (strace -yy).
+SOCKET_CALL = re.compile(r"^\d+ +(connect|sendto|sendmsg|sendmmsg|write|writev|send)\(\d+<(\w+):\[([^\]]*)\]>(.*)")
+ADDRESS = re.compile(r'inet_addr\("([0-9.]+)"\)|inet_pton\(AF_INET6, "([0-9a-fA-F:.]+)"')
+RUN_ON_RAY = """
+import sys, torch
+torch.set_num_threads(1)
+from latentsync.cluster import RayCluster
+from latentsync.face.detect import make_detector
+from latentsync.pipeline import ModelSet, UNetSpec, lipsync_video_file
+from latentsync.sample.sampler import SamplerSettings
+clip, out, unet, whisper, vae = sys.argv[1:6]
+lipsync_video_file(clip, clip, out, ModelSet(torch.device("cpu")), UNetSpec(unet), whisper, vae,
+                   SamplerSettings(steps=2, window=4, seed=5), detector=make_detector("dlib"),
+                   cluster=RayCluster("local", workers=1))
+"""
+CONTROL = """
+import socket
+route = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+route.connect(("203.0.113.9", 9))  # a route look-up: nothing is sent
+route.close()
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.connect(("203.0.113.9", 9))
+udp.send(b"x")  # leaves
+tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+tcp.setblocking(False)
+tcp.connect_ex(("203.0.113.9", 9))  # a SYN leaves
+"""
+
+
+def off_machine_packets(trace: str) -> list[str]:
+    """The traced calls that send to an address that is not this machine's own (Unix and netlink sockets and
+    UDP route look-ups are not)."""
+    import ipaddress
+
+    import psutil
+
+    own = {a.address.split("%")[0] for addresses in psutil.net_if_addrs().values() for a in addresses}
+
+    def away(host: str) -> bool:
+        address = ipaddress.ip_address(host.strip("[]"))
+        address = getattr(address, "ipv4_mapped", None) or address  # ::ffff:a.b.c.d is a.b.c.d
+        return not (address.is_loopback or str(address) in own)
+
+    found = []
+    for line in trace.splitlines():
+        call = SOCKET_CALL.match(line)
+        if call is None or not call.group(2).startswith(("TCP", "UDP")):
+            continue
+        name, kind, ends, rest = call.groups()
+        hosts = [a or b for a, b in ADDRESS.findall(rest)]
+        if name == "connect" and kind.startswith("UDP"):
+            continue
+        if "->" in ends:
+            hosts.append(ends.split("->")[1].rsplit(":", 1)[0])
+        if any(away(host) for host in hosts):
+            found.append(line)
+    return found
+
+
+def traced(tmp_path, name: str, *argv: str) -> str:
+    strace = shutil.which("strace")
+    if strace is None:
+        missing("strace (apt-get install strace)")
+    trace = tmp_path / f"{name}.trace"
+    done = subprocess.run([strace, "-f", "-qq", "-yy", "-e", "trace=connect,sendto,sendmsg,sendmmsg,write,writev",
+                           "-o", str(trace), sys.executable, *argv], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return trace.read_text(errors="replace")
+
+
+def test_a_run_on_a_local_cluster_sends_nothing_off_this_machine(models, clip_file, single, tmp_path):
+    """The CLI's path with `--ray local`, every process it and Ray start traced: no packet to another machine (by
+    default Ray's head asks cloud metadata servers where it runs), the user's home untouched (Ray keeps a token
+    there), the output still the single process's. A control shows the trace would catch a packet."""
+    home = Path.home() / ".ray"
+    before = sorted(home.rglob("*")) if home.exists() else None
+    trace = traced(tmp_path, "ray", "-c", RUN_ON_RAY, str(clip_file), str(tmp_path / "out.mp4"), str(models["unet"]),
+                   str(models["whisper"]), str(models["vae"]))
+    assert len({line.split()[0] for line in trace.splitlines()}) > 5  # the cluster's processes were traced too
+    assert re.search(r"connect\(\d+<TCP", trace)  # and their connections to each other
+    assert off_machine_packets(trace) == []
+    assert (sorted(home.rglob("*")) if home.exists() else None) == before
+    assert torch.equal(read_frames(tmp_path / "out.mp4")[0], single)
+
+    control = off_machine_packets(traced(tmp_path, "control", "-c", CONTROL))
+    assert [SOCKET_CALL.match(line).group(1, 2) for line in control] == [("sendto", "UDP"), ("connect", "TCP")]
