@@ -197,7 +197,8 @@ class RayCluster:
         self.ray.shutdown()
 
     def run(self, job: WindowJob | dict, todo: list, keep, on_window=None, on_workers=None) -> int:
-        """Make the segments `todo` of `job` (a `WindowJob` or its fields) on the cluster; `keep(name, data)` stores each encoded segment as it arrives;
+        """Make the segments `todo` of `job` (a `WindowJob` or its fields) on the cluster; `keep(name, data)`
+        stores each encoded segment as it arrives;
         `on_window(segment)` after each window, `on_workers(actors)` once they exist (tests kill one). Returns
         how many segments were made; `timings` then holds the seconds to connect and to start the workers (models
         loaded), and over all groups the workers' own seconds ("compute") and the rest of each group's round trip

@@ -1,4 +1,8 @@
-"""Every ComfyUI import of the pack lives here, so the rest of nodes/ reads as plain Python."""
+"""Every ComfyUI import of the pack lives here, so the rest of nodes/ reads as plain Python.
+
+The V3 API comes from a pinned version, `comfy_api.v0_0_2` (the newest that 0.3.75 offers besides `latest`, which
+is documented to change without warning). In 0.3.75 it re-exports `latest`'s `io` and `ui`, so the pin buys a
+name that later releases keep serving, not yet frozen behaviour; the tests run against 0.3.75 itself."""
 from __future__ import annotations
 
 import comfy.model_management as model_management
@@ -6,7 +10,7 @@ import folder_paths
 import torch
 from comfy.model_patcher import ModelPatcher
 from comfy.utils import ProgressBar
-from comfy_api.latest import ComfyExtension, InputImpl, io, ui
+from comfy_api.v0_0_2 import ComfyExtension, InputImpl, io, ui
 from typing_extensions import override  # as core V3 nodes import it (torch depends on typing_extensions)
 
 __all__ = ["ComfyExtension", "io", "ui", "override", "folder_paths", "model_management", "progress_reporter",

@@ -33,6 +33,28 @@ class ComfyFaceVAE:
         return pixels.reshape(-1, *pixels.shape[-3:]).movedim(-1, 1).float() * 2 - 1
 
 
+def refuse_meta_batches(prompt: dict | None, node_id: str | None) -> None:
+    """VideoHelperSuite's Meta Batch Manager feeds a long video through the graph one batch of frames per queued
+    run, and nothing in what reaches this node says which frames a batch holds (VHS keeps the batch number in its
+    own node's prompt inputs); the features would start at the voice's first frame in every batch, and its
+    audio_longer policy would loop the batch to the voice's length. Refuse it, naming the way that works."""
+    prompt = prompt or {}
+    pending, seen = [(prompt.get(str(node_id)) or {}).get("inputs", {}).get("images")], set()
+    while pending:
+        link = pending.pop()
+        if not (isinstance(link, list) and len(link) == 2) or str(link[0]) in seen:
+            continue  # a widget value, or a node already walked
+        seen.add(str(link[0]))
+        upstream = prompt.get(str(link[0]), {})
+        if upstream.get("class_type") == "VHS_BatchManager":
+            raise ValueError("the images come from a VideoHelperSuite Meta Batch Manager, which sends the video "
+                             "in batches without saying which frames each holds, so every batch would be "
+                             "lip-synced to the start of the voice. Disconnect meta_batch from Load Video and "
+                             "Video Combine, or for a long video use LatentSync Sampler (video file) "
+                             "(workflows/latentsync_long_video.json), which streams the file window by window.")
+        pending.extend(upstream.get("inputs", {}).values())
+
+
 def setting_input(setting: Setting) -> io.Input:
     """The node input of a sampler setting: its name, default, range and help from the library's table."""
     if setting.choices:
@@ -79,6 +101,7 @@ class LatentSyncSampler(LatentSyncNode):
                 io.Mask.Output(display_name="generated",
                                tooltip="Per output frame, [N, 1, 1]: 1 where the frame was diffused."),
             ],
+            hidden=[io.Hidden.prompt, io.Hidden.unique_id],  # to refuse VHS meta batches (refuse_meta_batches)
         )
 
     @classmethod
@@ -86,6 +109,7 @@ class LatentSyncSampler(LatentSyncNode):
     def execute(cls, images, fps: float, features, model, vae, speech=None, faces=None,
                 **values) -> io.NodeOutput:
         settings = SamplerSettings(**values)  # one input per setting (SETTINGS)
+        refuse_meta_batches(cls.hidden.prompt, cls.hidden.unique_id)
         if abs(features.fps - fps) > 1e-3:
             raise ValueError(f"the audio features were made for {features.fps:g} fps but the images are at "
                              f"{fps:g} fps; give Whisper Encode the video's fps")

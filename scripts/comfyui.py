@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.error
@@ -58,6 +59,40 @@ def install(dest: Path) -> Path:
     print(f"[comfyui] ComfyUI {COMFYUI_VERSION} installed in {dest}")
     return dest
 
+
+VHS_SNAPSHOT = "comfyui/vhs/ComfyUI-VideoHelperSuite-4ee72c0.tar.gz"  # under the shared folder (LATENTSYNC_SHARED)
+
+
+def install_vhs(custom_nodes_dir: Path, shared: Path | None = None) -> Path:
+    """Link ComfyUI-VideoHelperSuite (GPL-3.0, tests only: never part of the pack) into `custom_nodes_dir`.
+
+    The shared snapshot is unpacked once beside the cached ComfyUI and reused; its requirements
+    (opencv-python-headless, imageio-ffmpeg) come from scripts/requirements-test.txt. Raises FileNotFoundError,
+    naming the path looked in, when the snapshot is not there."""
+    shared = Path(shared or os.environ.get("LATENTSYNC_SHARED") or Path(__file__).resolve().parents[2] / "shared")
+    snapshot = shared / VHS_SNAPSHOT
+    if not snapshot.is_file():
+        raise FileNotFoundError(f"the VideoHelperSuite snapshot is not at {snapshot} (set LATENTSYNC_SHARED)")
+    home = Path(os.environ.get("LATENTSYNC_HOME", Path.home() / ".cache" / "comfyui-latentsync"))
+    unpacked = home / snapshot.name.removesuffix(".tar.gz")
+    if not (unpacked / "__init__.py").exists():
+        home.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=home) as tmp:  # same file system: the move below is atomic
+            with tarfile.open(snapshot) as archive:
+                archive.extractall(tmp, filter="data")
+            (top,) = Path(tmp).iterdir()  # `git archive --prefix`: one folder
+            shutil.rmtree(unpacked, ignore_errors=True)
+            try:
+                top.rename(unpacked)
+            except OSError:  # another test process unpacked it meanwhile
+                if not (unpacked / "__init__.py").exists():
+                    raise
+    link = Path(custom_nodes_dir) / "ComfyUI-VideoHelperSuite"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(unpacked, target_is_directory=True)
+    return link
 
 
 def port_is_free(port: int) -> bool:
@@ -219,8 +254,7 @@ class ComfyServer:
 
 def workflow_to_prompt(workflow: dict, object_info: dict) -> dict:
     """Turn a UI-format workflow (schema 0.4, no subgraphs) into an API prompt, as the editor's
-    "Export (API)" does: widget values are positional, so they are matched to the node's widget inputs
-    in order, skipping the editor-only "control after generate" value that follows seed widgets."""
+    "Export (API)" does: linked inputs point at their origin, and widget values fill the unlinked widget inputs."""
     links = {link[0]: link for link in workflow.get("links", [])}
     prompt = {}
     for node in workflow["nodes"]:
@@ -228,23 +262,43 @@ def workflow_to_prompt(workflow: dict, object_info: dict) -> dict:
             continue
         info = object_info[node["type"]]
         spec = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+        saved = node.get("widgets_values") or []
+        widgets = _widgets_by_name(node, saved) if isinstance(saved, dict) else _widgets_by_position(node, saved, spec)
         inputs: dict = {}
-        values = list(node.get("widgets_values") or [])
         for slot in node.get("inputs", []):
-            if slot.get("widget") and values:  # no value left: saved before this widget existed
-                value = values.pop(0)
-                options = spec.get(slot["name"], [None, {}])
-                options = options[1] if len(options) > 1 else {}
-                if options.get("control_after_generate") or slot["name"] in ("seed", "noise_seed"):
-                    values.pop(0) if values else None
-                if slot["name"] in spec and slot.get("link") is None:
-                    inputs[slot["name"]] = value
-            if slot.get("link") is not None and slot["name"] in spec:
-                _, origin, origin_slot, *_ = links[slot["link"]]
-                inputs[slot["name"]] = [str(origin), origin_slot]
+            if slot.get("link") is not None:
+                if slot["name"] in spec:
+                    _, origin, origin_slot, *_ = links[slot["link"]]
+                    inputs[slot["name"]] = [str(origin), origin_slot]
+            elif slot["name"] in widgets:
+                inputs[slot["name"]] = widgets[slot["name"]]
         prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs,
                                    "_meta": {"title": node.get("title") or info.get("display_name", node["type"])}}
     return prompt
+
+
+def _widgets_by_position(node: dict, values: list, spec: dict) -> dict:
+    """Widget values saved as a list are positional: matched to the node's widget inputs in order, skipping the
+    editor-only "control after generate" value that follows seed widgets. Only declared inputs are kept."""
+    values, widgets = list(values), {}
+    for slot in node.get("inputs", []):
+        if slot.get("widget") and values:  # no value left: saved before this widget existed
+            value = values.pop(0)
+            options = spec.get(slot["name"], [None, {}])
+            options = options[1] if len(options) > 1 else {}
+            if options.get("control_after_generate") or slot["name"] in ("seed", "noise_seed"):
+                values.pop(0) if values else None
+            if slot["name"] in spec:
+                widgets[slot["name"]] = value
+    return widgets
+
+
+def _widgets_by_name(node: dict, values: dict) -> dict:
+    """VideoHelperSuite's nodes save their widgets as a dict by name, with entries for their preview and upload
+    button (not inputs) and for widgets their frontend adds per choice (Video Combine's pix_fmt, crf, ... for the
+    format): every widget input the node lists is exported, as the editor does."""
+    return {slot["name"]: values[slot["name"]] for slot in node.get("inputs", [])
+            if slot.get("widget") and slot["name"] in values}
 
 
 _IMPORT_PROBE = """

@@ -1,7 +1,6 @@
 """The pack inside a real ComfyUI 0.3.75 server, driven over its HTTP API."""
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -566,27 +565,6 @@ def test_every_tooltip_is_one_short_line(object_info):
         tips += list(zip(info["output_name"], info["output_tooltips"]))
         for what, tip in tips:
             assert "\n" not in tip and len(tip) <= 120, (name, what, len(tip), tip)
-
-
-def test_every_node_has_a_help_page_where_the_frontend_looks(comfy_server, object_info):
-    import re
-
-    import comfyui_frontend_package
-
-    # The frontend fetches a custom node's help from /extensions/<pack folder>/docs/<node id>.md (after a
-    # /docs/<node id>/<locale>.md it does not find).
-    bundle = "".join(p.read_text(errors="replace")
-                     for p in (Path(comfyui_frontend_package.__file__).parent / "static" / "assets").glob("index-*.js"))
-    assert re.search(r"`/extensions/\$\{\w+\}/docs/\$\{\w+\.name\}\.md`", bundle)
-    pack = object_info["LatentSyncVAD"]["python_module"].split(".")[-1]
-    for name in PACK_NODES:
-        status, page = comfy_server.request("GET", f"/extensions/{pack}/docs/{name}.md")
-        assert status == 200, name
-        assert page.startswith(f"# {object_info[name]['display_name']}\n"), name
-        inputs = {**object_info[name]["input"]["required"], **object_info[name]["input"].get("optional", {})}
-        for input_name in inputs:
-            assert f"**{input_name}**" in page, (name, input_name)  # each input in a sentence
-        assert "## Typical settings" in page, name
 
 
 def test_every_pack_node_validates_from_its_schema_and_marks_its_overrides():
