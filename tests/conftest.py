@@ -21,9 +21,7 @@ sys.path.insert(0, str(REPO / "scripts"))  # comfyui.py and demo.py, which also 
 
 import comfyui  # noqa: E402  (scripts/comfyui.py)
 
-SHARED = Path(os.environ.get("LATENTSYNC_SHARED", REPO.parent / "shared"))
-CACHE = Path(os.environ.get("LATENTSYNC_HOME", Path.home() / ".cache" / "comfyui-latentsync"))
-COMFYUI_DIR = Path(os.environ.get("LATENTSYNC_COMFYUI", CACHE / f"ComfyUI-{comfyui.COMFYUI_VERSION}"))
+SHARED, CACHE, COMFYUI_DIR = comfyui.SHARED, comfyui.CACHE, comfyui.COMFYUI_DIR
 ARTIFACTS = Path(os.environ.get("LATENTSYNC_ARTIFACTS", REPO / "test-artifacts"))
 IN_CI = os.environ.get("CI", "").lower() == "true"
 

@@ -7,14 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, missing, shared_path
+from conftest import REPO, comfyui, missing, shared_path
 from latentsync.media.audio import load_audio
 from latentsync.audio.vad import detect_speech
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.browser]
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SPEECH_GREEN = (0x26, 0x70, 0x4A)
 BACKGROUND = (0x18, 0x18, 0x1C)
 
@@ -27,7 +25,7 @@ def editor(comfy_server, tmp_path_factory):
         missing("Debian's chromium (apt-get install chromium)")
     comfy_server.request("POST", "/settings/Comfy.TutorialCompleted", True)
     with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=chromium, args=comfyui.CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.errors = []
         page.on("pageerror", lambda err: page.errors.append(str(err)))
