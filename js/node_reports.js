@@ -5,11 +5,14 @@ import { app } from "../../scripts/app.js";
 const REPORTS = {
   LatentSyncSyncNetScore: ["latentsync_score", (d) => [d.report]],
   LatentSyncDetectFaces: ["latentsync_faces", (d) =>
-    [`${d.frames_with_face} of ${d.frames} frames with a face · ${d.resolution} px · ${d.detector}`]],
+    [`${d.frames_with_face} of ${d.frames} frames with a face · ${d.resolution} px · ${d.detector}`,
+     ...(d.tracks?.length > 1 ? [`face tracks ${d.tracks.join(", ")}`] : [])]],
   LatentSyncUNetLoader: ["latentsync_unet", (d) =>
     [`${(d.parameters / 1e6).toFixed(1)} M parameters · ${d.dtype} · ${d.quantization} · ${d.weights_mb} MB`,
      `${d.resolution} px faces · ${d.config}`, ...(d.download ? [d.download] : [])]],
   LatentSyncSampler: ["latentsync_sampler", (d) => [`${d.generated} of ${d.frames} frames generated`]],
+  LatentSyncSpeakersSampler: ["latentsync_sampler", (d) =>
+    [`${d.generated} of ${d.frames} frames generated`, `faces: ${d.faces.join(", ")}`]],
   LatentSyncWhisperEncode: ["latentsync_features", (d) =>
     [`${d.frames} frames at ${d.fps} fps · ${d.speech_frames} with speech`,
      `${d.duration.toFixed(2)} s of audio${d.speech_segments ? "" : " · no VAD"}${d.seamless ? " · seamless" : ""}`]],

@@ -41,18 +41,27 @@ _EXPORTS = {
     "load_whisper_encoder": "audio.whisper",
     "extract_features": "audio.features",
     "AudioFeatures": "audio.features",
+    "diarize": "audio.diarize",
+    "load_diarization": "audio.diarize",
+    "parse_rttm": "audio.diarize",
     # faces
     "detect_faces": "face.detect",
     "FaceTrack": "face.detect",
     "align": "face.align",
     "AlignedFaces": "face.align",
     "paste_back": "face.paste",
+    "track_faces": "face.tracks",
+    "FaceTracks": "face.tracks",
+    # several speakers: who drives which face
+    "Speaker": "speakers.cast",
+    "make_cast": "speakers.cast",
     # models and the sampler
     "load_unet": "unet.loading",
     "load_vae": "sample.vae",
     "SamplerSettings": "sample.sampler",
     "lipsync": "sample.sampler",
     "LipSyncResult": "sample.sampler",
+    "lipsync_cast": "sample.cast",
     # after: upscale, score, compare
     "load_upscale_model": "upscale.models",
     "upscale_frames": "upscale.frames",

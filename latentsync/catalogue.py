@@ -53,6 +53,13 @@ CATALOGUE: dict[str, ModelFile] = {m.key: m for m in (
               "buffalo_l.zip (its model releases)", "non-commercial research"),
     ModelFile("pyannote", "pyannote's segmentation-3.0", "pyannote/segmentation-3.0/pytorch_model.bin",
               "pyannote/segmentation-3.0", "pytorch_model.bin", "mit (gated: accept its terms first)"),
+    # Speaker diarization: the 3.1 pipeline's config.yaml names segmentation-3.0 (above) and this embedding.
+    ModelFile("diarization", "pyannote's speaker-diarization-3.1 pipeline (its config.yaml)",
+              "pyannote/speaker-diarization-3.1/config.yaml", "pyannote/speaker-diarization-3.1", "config.yaml",
+              "mit (gated: accept its terms first)"),
+    ModelFile("wespeaker", "pyannote's WeSpeaker ResNet34 speaker embedding",
+              "pyannote/wespeaker-voxceleb-resnet34-LM/pytorch_model.bin", "pyannote/wespeaker-voxceleb-resnet34-LM",
+              "pytorch_model.bin", "cc-by-4.0"),
     ModelFile("upscaler", "Real-ESRGAN x2plus", "upscale_models/RealESRGAN_x2plus.pth",
               "https://github.com/xinntao/Real-ESRGAN", "RealESRGAN_x2plus.pth (its releases)", "bsd-3-clause"),
 )}

@@ -5,15 +5,17 @@ from ._comfy import ComfyExtension, io, override
 from .model_folders import register_model_folders
 from .faces import DetectFaces, PasteFaces
 from .sample_video import LatentSyncSampleVideo, VideoInfo
-from .sampler import LatentSyncSampler
+from .sampler import LatentSyncSampler, LatentSyncSpeakersSampler
 from .score import SyncNetScore
+from .speakers import AssignFaces, DiarizeSpeakers, SpeakerNode
 from .unet_loader import UNetLoader
 from .upscale import Upscale
 from .vad import VoiceActivityDetection
 from .whisper import WhisperEncode
 
 NODES: list[type[io.ComfyNode]] = [VoiceActivityDetection, WhisperEncode, UNetLoader, DetectFaces, PasteFaces,
-                                   LatentSyncSampler, LatentSyncSampleVideo, VideoInfo, Upscale, SyncNetScore]
+                                   LatentSyncSampler, LatentSyncSampleVideo, VideoInfo, Upscale, SyncNetScore,
+                                   SpeakerNode, DiarizeSpeakers, AssignFaces, LatentSyncSpeakersSampler]
 
 
 class LatentSyncExtension(ComfyExtension):

@@ -12,3 +12,12 @@ LatentSyncModel = io.Custom("LATENTSYNC_MODEL")
 
 # latentsync.face.align.AlignedFaces: per-frame crops, matrices, masks and face-found flags.
 Faces = io.Custom("LATENTSYNC_FACES")
+
+# latentsync.face.tracks.FaceTracks: every face of a clip as a track (A, B, ...), from Detect Faces.
+FaceTracks = io.Custom("LATENTSYNC_FACE_TRACKS")
+
+# list[latentsync.speakers.cast.Speaker]: voices with their features and speech, from Speaker / Diarize Speakers.
+Speakers = io.Custom("LATENTSYNC_SPEAKERS")
+
+# latentsync.speakers.cast.Cast: each face track and the speaker that drives it, for the speakers sampler.
+Cast = io.Custom("LATENTSYNC_CAST")

@@ -9,9 +9,10 @@ import torch
 from ..latentsync.face.align import align
 from ..latentsync.face.detect import DETECTORS, SELECTIONS, detect_faces, make_detector
 from ..latentsync.face.paste import paste_back
-from ._comfy import folder_paths, io, override, progress_reporter
+from ..latentsync.face.tracks import FaceTracks as Tracks, choose_track, keyframe_index, label_keyframe, track_faces
+from ._comfy import folder_paths, io, override, progress_reporter, ui
 from .base import LatentSyncNode
-from .data_types import Faces
+from .data_types import Faces, FaceTracks
 
 RESOLUTIONS = ["256", "512"]
 
@@ -65,6 +66,9 @@ class DetectFaces(LatentSyncNode):
                 io.Combo.Input("resolution", options=RESOLUTIONS, default="256",
                                tooltip="Face crop size: 256 for LatentSync 1.5, 512 for 1.6 (match the UNet)."),
                 *face_choice_inputs(),
+                io.Boolean.Input("track_all", default=False, optional=True,  # prompts from before it still run
+                                 tooltip="Also follow every face as a track (A, B, ...) for several speakers; the "
+                                         "preview labels them. faces is then the track the selection picks."),
             ],
             outputs=[
                 Faces.Output(display_name="faces", tooltip="Aligned faces and how to paste them back, for the "
@@ -73,22 +77,37 @@ class DetectFaces(LatentSyncNode):
                 io.Mask.Output(display_name="mouth_mask",
                                tooltip="1 where the mouth will be regenerated, per crop; 0 on frames without a "
                                        "face."),
+                FaceTracks.Output(display_name="tracks",
+                                  tooltip="Every face as a track (A, B, ...) with track_all, else the chosen face as "
+                                          "A: for Assign Faces to Speakers."),
             ],
         )
 
     @classmethod
     @override
     def execute(cls, images, resolution: str, detector: str, select: str, index: int, position_x: float,
-                position_y: float, threshold: float) -> io.NodeOutput:
-        track = detect_faces(images, face_detector(detector, threshold), select=select, index=index,
-                             position=(position_x, position_y), progress=progress_reporter())
+                position_y: float, threshold: float, track_all: bool = False) -> io.NodeOutput:
+        engine, position = face_detector(detector, threshold), (position_x, position_y)
+        if track_all:
+            tracks = track_faces(images, engine, progress=progress_reporter())
+            track = choose_track(tracks, select=select, index=index, position=position)
+        else:
+            track = detect_faces(images, engine, select=select, index=index, position=position,
+                                 progress=progress_reporter())
+            tracks = Tracks(tracks=[track], labels=["A"], frame_hw=track.frame_hw, detector=track.detector)
         faces = align(images, track, int(resolution), progress=progress_reporter())
         mouth = (1.0 - faces.mask.to(torch.float32))[None].repeat(len(faces), 1, 1)
         mouth[~faces.valid] = 0.0
         found = int(faces.valid.sum())
         summary = {"frames": len(faces), "frames_with_face": found, "detector": detector,
-                   "resolution": faces.resolution}
-        return io.NodeOutput(faces, faces.images(), mouth, ui={"latentsync_faces": [summary]})
+                   "resolution": faces.resolution, "tracks": list(tracks.labels)}
+        shown = {"latentsync_faces": [summary]}
+        if track_all:  # the keyframe with every track's letter, in the core image preview
+            key = keyframe_index(tracks)
+            frame = (images[key, ..., :3].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+            picture = torch.from_numpy(label_keyframe(frame, tracks, key)).float().div(255)[None]
+            shown = ui.PreviewImage(picture, cls=cls).as_dict() | shown
+        return io.NodeOutput(faces, faces.images(), mouth, tracks, ui=shown)
 
 
 class PasteFaces(LatentSyncNode):

@@ -4,11 +4,12 @@ from __future__ import annotations
 import torch
 
 from ..latentsync.catalogue import CATALOGUE
+from ..latentsync.sample.cast import lipsync_cast
 from ..latentsync.sample.sampler import lipsync
 from ..latentsync.sample.settings import SETTINGS, SamplerSettings, Setting
 from ._comfy import io, load_for_compute, model_management, override, progress_reporter
 from .base import LatentSyncNode
-from .data_types import AudioFeatures, Faces, LatentSyncModel, Speech
+from .data_types import AudioFeatures, Cast, Faces, LatentSyncModel, Speech
 
 
 class ComfyFaceVAE:
@@ -127,3 +128,58 @@ class LatentSyncSampler(LatentSyncNode):
         summary = {"frames": len(result.frames), "generated": int(result.generated.sum())}
         return io.NodeOutput(result.frames.to(out), result.crops.to(out), result.faces, generated,
                              ui={"latentsync_sampler": [summary]})
+
+
+def cast_setting_input(setting: Setting) -> io.Input:
+    """As `setting_input`, but a face rests while its speaker is silent unless the user says otherwise."""
+    if setting.name == "vad_policy":
+        return io.Combo.Input(setting.name, options=list(setting.choices), default="silence",
+                              tooltip="While a face's speaker is silent: silence keeps its mouth at rest, skip leaves "
+                                      "it untouched; off drives it with its own audio throughout.")
+    return setting_input(setting)
+
+
+class LatentSyncSpeakersSampler(LatentSyncNode):
+    @classmethod
+    @override
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LatentSyncSpeakersSampler",
+            display_name="LatentSync Sampler (speakers)",
+            category="LatentSync",
+            description="Lip-syncs every face that has a speaker to that speaker, one face after the other in "
+                        "track order (A, B, ...): where crops overlap the later face is on top. A face whose "
+                        "speaker is silent rests (vad_policy silence) or stays untouched (skip); overlapping "
+                        "speech moves both mouths.",
+            inputs=[
+                io.Image.Input("images", tooltip="The frames the face tracks were found in."),
+                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
+                               tooltip="Frame rate of the images; must match the fps given to Whisper Encode."),
+                Cast.Input("cast", tooltip="From Assign Faces to Speakers."),
+                LatentSyncModel.Input("model", tooltip="From Load LatentSync UNet."),
+                io.Vae.Input("vae", tooltip="sd-vae-ft-mse (vae-ft-mse-840000-ema-pruned) from ComfyUI's Load VAE."),
+                *(cast_setting_input(setting) for setting in SETTINGS),
+            ],
+            outputs=[
+                io.Image.Output(display_name="images", tooltip="The lip-synced frames."),
+                io.Mask.Output(display_name="generated",
+                               tooltip="Per output frame, [N, 1, 1]: 1 where any face was diffused."),
+            ],
+        )
+
+    @classmethod
+    @override
+    def execute(cls, images, fps: float, cast, model, vae, **values) -> io.NodeOutput:
+        settings = SamplerSettings(**values)
+        for speaker in cast.speakers:
+            if abs(speaker.features.fps - fps) > 1e-3:
+                raise ValueError(f"{speaker.name}'s audio features were made for {speaker.features.fps:g} fps but "
+                                 f"the images are at {fps:g} fps; give Whisper Encode the video's fps")
+        device = load_for_compute(model.patcher)
+        result = lipsync_cast(images, cast, model.patcher.model, ComfyFaceVAE(vae), settings,
+                              resolution=model.resolution, device=device, progress=progress_reporter())
+        out = model_management.intermediate_device()
+        generated = result.generated.to(torch.float32).view(-1, 1, 1)
+        summary = {"frames": len(result.frames), "generated": int(result.generated.sum()),
+                   "faces": [f"{s['face']} ← {s['speaker']}" for s in result.stats["faces"]]}
+        return io.NodeOutput(result.frames.to(out), generated, ui={"latentsync_sampler": [summary]})

@@ -73,6 +73,66 @@ def write_pyannote_segmentation(path: Path, seed: int = 0) -> Path:
     return path
 
 
+# pyannote/speaker-diarization-3.1's config.yaml: its structure and published parameters.
+DIARIZATION_3_1_CONFIG = """\
+version: 3.1.0
+
+pipeline:
+  name: pyannote.audio.pipelines.SpeakerDiarization
+  params:
+    clustering: AgglomerativeClustering
+    embedding: pyannote/wespeaker-voxceleb-resnet34-LM
+    embedding_batch_size: 32
+    embedding_exclude_overlap: true
+    segmentation: pyannote/segmentation-3.0
+    segmentation_batch_size: 32
+
+params:
+  clustering:
+    method: centroid
+    min_cluster_size: 12
+    threshold: 0.7045654963945799
+  segmentation:
+    min_duration_off: 0.0
+"""
+
+
+def write_pyannote_embedding(path: Path, seed: int = 0) -> Path:
+    """A random-weight WeSpeaker ResNet34 in the format of pyannote/wespeaker-voxceleb-resnet34-LM's
+    `pytorch_model.bin`: a pyannote Model checkpoint (state dict, hyper-parameters, and the pyannote block with a
+    chunk-level representation task, as pyannote's WeSpeaker conversion script writes it)."""
+    from latentsync.audio.vad_pyannote import telemetry_off
+    from latentsync.process_state import contained
+
+    with telemetry_off(), contained():  # see write_pyannote_segmentation
+        from pyannote.audio.core.task import Problem, Resolution, Specifications
+        from pyannote.audio.models.embedding import WeSpeakerResNet34
+
+        torch.manual_seed(seed)
+        model = WeSpeakerResNet34()
+        model.specifications = Specifications(problem=Problem.REPRESENTATION, resolution=Resolution.CHUNK,
+                                              duration=5.0)
+        model.setup()
+        checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                      "pytorch-lightning_version": "2.6.6"}
+        model.on_save_checkpoint(checkpoint)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, path)
+    return path
+
+
+def write_pyannote_diarization(folder: Path, seed: int = 0) -> Path:
+    """pyannote/speaker-diarization-3.1 laid out as the pack expects under `folder` (a `models/pyannote/`):
+    `speaker-diarization-3.1/config.yaml` beside the two models it names, `segmentation-3.0/pytorch_model.bin`
+    and `wespeaker-voxceleb-resnet34-LM/pytorch_model.bin`, with random weights. Returns the config's folder."""
+    write_pyannote_segmentation(folder / "segmentation-3.0" / "pytorch_model.bin", seed=seed)
+    write_pyannote_embedding(folder / "wespeaker-voxceleb-resnet34-LM" / "pytorch_model.bin", seed=seed)
+    pipeline = folder / "speaker-diarization-3.1"
+    pipeline.mkdir(parents=True, exist_ok=True)
+    (pipeline / "config.yaml").write_text(DIARIZATION_3_1_CONFIG)
+    return pipeline
+
+
 def write_tiny_unet(path: Path, unet_config: dict, seed: int = 0, resolution: int = 256) -> Path:
     """A random-weight LatentSync UNet of the given (tiny) config as an official `latentsync_unet.pt`
     (`{"state_dict", "global_step"}`), with the config beside it as `<name>.json` (its face resolution

@@ -28,7 +28,8 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 VOICES = ("latentsync_demo1_audio.wav", "latentsync_demo3_audio.wav")
 PACK_NODES = {"LatentSyncVAD", "LatentSyncSampleVideo", "LatentSyncVideoInfo", "LatentSyncWhisperEncode", "LatentSyncUNetLoader", "LatentSyncUpscale",
               "LatentSyncDetectFaces", "LatentSyncPasteFaces", "LatentSyncSyncNetScore",
-              "LatentSyncSampler"}  # every node the pack registers
+              "LatentSyncSampler", "LatentSyncSpeaker", "LatentSyncDiarize", "LatentSyncAssignFaces",
+              "LatentSyncSpeakersSampler"}  # every node the pack registers
 
 
 # The longest files first: with two workers (scripts/test.sh), a long file started last would run alone at the end.

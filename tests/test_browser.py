@@ -171,3 +171,24 @@ def test_basic_lipsync_workflow_queues_from_the_editor(editor, comfy_server, lip
     editor.wait_for_function("""() => window.app.graph._nodes.some(n => n.type === 'LatentSyncSampler'
                                   && n.widgets?.some(w => w.name === 'latentsync_report'))""", timeout=300_000)
     editor.screenshot(path=str(Path(artifacts) / "latentsync_basic_editor.png"))
+
+
+def test_a_mapping_typed_in_the_editor_is_saved_with_the_workflow_and_sent_in_the_prompt(editor):
+    """Assign Faces to Speakers keeps its mapping as a widget value: typed in the editor, it is in the saved
+    workflow, comes back when that file is opened again, and is what the prompt sends."""
+    workflow = load_workflow(editor, "latentsync_two_speakers.json")
+    (assign,) = [n for n in workflow["nodes"] if n["type"] == "LatentSyncAssignFaces"]
+    typed = "A + C = voice 2\nB = none"
+    saved = editor.evaluate("""([id, text]) => {
+        const node = window.app.graph.getNodeById(id);
+        node.widgets.find(w => w.name === 'mapping').value = text;
+        return window.app.graph.serialize(); }""", [assign["id"], typed])
+    (node,) = [n for n in saved["nodes"] if n["id"] == assign["id"]]
+    assert typed in node["widgets_values"]
+    load_workflow(editor, "latentsync_basic.json")  # something else in between
+    editor.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", saved)
+    shown = editor.evaluate("""(id) => window.app.graph.getNodeById(id).widgets
+        .find(w => w.name === 'mapping').value""", assign["id"])
+    assert shown == typed
+    exported = editor.evaluate("async () => (await window.app.graphToPrompt()).output")
+    assert exported[str(assign["id"])]["inputs"]["mapping"] == typed

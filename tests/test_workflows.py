@@ -179,7 +179,7 @@ def cpu_friendly(prompt: dict) -> dict:
     int8 where int4 (CUDA only; its CPU refusal is tested with the loader), and SyncNet tracks of 8 frames."""
     for node in prompt.values():
         inputs = node["inputs"]
-        if node["class_type"] in ("LatentSyncSampler", "LatentSyncSampleVideo"):
+        if node["class_type"] in ("LatentSyncSampler", "LatentSyncSampleVideo", "LatentSyncSpeakersSampler"):
             inputs["steps"] = 2
         if node["class_type"] == "LatentSyncUNetLoader":
             inputs["dtype"] = "fp32"
@@ -321,3 +321,38 @@ def test_the_cheap_vae_files_match_comfyuis_taesd(comfyui_dir):
     theirs = json.loads(out.stdout.strip().splitlines()[-1])
     ours = [{k: list(v) for k, v in part.items()} for part in taesd_shapes()]
     assert ours == theirs
+
+
+TWO_FRAMES = 40  # 1.6 s: the left voice speaks in the first 0.7 s, the right voice in the last 0.7 s
+TWO_SCRIPT = ((1, 0.0, 0.7), (2, 0.9, 1.6))
+
+
+def test_two_speakers_workflow_drives_each_face_with_its_own_voice(comfy_server, object_info, lipsync_models):
+    from media import write_clip
+    from two_people import stems, two_person_frames, write_wav
+
+    frames = two_person_frames(TWO_FRAMES)
+    write_clip(comfy_server.dir("input") / "latentsync_two_people.mp4", frames, 25)
+    for number, samples in stems(TWO_FRAMES / 25, TWO_SCRIPT).items():
+        write_wav(comfy_server.dir("input") / f"latentsync_speaker_{number}.wav", samples)
+    prompt = cpu_friendly(load_prompt("latentsync_two_speakers.json", object_info))
+    parts, sampler = node_id(prompt, "GetVideoComponents"), node_id(prompt, "LatentSyncSpeakersSampler")
+    assign = node_id(prompt, "LatentSyncAssignFaces")
+    assert prompt[assign]["inputs"]["mapping"] == "A = voice 1, B = voice 2"  # the workflow's manual mapping
+    source_key, output_key = save_images(prompt, [parts, 0]), save_images(prompt, [sampler, 0])
+    history = comfy_server.run(prompt, timeout=1200)
+    assert history["status"]["status_str"] == "success", failure(history)
+    assert video_of(comfy_server, history, node_id(prompt, "SaveVideo")) == (TWO_FRAMES, 25.0)
+    shown = history["outputs"][assign]
+    (cast,) = shown["latentsync_cast"]
+    assert [(s["name"], s["faces"]) for s in cast["speakers"]] == [("voice 1", ["A"]), ("voice 2", ["B"])]
+    assert shown["images"], "the keyframe with the face letters is previewed"
+    faces = history["outputs"][node_id(prompt, "LatentSyncDetectFaces")]["latentsync_faces"][0]
+    assert faces["tracks"] == ["A", "B"]
+    sources, outputs = images_of(comfy_server, history, source_key), images_of(comfy_server, history, output_key)
+    assert len(outputs) == TWO_FRAMES
+    half = frames.shape[2] // 2
+    for side in (slice(0, half), slice(half, None)):  # both faces were generated (silence: at rest in pauses)
+        assert any(np.abs(s[:, side] - o[:, side]).max() > 0 for s, o in zip(sources, outputs))
+    for source, output in zip(sources, outputs):  # the faces are in the upper half; the rest is untouched
+        assert np.array_equal(source[frames.shape[1] * 3 // 4:], output[frames.shape[1] * 3 // 4:])

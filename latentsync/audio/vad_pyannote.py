@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 import threading
@@ -88,12 +89,23 @@ def _import(name: str):
 
 def load_segmentation(path: str | Path):
     """A pyannote segmentation `Model` from a local `pytorch_model.bin` (or a folder holding one)."""
+    return load_pyannote_model(path, ARCHITECTURES, MODEL_HINT)
+
+
+def load_pyannote_model(path: str | Path, architectures: dict[str, tuple[str, str]], hint: str,
+                        what: str = "a segmentation model this backend runs"):
+    """A pyannote `Model` from a local `pytorch_model.bin` (or a folder holding one), read as data.
+
+    `architectures` maps the class names a checkpoint may record (`"<module>.<class>"`) to the class that is
+    built; `hint` says which file was expected and where to get it; `what` names the kind of model the caller
+    runs, for the message that refuses any other architecture.
+    """
     _pyannote()
     path = Path(path)
     if path.is_dir():
         path = path / "pytorch_model.bin"
     if not path.is_file():
-        raise FileNotFoundError(f"pyannote checkpoint not found: {path}; expected {MODEL_HINT}")
+        raise FileNotFoundError(f"pyannote checkpoint not found: {path}; expected {hint}")
     from pyannote.audio.core import task
 
     unsafe = set()
@@ -102,28 +114,33 @@ def load_segmentation(path: str | Path):
             unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
         except Exception as exc:  # a truncated zip
             raise CheckpointError(f"{path} cannot be read as a pyannote checkpoint ({type(exc).__name__}: "
-                                  f"{str(exc)[:200]}); expected {MODEL_HINT}") from exc
+                                  f"{str(exc)[:200]}); expected {hint}") from exc
     if unsafe - SAFE_GLOBALS:
         refused = ", ".join(sorted(unsafe - SAFE_GLOBALS))
         raise CheckpointError(f"{path} pickles objects that cannot be loaded safely ({refused}); it was not "
-                              f"unpickled and nothing was loaded; expected {MODEL_HINT}")
+                              f"unpickled and nothing was loaded; expected {hint}")
     allowed = [task.Specifications, task.Problem, task.Resolution]
     for name in unsafe - {f"pyannote.audio.core.task.{c.__name__}" for c in allowed}:
         module, _, attr = name.rpartition(".")  # only names from SAFE_GLOBALS get here
         allowed.append(getattr(_import(module), attr))
-    checkpoint = read_checkpoint(path, MODEL_HINT, allowed=allowed)
+    checkpoint = read_checkpoint(path, hint, allowed=allowed)
     info = checkpoint.get("pyannote.audio") if isinstance(checkpoint, dict) else None
     if not info or "state_dict" not in checkpoint:
         keys = sorted(checkpoint)[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointError(f"{path} is not a pyannote.audio checkpoint: it holds {describe(checkpoint)} "
-                              f"(top-level: {keys}); expected {MODEL_HINT}")
+                              f"(top-level: {keys}); expected {hint}")
     architecture = f"{info['architecture']['module']}.{info['architecture']['class']}"
-    if architecture not in ARCHITECTURES:
-        raise CheckpointError(f"{path} holds a {architecture}, not a segmentation model this backend runs "
-                              f"({', '.join(ARCHITECTURES)})")
-    module, name = ARCHITECTURES[architecture]
+    if architecture not in architectures:
+        raise CheckpointError(f"{path} holds a {architecture}, not {what} ({', '.join(architectures)})")
+    module, name = architectures[architecture]
     with telemetry_off():
-        model = getattr(_import(module), name)(**checkpoint.get("hyper_parameters", {}))
+        klass = getattr(_import(module), name)
+        # As Lightning does: the saved hyper-parameters the constructor takes (WeSpeaker records fbank settings
+        # its subclasses fix), so a genuine checkpoint builds the class it names.
+        accepted = inspect.signature(klass).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+        model = klass(**{k: v for k, v in checkpoint.get("hyper_parameters", {}).items()
+                         if takes_any or k in accepted})
         model.specifications = info["specifications"]
         model.setup()  # builds the task-dependent classifier the weights include
     state = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("loss_func.")}

@@ -64,7 +64,7 @@ def _face_recognition_model(name: str) -> Path:
         path = Path(folder) / "models" / name
         if path.is_file():
             return path
-    raise FaceModelMissing(f"dlib's landmark model {name} was not found (searched: {folders or 'no '}"
+    raise FaceModelMissing(f"dlib's model {name} was not found (searched: {folders or 'no '}"
                            f"face_recognition_models package); install it with: pip install "
                            f"face-recognition-models==0.3.0")
 
@@ -116,7 +116,11 @@ class DlibFaceDetector:
             faces.append(DetectedFace(box=box, score=float(score), points3=self._points3(frame, box)))
         return faces
 
-    def _points3(self, frame: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    def landmark_shape(self, frame: np.ndarray,
+                       box: tuple[float, float, float, float]) -> tuple[np.ndarray, object, tuple[int, int]]:
+        """dlib's 5-point `full_object_detection` of the face in `box`, found on a cut-out of `frame` around it:
+        `(cut-out, shape in cut-out pixels, (x0, y0) of the cut-out in the frame)`. The face descriptor
+        (`describe.FaceDescriber`) reads the same cut-out and shape."""
         # The shape predictor samples pixels near the face only; a cut-out keeps it from touching the frame.
         height, width = frame.shape[:2]
         size = max(box[2] - box[0], box[3] - box[1])
@@ -125,7 +129,10 @@ class DlibFaceDetector:
         region = np.ascontiguousarray(frame[y0:y1, x0:x1])
         rect = self._dlib.rectangle(int(round(box[0])) - x0, int(round(box[1])) - y0,
                                     int(round(box[2])) - 1 - x0, int(round(box[3])) - 1 - y0)
-        shape = self._landmarks(region, rect)
+        return region, self._landmarks(region, rect), (x0, y0)
+
+    def _points3(self, frame: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+        _, shape, (x0, y0) = self.landmark_shape(frame, box)
         points = np.array([(p.x + x0, p.y + y0) for p in shape.parts()], np.float64)
         return points3_from_dlib5(points)
 

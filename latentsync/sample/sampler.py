@@ -175,7 +175,8 @@ class WindowRunner:
         pasted = paste_back(frames.clone(), faces, faces_out, inplace=True)
         weight = torch.from_numpy(plan.output_weight[indices])[:, None, None, None]
         if (weight < 1).any():  # skip's fade from the generated frames into the original ones
-            faded = weight * pasted.float() + (1 - weight) * frames.float()
+            # as a step from the input towards the paste: pixels the paste left alone stay exactly the input's
+            faded = frames.float() + weight * (pasted.float() - frames.float())
             pasted = (faded + 0.5).to(torch.uint8) if self.output_dtype == torch.uint8 else faded
         crops = (faces_out / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
         self.timed("paste", clock)

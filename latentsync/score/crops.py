@@ -16,9 +16,15 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from ..media.shots import ShotDetector, resize_linear
 from .metric import CROP_SIZE, FPS, median_filter
+
+# The shot rule and the resize it uses live in media/shots.py (the face tracker needs them too); they are
+# named here as well, where the metric's callers have always imported them.
+__all__ = ["MIN_TRACK", "MIN_FACE_SIZE", "TRACK_IOU", "MAX_GAP", "SMOOTHING_KERNEL", "CROP_MARGIN", "PAD_VALUE",
+           "ShotDetector", "resize_linear", "frames_at_25fps", "CropTrack", "as_boxes", "box_iou", "build_tracks",
+           "smoothed_geometry", "crop_face", "crop_tracks", "pack_face_detector"]
 
 MIN_TRACK = 50
 MIN_FACE_SIZE = 100.0
@@ -27,18 +33,6 @@ MAX_GAP = 25
 SMOOTHING_KERNEL = 13
 CROP_MARGIN = 0.4
 PAD_VALUE = 110
-SHOT_THRESHOLD = 27.0  # PySceneDetect 0.6.1 ContentDetector defaults, as LatentSync pins
-SHOT_MIN_LENGTH = 15
-
-
-def resize_linear(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """`[h, w, C]` uint8 -> `[height, width, C]` uint8 with cv2.INTER_LINEAR's sampling (no antialiasing)."""
-    if image.shape[:2] == (height, width):
-        return image
-    # torch's uint8 kernel rounds halves up in fixed point, as cv2 does, and is ~40x faster than via float.
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
-    x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=False)
-    return x[0].permute(1, 2, 0).contiguous().numpy()
 
 
 def frames_at_25fps(frames: Iterable[np.ndarray], fps: float) -> Iterator[tuple[int, np.ndarray]]:
@@ -57,51 +51,6 @@ def frames_at_25fps(frames: Iterable[np.ndarray], fps: float) -> Iterator[tuple[
         while math.floor(tick * fps / FPS + 0.5) == index:
             yield index, frame
             tick += 1
-
-
-# ---------------------------------------------------------------- shots
-
-def hsv_like_cv2(rgb: np.ndarray) -> np.ndarray:
-    """uint8 HSV as OpenCV makes it for 8-bit images: hue 0-179 (degrees / 2), saturation and value 0-255."""
-    x = rgb.astype(np.float32)
-    r, g, b = x[..., 0], x[..., 1], x[..., 2]
-    value = x.max(axis=-1)
-    delta = value - x.min(axis=-1)
-    safe = np.where(delta == 0, 1, delta)
-    sat = np.where(value == 0, 0, 255 * delta / np.where(value == 0, 1, value))
-    hue = np.where(value == r, 60 * (g - b) / safe, np.where(value == g, 120 + 60 * (b - r) / safe,
-                                                              240 + 60 * (r - g) / safe))
-    hue = np.where(delta == 0, 0, np.where(hue < 0, hue + 360, hue)) / 2
-    return np.stack([np.round(hue) % 180, np.round(sat), value], axis=-1).astype(np.uint8)
-
-
-class ShotDetector:
-    """Cuts where the mean HSV change between frames reaches 27, at least 15 frames apart (PySceneDetect's
-    ContentDetector as the reference runs it, on frames auto-downscaled to about 256 px wide)."""
-
-    def __init__(self, threshold: float = SHOT_THRESHOLD, min_length: int = SHOT_MIN_LENGTH) -> None:
-        self.threshold, self.min_length = threshold, min_length
-        self.cuts: list[int] = []
-        self._previous: np.ndarray | None = None
-        self._frames = 0
-
-    def add(self, rgb: np.ndarray) -> None:
-        factor = rgb.shape[1] // 256 if rgb.shape[1] >= 256 else 1
-        if factor > 1:
-            rgb = resize_linear(rgb, round(rgb.shape[0] / factor), round(rgb.shape[1] / factor))
-        hsv = hsv_like_cv2(rgb).astype(np.int32)
-        index, self._frames = self._frames, self._frames + 1
-        if self._previous is not None:
-            change = float(np.abs(hsv - self._previous).mean(axis=(0, 1)).mean())
-            last_cut = self.cuts[-1] if self.cuts else 0
-            if change >= self.threshold and index - last_cut >= self.min_length:
-                self.cuts.append(index)
-        self._previous = hsv
-
-    def shots(self) -> list[tuple[int, int]]:
-        """[start, end) frame ranges; the whole clip when there is no cut."""
-        edges = [0, *self.cuts, self._frames]
-        return [(a, b) for a, b in zip(edges[:-1], edges[1:])]
 
 
 # ---------------------------------------------------------------- tracks

@@ -1,0 +1,1 @@
+"""Who is who: speakers, face tracks and the mapping between them."""

@@ -1,0 +1,176 @@
+"""Two faces, two voices: each face track lip-synced to its own speaker (latentsync/sample/cast.py), on the
+two-person material of tests/two_people.py with the tiny random-weight UNet and the PoolVAE stand-in of the
+sampler tests. What is checked is where pixels change and when, which does not depend on trained weights."""
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared_path
+from sampler_fixtures import RESOLUTION, PoolVAE, face_boxes, fake_features, outside_boxes
+from two_people import two_person_frames
+
+from latentsync.audio.vad import SpeechSegments
+from latentsync.face.detect import detect_faces
+from latentsync.face.tracks import FaceTracks
+from latentsync.sample.cast import lipsync_cast
+from latentsync.sample.frame_plan import runs
+from latentsync.sample.sampler import SamplerSettings, lipsync
+from latentsync.speakers.cast import Speaker, make_cast, parse_mapping
+from latentsync.unet.loading import load_unet
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FRAMES = 48
+# Speaker 1 (the left face) talks in frames 0-15 and 40-47, speaker 2 (the right face) in 22-47: 40-47 overlap.
+TALKS = {1: [(0, 16), (40, 48)], 2: [(22, 48)]}
+
+
+def mask(speaker: int) -> np.ndarray:
+    out = np.zeros(FRAMES, bool)
+    for a, b in TALKS[speaker]:
+        out[a:b] = True
+    return out
+
+
+@pytest.fixture(scope="module")
+def unet(tmp_path_factory):
+    import json
+
+    from scripts.model_files import write_tiny_unet
+
+    config = json.loads(shared_path("reference/latentsync/unet_tiny_config.json").read_text())["unet_config"]
+    return load_unet(write_tiny_unet(tmp_path_factory.mktemp("unet") / "latentsync_unet.pt", config), config)
+
+
+@pytest.fixture(scope="module")
+def clip() -> torch.Tensor:
+    return torch.from_numpy(two_person_frames(FRAMES)).float() / 255
+
+
+@pytest.fixture(scope="module")
+def tracks(clip) -> FaceTracks:
+    left, right = (detect_faces(clip, select="index", index=i) for i in (0, 1))
+    assert left.valid.all() and right.valid.all()
+    assert (left.boxes[:, 2] < clip.shape[2] / 2).all() and (right.boxes[:, 0] > clip.shape[2] / 2).all()
+    return FaceTracks(tracks=[left, right], labels=["A", "B"], frame_hw=left.frame_hw, detector=left.detector)
+
+
+def stem_speakers() -> list[Speaker]:
+    """One audio per person: each speaker's own features (silent outside its turns) and its own speech."""
+    out = []
+    for number in (1, 2):
+        features = fake_features(FRAMES, seed=number, speech_mask=mask(number))
+        out.append(Speaker(f"SPEAKER_{number}", features, features.speech))
+    return out
+
+
+def mixed_speakers() -> list[Speaker]:
+    """One mixed track split by diarization: shared features, each speaker its own turns."""
+    features = fake_features(FRAMES, seed=7)
+    return [Speaker(f"SPEAKER_{n}", features, SpeechSegments(FRAMES / 25, tuple((a / 25, b / 25) for a, b in
+                                                                                    runs(mask(n)))))
+            for n in (1, 2)]
+
+
+def settings(**changes) -> SamplerSettings:
+    return SamplerSettings(**{"steps": 2, "crossfade_frames": 2, **changes})
+
+
+def region(faces, frame_hw) -> list[torch.Tensor]:
+    """Per frame, `[H, W]` bool: inside the face crop's footprint."""
+    return [~outside_boxes(frame_hw, box) for box in face_boxes(faces)]
+
+
+def footprints(clip, track) -> list[torch.Tensor]:
+    from latentsync.face.align import align
+
+    return region(align(clip, track, RESOLUTION), tuple(clip.shape[1:3]))
+
+
+def changed(a: torch.Tensor, b: torch.Tensor, where: torch.Tensor) -> bool:
+    return not torch.equal(a[where], b[where])
+
+
+def test_each_mouth_moves_only_while_its_speaker_speaks(unet, clip, tracks):
+    cast = make_cast(tracks, stem_speakers(), "A = SPEAKER_1, B = SPEAKER_2")
+    result = lipsync_cast(clip, cast, unet, PoolVAE(), settings(vad_policy="skip"), resolution=RESOLUTION)
+    assert len(result.frames) == FRAMES
+    left, right = footprints(clip, tracks.by_label("A")), footprints(clip, tracks.by_label("B"))
+    fade = 2  # crossfade_frames: skip fades from generated frames into the passed-through ones
+    for i in range(FRAMES):
+        out, source = result.frames[i], clip[i]
+        anywhere = left[i] | right[i]
+        assert torch.equal(out[~anywhere], source[~anywhere]), i  # nothing outside the two faces changes
+        for speaks, where, name in ((mask(1), left[i], "left"), (mask(2), right[i], "right")):
+            if not speaks[max(i - fade, 0): i + fade + 1].any():  # skip: its frames pass through in pauses
+                assert not changed(out, source, where & ~(left[i] & right[i])), (name, i)
+            if speaks[i]:
+                assert changed(out, source, where), (name, i)  # generated while speaking
+    # nobody speaks in 16-21: the frames farther than the cross-fade from both turns are not diffused at all
+    assert not result.generated[18:20].any() and result.generated[[0, 17, 20, 30, 45]].all()
+    assert [s["face"] for s in result.stats["faces"]] == ["A", "B"]
+
+
+def test_overlap_drives_both_mouths_and_faces_are_pasted_in_label_order(unet, clip, tracks):
+    speakers = mixed_speakers()
+    cast = make_cast(tracks, speakers, "A = 1, B = 2")
+    config = settings(vad_policy="silence")
+    result = lipsync_cast(clip, cast, unet, PoolVAE(), config, resolution=RESOLUTION)
+    # The same as A's pass and then B's pass over A's frames: the later face goes on top, every run.
+    first = lipsync(clip, speakers[0].features, unet, PoolVAE(), config, speech=speakers[0].speech,
+                    track=tracks.by_label("A"), resolution=RESOLUTION)
+    second = lipsync(first.frames, speakers[1].features, unet, PoolVAE(), config, speech=speakers[1].speech,
+                     track=tracks.by_label("B"), resolution=RESOLUTION)
+    assert torch.equal(result.frames, second.frames)
+    again = lipsync_cast(clip, cast, unet, PoolVAE(), config, resolution=RESOLUTION)
+    assert torch.equal(again.frames, result.frames)
+    # silence: both faces are diffused in every frame (at rest while their speaker is silent)
+    assert bool(result.generated.all())
+    swapped = make_cast(tracks, speakers, "A = 2, B = 1")  # the mapping decides which voice drives which face
+    other = lipsync_cast(clip, swapped, unet, PoolVAE(), config, resolution=RESOLUTION)
+    assert not torch.equal(other.frames, result.frames)
+
+
+def test_a_face_without_a_speaker_is_left_untouched(unet, clip, tracks):
+    cast = make_cast(tracks, stem_speakers(), "A = none, B = 2")
+    result = lipsync_cast(clip, cast, unet, PoolVAE(), settings(vad_policy="silence"), resolution=RESOLUTION)
+    left, right = footprints(clip, tracks.by_label("A")), footprints(clip, tracks.by_label("B"))
+    for i in range(0, FRAMES, 7):
+        assert not changed(result.frames[i], clip[i], left[i] & ~right[i])
+        assert changed(result.frames[i], clip[i], right[i])
+
+
+def test_the_speakers_must_fit_one_clip(unet, clip, tracks):
+    mixed = mixed_speakers()
+    with pytest.raises(ValueError, match="vad_policy 'off' would drive every face"):
+        lipsync_cast(clip, make_cast(tracks, mixed, "auto"), unet, PoolVAE(), settings(), resolution=RESOLUTION)
+    short = fake_features(FRAMES - 10, seed=3, speech_mask=mask(1)[:FRAMES - 10])
+    uneven = [Speaker("long", mixed[0].features, mixed[0].speech), Speaker("short", short, short.speech)]
+    with pytest.raises(ValueError, match="differ in length"):
+        lipsync_cast(clip, make_cast(tracks, uneven, "auto"), unet, PoolVAE(), settings(vad_policy="skip"),
+                     resolution=RESOLUTION)
+    with pytest.raises(ValueError, match="no face has a speaker"):
+        lipsync_cast(clip, make_cast(tracks, mixed, "A = none"), unet, PoolVAE(), settings(vad_policy="skip"),
+                     resolution=RESOLUTION)
+
+
+def test_the_mapping_text():
+    speakers = stem_speakers()
+    labels = ["A", "B", "C"]
+    assert parse_mapping(" auto ", labels, speakers).auto and parse_mapping("", labels, speakers).auto
+    parsed = parse_mapping("A = SPEAKER_2; b: 1\nC = none", labels, speakers)
+    assert dict(parsed.assigned) == {"A": "SPEAKER_2", "B": "SPEAKER_1", "C": None}
+    assert parse_mapping("A + C = speaker_1", labels, speakers).merges == (("A", "C"),)
+    for text, message in (("D = 1", "no face track 'D'; the tracks are A, B, C"),
+                          ("A = 3", "no speaker '3'; the speakers are 1 = SPEAKER_1, 2 = SPEAKER_2"),
+                          ("A = 1, A = 2", "named twice"), ("A 1", "is not TRACK = SPEAKER")):
+        with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+            parse_mapping(text, labels, speakers)
+
+
+def test_the_mapping_text_keeps_the_cast(tracks):
+    speakers = stem_speakers()
+    cast = make_cast(tracks, speakers, "B = 1")
+    assert cast.mapping == {"A": None, "B": "SPEAKER_1"}
+    assert make_cast(tracks, speakers, cast.mapping_text()).mapping == cast.mapping
+    assert make_cast(tracks, speakers, "auto").mapping == {"A": "SPEAKER_1", "B": "SPEAKER_2"}  # in order
