@@ -67,8 +67,8 @@ class DetectFaces(LatentSyncNode):
                                tooltip="Face crop size: 256 for LatentSync 1.5, 512 for 1.6 (match the UNet)."),
                 *face_choice_inputs(),
                 io.Boolean.Input("track_all", default=False, optional=True,  # prompts from before it still run
-                                 tooltip="Also follow every face as a track (A, B, ...) for several speakers; the "
-                                         "preview labels them. faces is then the track the selection picks."),
+                                 tooltip="Also follow every face as a track (A, B, ...) for several speakers, "
+                                         "labelled on the preview."),
             ],
             outputs=[
                 Faces.Output(display_name="faces", tooltip="Aligned faces and how to paste them back, for the "

@@ -134,8 +134,8 @@ def cast_setting_input(setting: Setting) -> io.Input:
     """As `setting_input`, but a face rests while its speaker is silent unless the user says otherwise."""
     if setting.name == "vad_policy":
         return io.Combo.Input(setting.name, options=list(setting.choices), default="silence",
-                              tooltip="While a face's speaker is silent: silence keeps its mouth at rest, skip leaves "
-                                      "it untouched; off drives it with its own audio throughout.")
+                              tooltip="While a face's speaker is silent: silence rests the mouth, skip leaves it "
+                                      "untouched; off: its own audio throughout.")
     return setting_input(setting)
 
 

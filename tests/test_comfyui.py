@@ -193,6 +193,33 @@ def test_whisper_encode_errors(comfy_server, whisper_file):
     assert history["status"]["status_str"] == "success", history["status"]  # "keep" meant what it means now
 
 
+def test_diarize_speakers_from_rttm_and_its_refusals(comfy_server, whisper_file):
+    wav = put_input(comfy_server, shared_path("media/latentsync_demo1_audio.wav"))
+    rttm = ("SPEAKER audio 1 0.50 2.00 <NA> <NA> ann <NA> <NA>\n"
+            "SPEAKER audio 1 2.20 1.30 <NA> <NA> ben <NA> <NA>\n"
+            "SPEAKER audio 1 3.00 1.00 <NA> <NA> ann <NA> <NA>\n")
+
+    def diarize(**inputs) -> dict:
+        prompt = whisper_prompt(wav, whisper_file, fps=25.0)
+        prompt["5"] = {"class_type": "LatentSyncDiarize", "inputs": {
+            "audio": ["1", 0], "features": ["4", 0], "source": "rttm", "pipeline": "none", "num_speakers": 0,
+            "rttm": rttm} | inputs}
+        return prompt
+
+    history = comfy_server.run(diarize())
+    assert history["status"]["status_str"] == "success", history["status"]
+    (lanes,) = history["outputs"]["5"]["latentsync_cast"]
+    assert [(s["name"], s["speech"]) for s in lanes["speakers"]] == [("ann", [[0.5, 2.5], [3.0, 4.0]]),
+                                                                       ("ben", [[2.2, 3.5]])]
+    history = comfy_server.run(diarize(rttm="SPEAKER audio 1 x 2 <NA> <NA> ann <NA> <NA>"))
+    (error,) = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
+    assert "RTTM line 1" in error["exception_message"]
+    # pyannote without a pipeline folder is refused before the run, naming the three files' places
+    _, reply = comfy_server.queue(diarize(source="pyannote"))
+    (error,) = reply["node_errors"]["5"]["errors"]
+    assert "speaker-diarization-3.1/config.yaml" in error["details"] and "or use source rttm" in error["details"]
+
+
 def test_vad_pyannote_backend_in_comfyui(comfy_server):
     from scripts.model_files import write_pyannote_segmentation
 
@@ -361,7 +388,8 @@ def test_faces_are_found_aligned_and_pasted_back(comfy_server, short_clip):
     history = comfy_server.run(faces_prompt(short_clip))
     assert history["status"]["status_str"] == "success", history["status"]
     assert history["outputs"]["3"]["latentsync_faces"][0] == {"frames": 12, "frames_with_face": 12,
-                                                              "detector": "dlib", "resolution": 256}
+                                                              "detector": "dlib", "resolution": 256,
+                                                              "tracks": ["A"]}  # track_all off: the chosen face
     assert saved_sizes(comfy_server, history, "4") == [(256, 256)] * 12
     # Pasting the untouched crops back changes the frames only a little, and only around the face.
     for source, pasted in zip(saved_arrays(comfy_server, history, "7"), saved_arrays(comfy_server, history, "6")):
