@@ -174,3 +174,31 @@ def test_the_mapping_text_keeps_the_cast(tracks):
     assert cast.mapping == {"A": None, "B": "SPEAKER_1"}
     assert make_cast(tracks, speakers, cast.mapping_text()).mapping == cast.mapping
     assert make_cast(tracks, speakers, "auto").mapping == {"A": "SPEAKER_1", "B": "SPEAKER_2"}  # in order
+
+
+def test_auto_mapping_by_syncnet_reports_how_it_decided(clip, tracks, tmp_path):
+    """The Assign node's `auto` with a SyncNet (random weights in the official file: which face wins is
+    tests/test_match.py's subject; here, that every speaker gets one face at most, the cast follows the
+    decision, and what cannot be measured falls back to the order with the reason)."""
+    from syncnet_model_files import write_syncnet_file
+    from two_people import stems
+
+    from latentsync.score.syncnet import load_syncnet
+    from latentsync.speakers.cast import auto_mapping
+
+    syncnet = load_syncnet(write_syncnet_file(tmp_path / "syncnet_v2.model"))
+    voices = stems(FRAMES / 25, ((1, 0.0, 0.6), (2, 1.0, FRAMES / 25)))
+    speakers = [Speaker(s.name, s.features, s.speech, torch.from_numpy(voices[n]))
+                for n, s in zip((1, 2), stem_speakers())]
+    mapping, how = auto_mapping(clip, 25.0, tracks, speakers, syncnet)
+    assert set(mapping) == {"A", "B"} and how.startswith("auto (SyncNet): ")
+    named = [name for name in mapping.values() if name]
+    assert len(named) == len(set(named)) and set(named) <= {"SPEAKER_1", "SPEAKER_2"}
+    for name in named:
+        assert name in how  # one line per speaker says why
+    cast = make_cast(tracks, speakers, "auto", mapping, how)
+    assert cast.mapping == mapping and cast.how == how
+    unheard = [Speaker(s.name, s.features, s.speech) for s in speakers]
+    assert auto_mapping(clip, 25.0, tracks, unheard, syncnet)[0] is None  # no audio: in order, and it says so
+    mapping, how = auto_mapping(clip[:4], 25.0, tracks.subset(slice(0, 4)), speakers, syncnet)
+    assert mapping is None and "could not compare" in how  # 4 frames: too short for the metric

@@ -166,6 +166,7 @@ def auto_mapping(frames, fps: float, tracks: FaceTracks, speakers: list[Speaker]
                  syncnet: torch.nn.Module) -> tuple[dict[str, str | None] | None, str]:
     """Each speaker's face by SyncNet (`match.py`): label -> speaker name, and a report of how it was decided.
     (None, why) when it cannot be measured: no speaker carries its audio."""
+    from ..score.metric import SyncScoreError
     from .match import explain, match_speakers, sync_pairs
 
     heard = [s for s in speakers if s.audio16k is not None]
@@ -176,9 +177,12 @@ def auto_mapping(frames, fps: float, tracks: FaceTracks, speakers: list[Speaker]
     by_audio: dict[int, list[Speaker]] = {}
     for speaker in heard:  # speakers of one mixed track share its audio: one SyncNet pass for all of them
         by_audio.setdefault(id(speaker.audio16k), []).append(speaker)
-    for group in by_audio.values():
-        pairs += sync_pairs(frames, fps, group[0].audio16k, 16000, list(tracks.tracks),
-                            {s.name: s.speech for s in group}, syncnet)
+    try:
+        for group in by_audio.values():
+            pairs += sync_pairs(frames, fps, group[0].audio16k, 16000, list(tracks.tracks),
+                                {s.name: s.speech for s in group}, syncnet)
+    except SyncScoreError as exc:  # too short a clip for the metric, silent audio: say so and go on in order
+        return None, f"auto: SyncNet could not compare the faces ({exc}); speakers given to the face tracks in order"
     chosen = match_speakers(pairs)
     mapping: dict[str, str | None] = {label: None for label in tracks.labels}
     for name, track in chosen.items():
