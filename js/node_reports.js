@@ -3,7 +3,8 @@
 import { app } from "../../scripts/app.js";
 
 const REPORTS = {
-  LatentSyncSyncNetScore: ["latentsync_score", (d) => [d.report]],
+  // The report's lines: the three numbers, then "mouth sharpness ..." when faces were connected (d.sharpness).
+  LatentSyncSyncNetScore: ["latentsync_score", (d) => d.report.split("\n")],
   LatentSyncDetectFaces: ["latentsync_faces", (d) =>
     [`${d.frames_with_face} of ${d.frames} frames with a face · ${d.resolution} px · ${d.detector}`,
      ...(d.tracks?.length > 1 ? [`face tracks ${d.tracks.join(", ")}`] : [])]],

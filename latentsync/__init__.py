@@ -65,6 +65,10 @@ _EXPORTS = {
     # after: upscale, score, compare
     "load_upscale_model": "upscale.models",
     "upscale_frames": "upscale.frames",
+    "load_face_restorer": "upscale.restore",
+    "restore_mouths": "upscale.restore",
+    "FaceRestorer": "upscale.restore",
+    "compare_sharpness": "score.sharpness",
     "load_syncnet": "score.syncnet",
     "score_video": "score.evaluate",
     "SyncScore": "score.metric",

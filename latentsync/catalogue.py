@@ -62,6 +62,12 @@ CATALOGUE: dict[str, ModelFile] = {m.key: m for m in (
               "pytorch_model.bin", "cc-by-4.0"),
     ModelFile("upscaler", "Real-ESRGAN x2plus", "upscale_models/RealESRGAN_x2plus.pth",
               "https://github.com/xinntao/Real-ESRGAN", "RealESRGAN_x2plus.pth (its releases)", "bsd-3-clause"),
+    # Face restorers for Restore Mouths, in the folder other ComfyUI face-restore packs use.
+    ModelFile("gfpgan", "TencentARC's GFPGAN v1.4 face restorer", "facerestore_models/GFPGANv1.4.pth",
+              "https://github.com/TencentARC/GFPGAN", "GFPGANv1.4.pth (its v1.3.0 release)", "apache-2.0"),
+    ModelFile("codeformer", "sczhou's CodeFormer face restorer", "facerestore_models/codeformer.pth",
+              "https://github.com/sczhou/CodeFormer", "codeformer.pth (its v0.1.0 release)",
+              "S-Lab License 1.0 (non-commercial)"),
 )}
 
 # ComfyUI model-folder key -> sub-folders of models/ that hold it, for the files above that ComfyUI does not
@@ -72,6 +78,7 @@ MODEL_FOLDERS = {
     "pyannote": ["pyannote", os.path.join("latentsync", "pyannote")],
     "insightface": ["insightface"],  # buffalo_l lives in insightface/models/buffalo_l/, as other packs expect
     "syncnet": ["syncnet", os.path.join("latentsync", "syncnet")],
+    "facerestore_models": ["facerestore_models"],  # shared with other face-restore packs
 }
 
 

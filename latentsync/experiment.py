@@ -1,17 +1,19 @@
 """The PoC experiment: one clip through a matrix of configurations (VAD policy, 256 vs 1.6@512 vs 256 +
-upscale, quantization, scheduler and steps, guidance, DeepCache), each scored with SyncNet, on one library
-path. Writes `README.md` (a table: config, LSE-C, LSE-D, offset, seconds, peak memory), `results.csv`,
+upscale vs 256 + mouth restoration, quantization, scheduler and steps, guidance, DeepCache), each scored with SyncNet, on one library
+path. Writes `README.md` (a table: config, LSE-C, LSE-D, offset, mouth sharpness and its ratio to the source
+frames, seconds, peak memory), `results.csv`,
 `chart.png` and one mp4 per configuration. The report is rewritten after every configuration, and a
 configuration that fails (int4 without CUDA, out of memory, a missing model) is a row with its error while the
 run goes on: an hour of results is not lost to the last configuration.
 
 The configs file (JSON):
     {"models": {"unet_1.5": PATH, "unet_1.6": PATH, "whisper": PATH, "vae": PATH, "syncnet": PATH,
-                "s3fd": PATH (optional), "upscaler": PATH (optional)},
+                "s3fd": PATH (optional), "upscaler": PATH (optional), "face_restorer": PATH (optional)},
      "defaults": {"version": "1.5", "dtype": "auto", "quantization": "none", "scheduler": "ddim", "steps": 20,
                   "guidance": 1.5, "seed": 1247, "deepcache_interval": 0, "vad_policy": "off", "upscale": "none",
-                  ...: every sampler setting by its name in sample/settings.py},
-     "score": {"crops": "pack" | "s3fd", "min_track": 50},
+                  "restore": "none" | "model" (the face restorer on the mouth, before any upscale),
+                  "restore_strength": 0.7, ...: every sampler setting by its name in sample/settings.py},
+     "score": {"crops": "pack" | "s3fd", "min_track": 50, "jpeg": "auto" | true | false (auto: on with s3fd)},
      "configs": [{"name": "baseline 256"}, {"name": "VAD skip", "vad_policy": "skip"}, ...]}
 Relative model paths are read from the `--models` folder (a ComfyUI models/ folder) or the file's folder.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 import threading
@@ -35,11 +38,12 @@ from .sample.settings import SETTINGS, SamplerSettings, one_spelling
 
 # Every sampler setting under its one name (sample/settings.py), and what only the experiment varies.
 DEFAULTS = {"version": "1.5", "dtype": "auto", "quantization": "none",
-            **{setting.name: setting.default for setting in SETTINGS}, "upscale": "none", "upscale_scale": 2.0}
+            **{setting.name: setting.default for setting in SETTINGS}, "upscale": "none", "upscale_scale": 2.0,
+            "restore": "none", "restore_strength": 0.7}
 # The models a configs file names (paths under --models), by default where the catalogue puts them; the
 # optional ones only when named.
 MODEL_DEFAULTS = {key: CATALOGUE[key].path for key in ("unet_1.5", "unet_1.6", "whisper", "vae", "syncnet")} | \
-    {"s3fd": None, "upscaler": None}
+    {"s3fd": None, "upscaler": None, "face_restorer": None}
 
 
 def load_plan(path: str | Path, models_dir: str | Path | None = None) -> tuple[dict, list[dict], dict]:
@@ -64,10 +68,17 @@ def load_plan(path: str | Path, models_dir: str | Path | None = None) -> tuple[d
     unknown = {k for c in configs for k in c} - set(DEFAULTS) - {"name"}
     if unknown:
         raise ValueError(f"{path}: unknown config settings {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    for config in configs:
+        if config["restore"] not in ("none", "model") or not 0 <= config["restore_strength"] <= 1:
+            raise ValueError(f'{path}: "restore" is "none" or "model" and "restore_strength" from 0 to 1, got '
+                             f'{config["restore"]!r} and {config["restore_strength"]!r} in {config.get("name")!r}')
     names = [c.get("name") for c in configs]
     if None in names or len(set(names)) != len(names):
         raise ValueError(f"{path}: every config needs a unique name")
-    return models, configs, {"crops": "pack", "min_track": 50} | plan.get("score", {})
+    score = {"crops": "pack", "min_track": 50, "jpeg": "auto"} | plan.get("score", {})
+    if score["jpeg"] not in ("auto", True, False):
+        raise ValueError(f'{path}: score.jpeg must be "auto", true or false, got {score["jpeg"]!r}')
+    return models, configs, score
 
 
 def _one_spelling(config: object, path: Path) -> dict:
@@ -129,14 +140,17 @@ def run_config(config: dict, clip: Clip, models: dict, model_set: ModelSet, vide
                             _need(models, "vae", "SD VAE"), settings, dtype=dtype)
         result = run.result
         frames = result.frames
-        if config["upscale"] != "none":
-            crops = _upscale(result, config, models, device)
+        if config["restore"] != "none" or config["upscale"] != "none":
+            crops = _restore(result.crops, result, config, models, device)
+            crops = _upscale(crops, result, config, models, device)
             frames = paste_back(clip.frames[torch.as_tensor(result.source_index)], result.faces, crops)
     seconds = time.perf_counter() - started
     write_video(video, frames, clip.fps, audio=clip.audio_path)
     score = _score(frames, clip, models, model_set, score_settings)
+    sharpness = _sharpness(frames, clip, result)
     return {"name": config["name"], "lse_c": score.lse_c, "lse_d": score.lse_d, "offset": score.offset,
-            "crops": score.crops, "seconds": seconds, "peak_mb": memory.peak / 2**20, "frames": len(frames),
+            "crops": score.crops, "sharpness": sharpness["generated"], "sharpness_ratio": sharpness["ratio"],
+            "seconds": seconds, "peak_mb": memory.peak / 2**20, "frames": len(frames),
             "generated": int(result.generated.sum()), "video": video.name,
             "settings": {k: v for k, v in config.items() if k != "name"}}
 
@@ -243,17 +257,19 @@ def write_report(rows: list[dict], out_dir: Path, context: dict) -> None:
              f"`{context['audio']}`, on {context['device']}; configs from `{context['configs']}`.",
              "LSE-C: SyncNet confidence (higher is better); LSE-D: distance (lower is better); offset in frames "
              f"at 25 fps; crops: {done[0]['crops'] if done else '-'}.", "",
-             "| config | LSE-C | LSE-D | offset | seconds | peak memory (MB) | generated frames |"
-             + (" error |" if failed else ""),
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |" + (" --- |" if failed else "")]
+             "Mouth sharpness: Laplacian variance over the regenerated mouth (median over the frames; higher is "
+             "sharper); vs source: its ratio to the same measure on the source frames.", "",
+             "| config | LSE-C | LSE-D | offset | mouth sharpness | vs source | seconds | peak memory (MB) "
+             "| generated frames |" + (" error |" if failed else ""),
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + (" --- |" if failed else "")]
     lines += [_table_row(r, failed > 0) for r in rows]
     lines += ["", "Settings per config are in `results.csv`; each config's video is beside this file."]
     if failed:
         lines += [f"{failed} of {len(rows)} configs failed; their error is in the last column."]
     _replace_file(out_dir / "README.md", ("\n".join(lines) + "\n").encode("utf-8"))
     table = io.StringIO(newline="")
-    columns = ["name", "lse_c", "lse_d", "offset", "crops", "seconds", "peak_mb", "frames", "generated", "video",
-               "error"]
+    columns = ["name", "lse_c", "lse_d", "offset", "crops", "sharpness", "sharpness_ratio", "seconds", "peak_mb",
+               "frames", "generated", "video", "error"]
     writer = csv.DictWriter(table, fieldnames=[*columns, "settings"])
     writer.writeheader()
     for row in rows:
@@ -273,12 +289,18 @@ def _replace_file(path: Path, data: bytes) -> None:
 
 def _table_row(row: dict, error_column: bool) -> str:
     if "error" in row:
-        cells = [row["name"], *["-"] * 3, f"{row['seconds']:.1f}", "-", "-", row["error"]]
+        cells = [row["name"], *["-"] * 5, f"{row['seconds']:.1f}", "-", "-", row["error"]]
     else:
         cells = [row["name"], f"{row['lse_c']:.3f}", f"{row['lse_d']:.3f}", f"{row['offset']:+d}",
+                 _number(row.get("sharpness"), "{:.1f}"), _number(row.get("sharpness_ratio"), "{:.2f} x"),
                  f"{row['seconds']:.1f}", f"{row['peak_mb']:.0f}", f"{row['generated']}/{row['frames']}"]
         cells += [""] if error_column else []
     return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"  # a bare "|" would split a cell
+
+
+def _number(value: float | None, pattern: str) -> str:
+    """A measure in the table; "-" where there is none (an older row, or no frame with a face)."""
+    return "-" if value is None or not math.isfinite(value) else pattern.format(value)
 
 
 def bar_chart(names: list[str], values: list[float | None], width: int = 720, bar: int = 28) -> np.ndarray:
@@ -313,25 +335,48 @@ def _need(models: dict, key: str, what: str) -> Path:
     return Path(path)
 
 
-def _upscale(result, config, models, device):
-    from .upscale.frames import face_fit_side, upscale_frames
+def _restore(crops, result, config, models, device):
+    """The generated crops with their mouths restored by the face restorer (`"restore": "model"`), or as they are."""
+    if config["restore"] == "none":
+        return crops
+    from .upscale.restore import load_face_restorer, restore_mouths
+
+    model = load_face_restorer(_need(models, "face_restorer", "face restoration model"), device=device)
+    return restore_mouths(crops, result.faces.mask, model, strength=config["restore_strength"], device=device)
+
+
+def _upscale(crops, result, config, models, device):
+    from .face.align import face_fit_side
+    from .upscale.frames import upscale_frames
     from .upscale.models import load_upscale_model
 
     method = config["upscale"]
+    if method == "none":
+        return crops
     if method == "model":
         method = load_upscale_model(_need(models, "upscaler", "upscale model"), device=device)
     # As large as the faces appear in the frames, and never smaller than asked.
     side = face_fit_side(result.faces, minimum=round(result.faces.resolution * config["upscale_scale"]))
-    return upscale_frames(result.crops, method, size=(side, side), device=device)
+    return upscale_frames(crops, method, size=(side, side), device=device)
 
 
 def _score(frames, clip: Clip, models: dict, model_set: ModelSet, settings: dict):
     from .score.crops import pack_face_detector
-    from .score.evaluate import score_sync
+    from .score.evaluate import score_sync, wants_jpeg
 
     syncnet = model_set.syncnet(_need(models, "syncnet", "SyncNet syncnet_v2.model"))
     extra = {"face_boxes": pack_face_detector()}
     if settings["crops"] == "s3fd":
         extra = {"s3fd": model_set.s3fd(_need(models, "s3fd", "S3FD sfd_face.pth"))}
     return score_sync(frames, clip.waveform, clip.sample_rate, clip.fps, syncnet, crops=settings["crops"],
-                      min_track=settings["min_track"], **extra)
+                      min_track=settings["min_track"],
+                      jpeg=wants_jpeg(settings["jpeg"], settings["crops"]), **extra)
+
+
+def _sharpness(frames, clip: Clip, result) -> dict:
+    """Mouth sharpness of the output and of the source frames it was made from, through the same faces; the
+    source frames are taken one at a time (no second copy of the clip)."""
+    from .score.sharpness import compare_sharpness
+
+    source = (clip.frames[int(i)] for i in result.source_index)
+    return compare_sharpness(frames, source, result.faces)

@@ -9,13 +9,13 @@ from .sampler import LatentSyncSampler, LatentSyncSpeakersSampler
 from .score import SyncNetScore
 from .speakers import AssignFaces, DiarizeSpeakers, SpeakerNode
 from .unet_loader import UNetLoader
-from .upscale import Upscale
+from .upscale import RestoreMouths, Upscale
 from .vad import VoiceActivityDetection
 from .whisper import WhisperEncode
 
 NODES: list[type[io.ComfyNode]] = [VoiceActivityDetection, WhisperEncode, UNetLoader, DetectFaces, PasteFaces,
                                    LatentSyncSampler, LatentSyncSampleVideo, VideoInfo, Upscale, SyncNetScore,
-                                   SpeakerNode, DiarizeSpeakers, AssignFaces, LatentSyncSpeakersSampler]
+                                   SpeakerNode, DiarizeSpeakers, AssignFaces, LatentSyncSpeakersSampler, RestoreMouths]
 
 
 class LatentSyncExtension(ComfyExtension):

@@ -1,18 +1,24 @@
-"""SyncNet Score node: LSE-C, LSE-D and AV offset of frames against audio, the reference metric."""
+"""SyncNet Score node: LSE-C, LSE-D and AV offset of frames against audio, the reference metric; with the
+sampler's faces also the mouth sharpness (against the source frames when given)."""
 from __future__ import annotations
+
+import math
 
 import torch
 
 from ..latentsync.score.crops import pack_face_detector
 from ..latentsync.score.s3fd import load_s3fd
 from ..latentsync.score.plot import render_distances
-from ..latentsync.score.evaluate import score_sync
+from ..latentsync.score.evaluate import score_sync, wants_jpeg
+from ..latentsync.score.sharpness import compare_sharpness
 from ..latentsync.score.syncnet import load_syncnet
 from ._comfy import folder_paths, io, model_management, override, ui
 from .base import LatentSyncNode
+from .data_types import Faces
 
 CROPS = ("pack", "s3fd", "input")
 NO_MODEL = "none"
+JPEG = ("auto", "on", "off")
 
 
 class SyncNetScore(LatentSyncNode):
@@ -44,6 +50,16 @@ class SyncNetScore(LatentSyncNode):
                 io.Int.Input("min_track", default=50, min=5, max=1000,
                              tooltip="Shortest face track counted, in frames at 25 fps (reference: 50); lower "
                                      "it for short clips."),
+                # Optional and last: saved workflows and API prompts from before them still load and validate.
+                io.Combo.Input("jpeg_round_trip", options=list(JPEG), default="auto", optional=True,
+                               tooltip="JPEG-encode each face crop before SyncNet, as the reference does; auto: "
+                                       "on with crops=s3fd."),
+                Faces.Input("faces", optional=True,
+                            tooltip="The sampler's faces: adds the mouth sharpness (Laplacian variance) to the "
+                                    "report."),
+                io.Image.Input("source_images", optional=True,
+                               tooltip="With faces: the original frames, for the sharpness ratio generated/"
+                                       "source."),
             ],
             outputs=[
                 io.Float.Output(display_name="lse_c", tooltip="LSE-C: sync confidence, higher is better."),
@@ -73,7 +89,8 @@ class SyncNetScore(LatentSyncNode):
     @classmethod
     @override
     def execute(cls, images, audio, fps: float, syncnet_model: str, crops: str, s3fd_model: str,
-                min_track: int) -> io.NodeOutput:
+                min_track: int, jpeg_round_trip: str = "auto", faces=None, source_images=None) -> io.NodeOutput:
+        sharpness = _sharpness(images, faces, source_images)  # first: a count mismatch fails before SyncNet runs
         device = model_management.get_torch_device()
         syncnet = load_syncnet(folder_paths.get_full_path_or_raise("syncnet", syncnet_model), device=device)
         extra = {}
@@ -81,12 +98,41 @@ class SyncNetScore(LatentSyncNode):
             extra["s3fd"] = load_s3fd(folder_paths.get_full_path_or_raise("syncnet", s3fd_model), device=device)
         elif crops == "pack":
             extra["face_boxes"] = pack_face_detector()
+        jpeg = wants_jpeg(jpeg_round_trip, crops)
         score = score_sync(images, audio["waveform"], audio["sample_rate"], fps, syncnet, crops=crops,
-                           min_track=min_track, **extra)
+                           min_track=min_track, jpeg=jpeg, **extra)
         report = (f"LSE-C {score.lse_c:.3f}  LSE-D {score.lse_d:.3f}  offset {score.offset:+d}  "
-                  f"({score.crops} crops, {score.snippets} snippets of 5 frames)")
+                  f"({score.crops} crops{', JPEG round trip' if jpeg else ''}, {score.snippets} snippets of 5 frames)")
+        if sharpness is not None:
+            report += "\n" + sharpness_line(sharpness)
         plot = torch.from_numpy(render_distances(score)).float().div(255)[None]
-        summary = score.to_json() | {"report": report}
+        summary = score.to_json() | {"report": report} | ({"sharpness": sharpness} if sharpness else {})
         # The core image preview, and the numbers the editor's report widget shows (js/node_reports.js).
         shown = ui.PreviewImage(plot, cls=cls).as_dict() | {"latentsync_score": [summary]}
         return io.NodeOutput(float(score.lse_c), float(score.lse_d), int(score.offset), report, plot, ui=shown)
+
+
+def _sharpness(images, faces, source_images) -> dict | None:
+    """Mouth sharpness of the images (and their source frames) with the faces they were made with, or None."""
+    if faces is None:
+        if source_images is not None:
+            raise ValueError("source_images are compared through the faces: connect the sampler's faces too")
+        return None
+    for name, frames in (("images", images), ("source_images", source_images)):
+        if frames is not None and len(frames) != len(faces):
+            raise ValueError(f"{name} has {len(frames)} frames but the faces cover {len(faces)}; connect the faces "
+                             "the sampler returned with these frames (one face entry per frame)")
+    measured = compare_sharpness(images, source_images, faces)
+    # NaN (no frame with a face) as null: the summary goes to the browser as JSON.
+    return {key: value if math.isfinite(value) else None for key, value in measured.items()}
+
+
+def sharpness_line(sharpness: dict) -> str:
+    """"mouth sharpness X" and, against the source, "(source Y, Z x)"; "-" where no face was measured."""
+    def shown(key: str, digits: int) -> str:
+        return "-" if sharpness.get(key) is None else f"{sharpness[key]:.{digits}f}"
+
+    line = f"mouth sharpness {shown('generated', 1)}"
+    if "source" in sharpness:
+        line += f" (source {shown('source', 1)}, {shown('ratio', 2)} x)"
+    return line

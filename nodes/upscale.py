@@ -1,9 +1,14 @@
-"""Upscale node: Real-ESRGAN-family models or interpolation, for generated face crops or whole frames."""
+"""Upscale node: Real-ESRGAN-family models or interpolation, for generated face crops or whole frames; Restore
+Mouths: a face restorer (GFPGAN, RestoreFormer, CodeFormer) on the generated crops, blended only on the mouth."""
 from __future__ import annotations
 
+import torch
+
 from ..latentsync.upscale.resize import INTERPOLATION_MODES
-from ..latentsync.upscale.frames import face_fit_side, upscale_frames, upscale_mouth_region
+from ..latentsync.face.align import face_fit_side
+from ..latentsync.upscale.frames import upscale_frames, upscale_mouth_region
 from ..latentsync.upscale.models import check_upscale_model, load_upscale_model
+from ..latentsync.upscale.restore import check_face_restorer, load_face_restorer, restore_mouths
 from ..latentsync.upscale.tiling import estimate_activation_bytes, model_device_bytes
 from ._comfy import PRECISIONS, compute_dtype, folder_paths, io, model_management, override, progress_reporter
 from .base import LatentSyncNode
@@ -90,13 +95,8 @@ class Upscale(LatentSyncNode):
             raise ValueError("method 'model' needs an upscale model: pick model_name, connect Load Upscale "
                              "Model, or choose an interpolation method")
         dtype = compute_dtype(precision, device)
-        # Make room the way core upscaling does, so other models are offloaded first. The library shrinks the
-        # tile and chunk to what is free, so asking for more than the device holds would only evict every model.
         count, height, width = images.shape[:3]
-        side = min(tile, max(height, width))
-        wanted = model_device_bytes(model, dtype) + estimate_activation_bytes(model, side, side, min(chunk, count),
-                                                                              dtype)
-        model_management.free_memory(min(wanted, model_management.get_total_memory(device)), device)
+        make_room(model, min(tile, max(height, width)), min(chunk, count), dtype, device)
         options = {"scale": None if size else scale, "size": size, "tile": tile, "overlap": overlap, "chunk": chunk,
                    "device": device, "dtype": dtype, "progress": progress_reporter()}
         if mouth_only:
@@ -105,3 +105,78 @@ class Upscale(LatentSyncNode):
             out = upscale_frames(images, model, **options)
         return io.NodeOutput(out.to(model_management.intermediate_device()))
 
+
+FACE_RESTORE_FOLDER = "facerestore_models"
+
+
+class RestoreMouths(LatentSyncNode):
+    @classmethod
+    @override
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LatentSyncRestoreMouths",
+            display_name="Restore Mouths (LatentSync)",
+            category="LatentSync/image",
+            description="Runs a face restorer (GFPGAN v1.3/v1.4, RestoreFormer, CodeFormer) over the sampler's "
+                        "face crops and keeps its result only where the mouth was regenerated, so eyes and skin "
+                        "stay as in the video. Paste the result back with Paste Faces Back.",
+            inputs=[
+                io.Image.Input("images", tooltip="The generated face crops (the sampler's crops output)."),
+                Faces.Input("faces", tooltip="The faces the crops belong to: their mouth mask says where to blend."),
+                io.Combo.Input("model_name",
+                               options=[NO_MODEL, *folder_paths.get_filename_list(FACE_RESTORE_FOLDER)],
+                               default=NO_MODEL,
+                               tooltip="GFPGANv1.4.pth, RestoreFormer.pth or codeformer.pth in "
+                                       "models/facerestore_models/."),
+                io.Float.Input("strength", default=0.7, min=0.0, max=1.0, step=0.05,
+                               tooltip="How far the mouth moves toward the restored face; 0 leaves the crops as "
+                                       "they are."),
+                io.Float.Input("feather", default=0.03, min=0.0, max=0.5, step=0.005,
+                               tooltip="Softness of the mouth edge, as a fraction of the crop side."),
+                io.Int.Input("size", default=0, min=0, max=4096, step=8,
+                             tooltip="Output crop side in pixels; 0 = the larger of the crop side and 512."),
+                io.Int.Input("chunk", default=4, min=1, max=64,
+                             tooltip="Crops on the device at once; halved automatically when memory runs out."),
+                io.Combo.Input("precision", options=PRECISIONS, default="auto",
+                               tooltip="Model precision; auto is fp32 (these models are not fp16-safe), bf16 "
+                                       "saves memory."),
+                io.UpscaleModel.Input("restore_model", optional=True,
+                                      tooltip="A face restorer from ComfyUI's Load Upscale Model; overrides "
+                                              "model_name."),
+            ],
+            outputs=[io.Image.Output(display_name="images", tooltip="The crops with restored mouths.")],
+        )
+
+    @classmethod
+    @override
+    def check_inputs(cls, model_name: str | None = None, **_) -> dict[str, str]:
+        if model_name in (None, NO_MODEL) or folder_paths.get_full_path(FACE_RESTORE_FOLDER, model_name):
+            return {}
+        return {"model_name": f"face restoration model {model_name!r} not found in models/{FACE_RESTORE_FOLDER}"}
+
+    @classmethod
+    @override
+    def execute(cls, images, faces, model_name: str, strength: float, feather: float, size: int, chunk: int,
+                precision: str, restore_model=None) -> io.NodeOutput:
+        device = model_management.get_torch_device()
+        if restore_model is not None:
+            model = check_face_restorer(restore_model, "the connected model")
+        elif model_name != NO_MODEL:
+            model = load_face_restorer(folder_paths.get_full_path_or_raise(FACE_RESTORE_FOLDER, model_name))
+        else:
+            raise ValueError("Restore Mouths needs a face restoration model: pick model_name (GFPGANv1.4.pth in "
+                             "models/facerestore_models) or connect Load Upscale Model")
+        # None lets the library pick fp32 for models spandrel marks as not fp16-safe (all three are).
+        dtype = None if precision == "auto" else compute_dtype(precision, device)
+        make_room(model, model.size, min(chunk, images.shape[0]), dtype or torch.float32, device)
+        out = restore_mouths(images, faces.mask, model, strength=strength, feather=feather, size=size or None,
+                             chunk=chunk, device=device, dtype=dtype, progress=progress_reporter())
+        return io.NodeOutput(out.to(model_management.intermediate_device()))
+
+
+def make_room(model, side: int, batch: int, dtype, device) -> None:
+    """Free device memory for the model and one batch of `side` px tiles the way core upscaling does, so other
+    models are offloaded first. The library shrinks the batch (and tile) to what is free, so asking for more
+    than the device holds would only evict every model."""
+    wanted = model_device_bytes(model, dtype) + estimate_activation_bytes(model, side, side, batch, dtype)
+    model_management.free_memory(min(wanted, model_management.get_total_memory(device)), device)

@@ -29,7 +29,7 @@ VOICES = ("latentsync_demo1_audio.wav", "latentsync_demo3_audio.wav")
 PACK_NODES = {"LatentSyncVAD", "LatentSyncSampleVideo", "LatentSyncVideoInfo", "LatentSyncWhisperEncode", "LatentSyncUNetLoader", "LatentSyncUpscale",
               "LatentSyncDetectFaces", "LatentSyncPasteFaces", "LatentSyncSyncNetScore",
               "LatentSyncSampler", "LatentSyncSpeaker", "LatentSyncDiarize", "LatentSyncAssignFaces",
-              "LatentSyncSpeakersSampler"}  # every node the pack registers
+              "LatentSyncSpeakersSampler", "LatentSyncRestoreMouths"}  # every node the pack registers
 
 
 # The longest files first: with two workers (scripts/test.sh), a long file started last would run alone at the end.

@@ -457,6 +457,49 @@ def test_syncnet_score_node_shows_the_three_numbers(comfy_server, tmp_path):
     assert "min_track" in error["exception_message"] or "track" in error["exception_message"]
 
 
+def test_syncnet_score_node_adds_mouth_sharpness_with_faces(comfy_server):
+    """With the faces and the source frames the report gains the mouth sharpness and its ratio (here the images
+    are their own source: 1.00 x); jpeg_round_trip=on moves the SyncNet numbers only and says so."""
+    from media import cut_clip
+    from syncnet_model_files import write_syncnet_file
+
+    write_syncnet_file(comfy_server.dir("models") / "syncnet" / "syncnet_v2.model")
+    cut_clip(shared_path("media/latentsync_demo1_video.mp4"), comfy_server.dir("input") / "clip40.mp4", 40, 540)
+    wav = put_input(comfy_server, shared_path("media/latentsync_demo1_audio.wav"))
+    prompt = faces_prompt("clip40.mp4")
+    for unused in ("4", "5", "6", "7"):
+        del prompt[unused]
+    prompt["8"] = {"class_type": "LoadAudio", "inputs": {"audio": wav}}
+    prompt["9"] = {"class_type": "LatentSyncSyncNetScore", "inputs": {
+        "images": ["2", 0], "audio": ["8", 0], "fps": ["2", 2], "syncnet_model": "syncnet_v2.model",
+        "crops": "pack", "s3fd_model": "none", "min_track": 20, "jpeg_round_trip": "off", "faces": ["3", 0],
+        "source_images": ["2", 0]}}
+    history = comfy_server.run(prompt)
+    assert history["status"]["status_str"] == "success", history["status"]
+    plain = history["outputs"]["9"]["latentsync_score"][0]
+    sharpness = plain["sharpness"]
+    assert sharpness["generated"] > 0 and sharpness["generated"] == sharpness["source"] and sharpness["ratio"] == 1
+    score_line, sharpness_line = plain["report"].split("\n")
+    assert "LSE-C" in score_line and "JPEG" not in score_line and plain["jpeg"] is False
+    value = f"{sharpness['generated']:.1f}"
+    assert sharpness_line == f"mouth sharpness {value} (source {value}, 1.00 x)"
+
+    prompt["9"]["inputs"]["jpeg_round_trip"] = "on"
+    history = comfy_server.run(prompt)
+    assert history["status"]["status_str"] == "success", history["status"]
+    jpeg = history["outputs"]["9"]["latentsync_score"][0]
+    assert jpeg["jpeg"] is True and "pack crops, JPEG round trip" in jpeg["report"]
+    assert jpeg["sharpness"] == sharpness and jpeg["report"].split("\n")[1] == sharpness_line
+    assert (jpeg["crops"], jpeg["windows"]) == (plain["crops"], plain["windows"]) and jpeg["lse_d"] != plain["lse_d"]
+    assert jpeg["lse_d"] == pytest.approx(plain["lse_d"], abs=1.0)  # a mild loss, not another clip
+
+    prompt["10"] = {"class_type": "ImageFromBatch", "inputs": {"image": ["2", 0], "batch_index": 0, "length": 20}}
+    prompt["9"]["inputs"]["source_images"] = ["10", 0]
+    history = comfy_server.run(prompt)
+    (error,) = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
+    assert "source_images has 20 frames but the faces cover 40" in error["exception_message"]
+
+
 def test_upscaled_crops_fit_the_faces_and_paste_back(comfy_server, upscale_models):
     import numpy as np
     from PIL import Image

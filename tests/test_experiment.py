@@ -15,21 +15,25 @@ def setup(tmp_path_factory, tiny_unet_config):
     from scripts.model_files import write_lipsync_models
     from syncnet_model_files import write_syncnet_file
     from scripts.vae_files import NARROW_WIDTHS
+    from upscale_model_files import write_restoreformer
 
     root = tmp_path_factory.mktemp("experiment")
     # A narrower SD VAE: the run is about the experiment's table and reports, not the VAE (tests/test_vae.py).
     models = write_lipsync_models(root / "models", tiny_unet_config, vae_widths=NARROW_WIDTHS)
     write_syncnet_file(models / "syncnet" / "syncnet_v2.model")
+    write_restoreformer(models / "facerestore_models" / "RestoreFormer.pth")  # tiny, random
     clip = cut_clip(shared_path("media/latentsync_demo1_video.mp4"), root / "clip.mp4", 16, 540)
     voice = cut_voice(shared_path("media/latentsync_demo1_audio.wav"), root / "voice.wav", 16 / 25)
     configs = root / "configs.json"
     configs.write_text(json.dumps({
+        "models": {"face_restorer": "facerestore_models/RestoreFormer.pth"},
         "defaults": {"steps": 2},
         "score": {"crops": "pack", "min_track": 8},
         "configs": [{"name": "baseline"}, {"name": "VAD skip, DPM-Solver++", "vad": "skip", "scheduler": "dpmpp_2m"},
                     # fails at once: int4 needs CUDA, and on CUDA a bf16 model (auto is fp16 there)
                     {"name": "int4", "quantization": "int4"},
-                    {"name": "bicubic x2", "upscale": "bicubic"}]}))
+                    {"name": "bicubic x2", "upscale": "bicubic"},
+                    {"name": "mouth restored", "restore": "model", "restore_strength": 1.0}]}))
     return root, models, clip, voice, configs
 
 
@@ -42,16 +46,32 @@ def test_experiment_writes_table_csv_chart_and_videos(setup):
                             cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 1, result.stderr[-3000:]  # finished, but a configuration failed
     summary = json.loads(result.stdout)
-    assert [r["name"] for r in summary["results"]] == ["baseline", "VAD skip, DPM-Solver++", "int4", "bicubic x2"]
+    assert [r["name"] for r in summary["results"]] == ["baseline", "VAD skip, DPM-Solver++", "int4", "bicubic x2",
+                                                       "mouth restored"]
     assert summary["failed"] == 1 and "int4" in summary["results"][2]["error"]
     table = (out / "README.md").read_text()
-    assert table.count("\n| ") == 6 and "LSE-C" in table  # header, rule and 4 rows
-    assert "\n| int4 | - | - | - |" in table and "1 of 4 configs failed" in table
+    assert table.count("\n| ") == 7 and "LSE-C" in table  # header, rule and 5 rows
+    assert "\n| int4 | - | - | - |" in table and "1 of 5 configs failed" in table
     with open(out / "results.csv") as file:
         rows = list(csv.DictReader(file))
     scored = [r for r in rows if not r["error"]]
-    assert len(rows) == 4 and [r["name"] for r in scored] == ["baseline", "VAD skip, DPM-Solver++", "bicubic x2"]
+    assert len(rows) == 5 and [r["name"] for r in scored] == ["baseline", "VAD skip, DPM-Solver++", "bicubic x2",
+                                                              "mouth restored"]
     assert all(float(r["seconds"]) > 0 and float(r["peak_mb"]) > 0 for r in scored)
+    # Mouth sharpness of each output and its ratio to the source frames': exactly 1 where no frame was generated
+    # (the skip policy passes this clip through), far from 1 where the tiny random UNet painted noise.
+    assert all(float(r["sharpness"]) > 0 for r in scored)
+    assert rows[1]["generated"] == "0" and float(rows[1]["sharpness_ratio"]) == pytest.approx(1.0, abs=1e-9)
+    assert abs(float(rows[0]["sharpness_ratio"]) - 1) > 0.5 and abs(float(rows[3]["sharpness_ratio"]) - 1) > 0.5
+    assert rows[2]["sharpness"] == "" and "| mouth sharpness | vs source |" in table
+    # The baseline's crops with the (tiny, random) restorer's output in the mouth: the same frames generated, the
+    # mouth measured differently.
+    assert rows[4]["generated"] == rows[0]["generated"] and json.loads(rows[4]["settings"])["restore"] == "model"
+    assert float(rows[4]["sharpness"]) != pytest.approx(float(rows[0]["sharpness"]), rel=0.02)
+    baseline = next(line for line in table.splitlines() if line.startswith("| baseline |"))
+    cells = [cell.strip() for cell in baseline.strip("|").split("|")]
+    assert float(cells[4]) == pytest.approx(float(rows[0]["sharpness"]), abs=0.05)
+    assert cells[5] == f"{float(rows[0]['sharpness_ratio']):.2f} x"
     assert "int4" in rows[2]["error"] and "\n" not in rows[2]["error"] and rows[2]["lse_c"] == ""
     assert json.loads(rows[1]["settings"])["vad_policy"] == "skip"  # given as "vad", its earlier spelling
     assert (out / "chart.png").stat().st_size > 1000
@@ -92,7 +112,16 @@ def test_configs_are_checked_before_anything_runs(setup, tmp_path):
     with pytest.raises(ValueError, match="unique name"):
         load_plan(bad)
     models, configs, score = load_plan(REPO / "bench" / "poc_experiment.json", "/models")
-    assert len(configs) == 10 and score["crops"] == "s3fd" and str(models["vae"]).startswith("/models/vae/")
+    assert len(configs) == 11 and score["crops"] == "s3fd" and str(models["vae"]).startswith("/models/vae/")
+    assert [c["name"] for c in configs if c["restore"] == "model"] == ["256 + GFPGAN on the mouth"]
+    assert str(models["face_restorer"]).endswith("facerestore_models/GFPGANv1.4.pth") and score["jpeg"] == "auto"
+    bad.write_text(json.dumps({"configs": [{"name": "a", "restore": "GFPGAN"}]}))
+    with pytest.raises(ValueError, match='"restore" is "none" or "model"'):
+        load_plan(bad)
+    assert score["jpeg"] == "auto"  # the JPEG round trip follows the crops unless the file says otherwise
+    bad.write_text(json.dumps({"score": {"jpeg": "yes"}, "configs": [{"name": "a"}]}))
+    with pytest.raises(ValueError, match="score.jpeg must be"):
+        load_plan(bad)
 
 
 def test_video_names_are_distinct_and_stable():
@@ -123,7 +152,8 @@ def test_a_failing_configuration_is_a_row_and_the_run_goes_on(tmp_path, monkeypa
         if config["name"].startswith("broken"):
             raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
         video.write_bytes(b"mp4")
-        return {"name": config["name"], "lse_c": 7.5, "lse_d": 6.5, "offset": 1, "crops": "pack", "seconds": 1.0,
+        return {"name": config["name"], "lse_c": 7.5, "lse_d": 6.5, "offset": 1, "crops": "pack",
+                "sharpness": 12.3, "sharpness_ratio": 0.8, "seconds": 1.0,
                 "peak_mb": 10.0, "frames": 2, "generated": 2, "video": video.name,
                 "settings": {k: v for k, v in config.items() if k != "name"}}
 
@@ -138,7 +168,8 @@ def test_a_failing_configuration_is_a_row_and_the_run_goes_on(tmp_path, monkeypa
     assert any(line.endswith("broken | badly failed: CUDA out of memory. Tried to allocate 2 GiB") for line in lines)
     table = (out / "README.md").read_text()
     assert "| broken \\| badly | - | - | - |" in table and table.count("\n| ") == 6
-    assert "| last | 7.500 | 6.500 | +1 | 1.0 | 10 | 2/2 |  |" in table
+    assert "| last | 7.500 | 6.500 | +1 | 12.3 | 0.80 x | 1.0 | 10 | 2/2 |  |" in table
+    assert "| broken \\| badly | - | - | - | - | - |" in table
     with open(out / "results.csv") as file:
         assert [r["error"] for r in csv.DictReader(file)] == ["", "", rows[2]["error"], ""]
     assert (out / "chart.png").stat().st_size > 500 and not list(out.glob("*.partial"))

@@ -20,13 +20,14 @@ from syncnet_model_files import (GOLDEN, golden_syncnet_state, load_golden, writ
 
 from latentsync.score import metric
 from latentsync.media.audio import load_audio
-from latentsync.cli.score import add_score_parser, score_command
+from latentsync.cli.score import add_score_parser, crop_mode, score_command
+from latentsync.media.jpeg import jpeg_round_trip
 from latentsync.media.video import decode_frames
 from latentsync.score.s3fd import S3FDNet, candidate_detections, decode_boxes, detect_faces, load_s3fd, nms, priors
 from latentsync.score.crops import (CropTrack, ShotDetector, build_tracks, crop_face, frames_at_25fps,
                                    smoothed_geometry)
 from latentsync.score.metric import SyncScoreError
-from latentsync.score.evaluate import score_sync
+from latentsync.score.evaluate import score_sync, wants_jpeg
 from latentsync.score.syncnet import SyncNet, SyncNetCheckpointError, load_syncnet
 
 REFERENCE = "reference/syncnet"
@@ -197,6 +198,84 @@ def test_score_command_on_reference_mp4(syncnet_file):
     assert result["lse_c"] == pytest.approx(expected["conf"], abs=0.15)
     assert np.corrcoef(result["distances"], reference["mean_dists_rounded_1e-5"])[0, 1] > 0.99
     json.dumps(result)
+
+
+def _score_cli(*arguments: str) -> dict:
+    parser = argparse.ArgumentParser()
+    add_score_parser(parser.add_subparsers())
+    args = parser.parse_args(["score", *arguments])
+    return args.run(args)
+
+
+def test_jpeg_round_trip_brings_the_e2e_clip_to_the_reference(syncnet_file):
+    """The reference reads its crops back from JPEG files; replaying that round trip (libavcodec mjpeg at a fixed
+    qscale 3, libjpeg-turbo decode) must land within 0.1 of its LSE-D and halve the gap of the direct decode."""
+    reference = manifest("syncnet_golden_info.json")["e2e"]
+    expected = reference["reference_result_unmodified_evaluate"]
+    common = (str(shared_path(f"{REFERENCE}/syncnet_e2e.mp4")), "--syncnet", str(syncnet_file), "--already-cropped")
+    direct = _score_cli(*common, "--no-jpeg")
+    result = _score_cli(*common, "--jpeg")
+    assert result["jpeg"] is True and direct["jpeg"] is False
+    assert result["windows"] == expected["num_windows"] and result["offset"] == expected["av_offset"]
+    gap, direct_gap = abs(result["lse_d"] - expected["min_dist"]), abs(direct["lse_d"] - expected["min_dist"])
+    assert gap <= 0.1 and gap <= direct_gap / 2, (result["lse_d"], direct["lse_d"], expected["min_dist"])
+    assert result["lse_c"] == pytest.approx(expected["conf"], abs=0.1)
+    assert np.corrcoef(result["distances"], reference["mean_dists_rounded_1e-5"])[0, 1] > 0.99
+
+
+def test_score_command_replays_jpeg_by_default_only_with_s3fd():
+    """On by default where the numbers are meant for papers (--s3fd), off otherwise; either way can be forced."""
+    parser = argparse.ArgumentParser()
+    add_score_parser(parser.add_subparsers())
+    base = ["score", "clip.mp4", "--syncnet", "s.model"]
+
+    def use_jpeg(args) -> bool:  # as score_command decides it
+        return wants_jpeg(args.jpeg, crop_mode(args))
+
+    assert use_jpeg(parser.parse_args([*base, "--s3fd", "sfd_face.pth"])) is True
+    assert use_jpeg(parser.parse_args(base)) is False
+    assert use_jpeg(parser.parse_args([*base, "--already-cropped"])) is False
+    assert use_jpeg(parser.parse_args([*base, "--s3fd", "sfd_face.pth", "--no-jpeg"])) is False
+    assert use_jpeg(parser.parse_args([*base, "--jpeg"])) is True
+
+
+def test_score_command_with_s3fd_runs_the_reference_detector(tmp_path, syncnet_file):
+    """--s3fd loads sfd_face.pth and crops with it: random detector weights find no face on the e2e clip, which
+    is a clear score error (not a crash of the command itself)."""
+    parser = argparse.ArgumentParser()
+    add_score_parser(parser.add_subparsers())
+    args = parser.parse_args(["score", str(shared_path(f"{REFERENCE}/syncnet_e2e.mp4")), "--syncnet",
+                              str(syncnet_file), "--s3fd", str(write_s3fd_file(tmp_path / "sfd_face.pth"))])
+    with pytest.raises(SyncScoreError, match=r"no face track to score \(s3fd boxes\)"):
+        args.run(args)
+
+
+def _real_crop() -> np.ndarray:
+    """A 224x224 face crop of demo1's first frame, uint8 RGB."""
+    from latentsync.media.shots import resize_linear
+
+    it, _, _ = decode_frames(shared_path(DEMO_VIDEO))
+    frame = next(it)
+    x0, y0, x1, y1 = (int(v) for v in DEMO_FACE)
+    return resize_linear(np.ascontiguousarray(frame[y0 - 40:y1 + 40, x0 - 60:x1 + 60]), 224, 224)
+
+
+def test_jpeg_round_trip_is_a_mild_deterministic_per_frame_loss():
+    crop = _real_crop()
+    other = np.ascontiguousarray(crop[::-1, ::-1])
+    frames = np.stack([crop, other, crop])
+    out = jpeg_round_trip(frames)
+    assert out.shape == frames.shape and out.dtype == np.uint8
+    change = np.abs(out.astype(np.int16) - frames).mean(axis=(1, 2, 3))
+    assert np.all((change >= 0.5) & (change <= 3.0)), change  # lossy, but the face is still the face
+    np.testing.assert_array_equal(out, jpeg_round_trip(frames))  # deterministic
+    np.testing.assert_array_equal(out[0], out[2])  # frame-independent: no rate control carried across frames
+    np.testing.assert_array_equal(jpeg_round_trip(frames[:1])[0], out[0])
+    np.testing.assert_array_equal(jpeg_round_trip(np.stack([other, crop]))[1], out[0])
+    coarser = jpeg_round_trip(frames[:1], qscale=12)
+    assert np.abs(coarser.astype(np.int16) - crop).mean() > change[0]
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        jpeg_round_trip(frames.astype(np.float32))
 
 
 # ---------------------------------------------------------------- alignment on a real clip

@@ -19,8 +19,8 @@ from PIL import Image
 
 from latentsync.cli.upscale import add_upscale_parser
 from latentsync.upscale.resize import INTERPOLATION_MODES, resize_frames
-from latentsync.upscale.frames import (face_box_sizes, rescale_crop_matrices, upscale_frames, upscale_mouth_region,
-                                upscale_to_sizes)
+from latentsync.face.align import face_box_sizes
+from latentsync.upscale.frames import rescale_crop_matrices, upscale_frames, upscale_mouth_region, upscale_to_sizes
 from latentsync.upscale.models import UpscaleModelError, check_upscale_model, load_upscale_model
 from latentsync.upscale.tiling import UpscaleMemoryError, tile_spans
 from tests.upscale_model_files import build_realesrgan, write_not_an_upscaler, write_realesrgan

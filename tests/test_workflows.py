@@ -3,6 +3,7 @@ the official formats and cuts of a shared clip (0.96 s; 4 frames for the real-si
 import json
 
 import av
+import torch
 import numpy as np
 import pytest
 
@@ -162,15 +163,17 @@ def test_vad_ab_workflow_skips_the_pause(comfy_server, object_info, lipsync_inpu
 
 @pytest.fixture(scope="module")
 def poc_models(lipsync_models, tiny_unet_config):
-    """What the PoC workflows add: a 1.6-style (512 px) tiny UNet, SyncNet, and a Real-ESRGAN x2plus."""
+    """What the PoC workflows add: a 1.6-style (512 px) tiny UNet, SyncNet, a Real-ESRGAN x2plus and GFPGANv1.4
+    (full size: its architecture has one size)."""
     from scripts.model_files import write_tiny_unet
     from syncnet_model_files import write_syncnet_file
-    from upscale_model_files import write_realesrgan
+    from upscale_model_files import write_gfpgan, write_realesrgan
 
     write_tiny_unet(lipsync_models / "latentsync" / "1.6" / "latentsync_unet.pt", tiny_unet_config, seed=1,
                     resolution=512)
     write_syncnet_file(lipsync_models / "syncnet" / "syncnet_v2.model")
     write_realesrgan(lipsync_models / "upscale_models" / "RealESRGAN_x2plus.pth", "x2plus")
+    write_gfpgan(lipsync_models / "facerestore_models" / "GFPGANv1.4.pth")
     return lipsync_models
 
 
@@ -206,21 +209,32 @@ def test_poc_workflows_show_scores(comfy_server, object_info, lipsync_inputs, po
         assert video_of(comfy_server, history, save) == (DEMO_FRAMES, 25.0)
 
 
-def test_upscale_workflow_compares_three_ways(comfy_server, object_info, tiny_inputs, poc_models):
+def test_upscale_workflow_compares_four_ways(comfy_server, object_info, tiny_inputs, poc_models):
     """On the 4-frame cut: one window per sampler, every frame generated (the graph's VAD policy is off); the
-    512 px sampler is the costly part on a CPU."""
+    512 px sampler and GFPGAN are the costly parts on a CPU."""
+    from latentsync.upscale.resize import resize_nchw
+
     prompt = use_inputs(cpu_friendly(load_prompt("latentsync_upscale.json", object_info)), tiny_inputs)
-    upscale = node_id(prompt, "LatentSyncUpscale")
-    crops_key = save_images(prompt, [upscale, 0])
+    upscale, restore = node_id(prompt, "LatentSyncUpscale"), node_id(prompt, "LatentSyncRestoreMouths")
+    crops_key, restored_key = save_images(prompt, [upscale, 0]), save_images(prompt, [restore, 0])
+    generated_key = save_images(prompt, prompt[restore]["inputs"]["images"])
     history = comfy_server.run(prompt, timeout=1800)
     assert history["status"]["status_str"] == "success", failure(history)
     saves = sorted((v["inputs"]["filename_prefix"], k) for k, v in prompt.items() if v["class_type"] == "SaveVideo")
     assert [prefix for prefix, _ in saves] == ["latentsync/upscale_a_256_bicubic", "latentsync/upscale_b_256_realesrgan",
-                                               "latentsync/upscale_c_512"]
+                                               "latentsync/upscale_c_512", "latentsync/upscale_d_256_restored"]
     for _, key in saves:
         assert video_of(comfy_server, history, key) == (TINY_FRAMES, 25.0)
     side = images_of(comfy_server, history, crops_key)[0].shape[0]
     assert side >= 256 and side % 8 == 0
+    # GFPGAN at its 512 px: above the mouth the restored crops are the generated ones resized (bicubic), within
+    # the PNGs' rounding; in the mouth GFPGAN's output is blended in.
+    generated = np.stack(images_of(comfy_server, history, generated_key)).astype(np.float32) / 255
+    restored = np.stack(images_of(comfy_server, history, restored_key)).astype(np.float32) / 255
+    assert generated.shape[1:3] == (256, 256) and restored.shape == (TINY_FRAMES, 512, 512, 3)
+    base = resize_nchw(torch.from_numpy(generated).permute(0, 3, 1, 2), (512, 512), "bicubic").permute(0, 2, 3, 1)
+    difference = np.abs(restored - base.clamp(0, 1).numpy()) * 255
+    assert difference[:, :140].max() <= 2.5 and difference[:, 360:450, 180:330].mean() > 5
 
 
 def test_cancel_mid_run_writes_nothing_and_the_server_keeps_serving(comfy_server, object_info, lipsync_inputs,

@@ -135,3 +135,49 @@ def write_not_an_upscaler(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": state}, path)
     return path
+
+
+# --- face restorers ------------------------------------------------------------------------------------------
+# Built from the architectures spandrel (and spandrel-extra-arches) vendor from the official repositories, so the
+# key names are the released files'; the weights are random. The released files wrap the state dict as below.
+
+def write_gfpgan(path: Path, seed: int = 0) -> Path:
+    """GFPGANv1.4.pth / GFPGANv1.3.pth: GFPGANv1Clean at its one released size (~86 M parameters, ~350 MB),
+    as `{"params_ema": state_dict}` (TencentARC/GFPGAN releases). Build it once per session."""
+    from spandrel.architectures.GFPGAN import GFPGAN
+
+    torch.manual_seed(seed)
+    net = GFPGAN(out_size=512, num_style_feat=512, channel_multiplier=2, decoder_load_path=None, fix_decoder=False,
+                 num_mlp=8, input_is_latent=True, different_w=True, narrow=1, sft_half=True)
+    return _save({"params_ema": net.state_dict()}, path)
+
+
+def write_codeformer(path: Path, seed: int = 0) -> Path:
+    """codeformer.pth as `{"params_ema": state_dict}` (sczhou/CodeFormer releases). The VQGAN around the
+    transformer has fixed widths in spandrel-extra-arches (~74 M parameters); the transformer, whose size is read
+    from the file, is made small (1 layer of 64, a 16-entry codebook). Needs spandrel-extra-arches."""
+    from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
+
+    torch.manual_seed(seed)
+    net = CodeFormer(dim_embd=64, n_head=8, n_layers=1, codebook_size=16, latent_size=256,
+                     connect_list=["32", "64", "128", "256"], fix_modules=["quantize", "generator"])
+    return _save({"params_ema": net.state_dict()}, path)
+
+
+def write_restoreformer(path: Path, seed: int = 0) -> Path:
+    """RestoreFormer.pth as the GFPGAN v1.3.4 release stores it (`{"params_ema": state_dict}`, no `vqvae.`
+    prefix), tiny: 32 channels (GroupNorm's 32 groups are the floor), one block a level, a 16-entry codebook.
+    spandrel reads every one of these sizes from the file."""
+    from spandrel.architectures.RestoreFormer import RestoreFormer
+
+    torch.manual_seed(seed)
+    net = RestoreFormer(n_embed=16, embed_dim=32, ch=32, out_ch=3, ch_mult=(1, 1, 1, 1, 1, 1), num_res_blocks=1,
+                        attn_resolutions=(16,), dropout=0.0, in_channels=3, resolution=512, z_channels=32,
+                        double_z=False, enable_mid=True, head_size=8)
+    return _save({"params_ema": net.state_dict()}, path)
+
+
+def _save(payload: dict, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, path)
+    return path

@@ -12,7 +12,8 @@ from ..score.crops import pack_face_detector
 def add_score_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "score", help="SyncNet lip-sync score of a video; prints "
-                      '{"lse_c": ..., "lse_d": ..., "offset": frames, "crops": "s3fd"|"pack"|"input", ...}')
+                      '{"lse_c": ..., "lse_d": ..., "offset": frames, "crops": "s3fd"|"pack"|"input", "jpeg": '
+                      'true|false, ...}')
     parser.add_argument("video", help="video file; frames are taken at 25 fps (nearest frame by time), as the "
                                       "metric is defined at 25 fps")
     parser.add_argument("--audio", default=None, help="audio to score against (default: the video's own audio track)")
@@ -23,6 +24,10 @@ def add_score_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--already-cropped", action="store_true",
                         help="the video already is a face crop (resized to 224x224), as in the reference's "
                              "per-crop evaluation")
+    parser.add_argument("--jpeg", action=argparse.BooleanOptionalAction, default=None,
+                        help="send every face-crop frame through a JPEG round trip before SyncNet, as the "
+                             "reference's evaluation reads its crops from JPEG files (default: on with --s3fd, to "
+                             "compare with papers; off otherwise, to measure the frames as they are)")
     parser.add_argument("--min-track", type=int, default=50,
                         help="face tracks need more than this many frames (the reference: 50, i.e. 2 s)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -39,9 +44,14 @@ def video_fps(path: str | Path) -> float:
     return fps
 
 
+def crop_mode(args: argparse.Namespace) -> str:
+    """Where the face crops come from: "input" (--already-cropped), "s3fd" (--s3fd, as papers) or "pack"."""
+    return "input" if args.already_cropped else "s3fd" if args.s3fd else "pack"
+
+
 def score_command(args: argparse.Namespace) -> dict:
     """Run the `score` command; returns the JSON dict the CLI prints."""
-    from ..score.evaluate import score_video
+    from ..score.evaluate import score_video, wants_jpeg
     from ..score.syncnet import load_syncnet
 
     fps = video_fps(args.video)
@@ -53,15 +63,14 @@ def score_command(args: argparse.Namespace) -> dict:
         if args.audio is None:
             raise AudioError(f"{exc}; pass --audio with the speech to score against") from exc
         raise
-    if args.already_cropped:
-        crops, extra = "input", {}
-    elif args.s3fd:
-        from .s3fd import load_s3fd
+    crops, extra = crop_mode(args), {}
+    if crops == "s3fd":
+        from ..score.s3fd import load_s3fd
 
-        crops, extra = "s3fd", {"s3fd": load_s3fd(args.s3fd, device=args.device)}
-    else:
-        crops, extra = "pack", {"face_boxes": pack_face_detector()}
+        extra = {"s3fd": load_s3fd(args.s3fd, device=args.device)}
+    elif crops == "pack":
+        extra = {"face_boxes": pack_face_detector()}
     syncnet = load_syncnet(args.syncnet, device=args.device)
     score = score_video(lambda: decode_frames(args.video)[0], waveform, sample_rate, fps, syncnet, crops=crops,
-                        min_track=args.min_track, **extra)
+                        min_track=args.min_track, jpeg=wants_jpeg(getattr(args, "jpeg", None), crops), **extra)
     return {**score.to_json(), "video_fps": fps}

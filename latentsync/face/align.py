@@ -9,6 +9,7 @@ without a face leave that state untouched, so a cut-away does not disturb the fr
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -177,6 +178,36 @@ class AlignedFaces:
     def masked_pixel_values(self) -> torch.Tensor:
         """`pixel_values() * mask`: the keep region only, as the UNet's masked-image input."""
         return self.pixel_values() * self.mask
+
+
+def face_box_sizes(matrices: torch.Tensor, crop_wh: tuple[int, int]) -> list[tuple[int, int]]:
+    """"Fit to the face box" sizes: per aligned face, the crop size at which one crop pixel covers one frame pixel.
+
+    `matrices` `[N, 2, 3]` map frame pixels to crop pixels at `crop_wh` (`AlignedFaces.matrices`/`crop_wh`);
+    their scale is the crop's pixels per frame pixel. Frames without a face (NaN matrices) get `crop_wh`.
+    """
+    linear = torch.as_tensor(matrices, dtype=torch.float64)[:, :, :2]
+    pixels_per_frame_pixel = torch.linalg.det(linear).abs().sqrt()
+    sizes = []
+    for scale in pixels_per_frame_pixel.tolist():
+        if not (math.isfinite(scale) and scale > 0):
+            sizes.append(tuple(crop_wh))
+        else:
+            sizes.append((max(1, round(crop_wh[0] / scale)), max(1, round(crop_wh[1] / scale))))
+    return sizes
+
+
+def face_fit_side(faces: AlignedFaces, minimum: int | None = None) -> int:
+    """"Fit to the face box" for a clip of aligned faces (`AlignedFaces`): the square crop side at which one crop
+    pixel covers about one frame pixel (median over the frames with a face), a multiple of 8, at least
+    `minimum` (default: the faces' resolution)."""
+    minimum = faces.resolution if minimum is None else minimum
+    valid = faces.matrices[faces.valid]
+    side = float(minimum)
+    if len(valid):
+        widths = sorted(w for w, _ in face_box_sizes(valid, faces.crop_wh))
+        side = max(side, faces.resolution * widths[len(widths) // 2] / faces.crop_wh[0])
+    return 8 * math.ceil(side / 8)
 
 
 def align(frames: Frames, track: FaceTrack, resolution: int = 256, smooth: bool = True,

@@ -53,11 +53,12 @@ class SyncScore:
     framewise_conf: np.ndarray = field(repr=False)
     first_frame: int = 0
     tracks: tuple[SyncScore, ...] = field(default=(), repr=False)
+    jpeg: bool = False
 
     def to_json(self) -> dict:
         """The score as the `score` command prints it; "windows" counts the snippets (the reference's name)."""
         out = {"lse_c": self.lse_c, "lse_d": self.lse_d, "offset": self.offset, "crops": self.crops,
-               "windows": self.snippets, "distances": [round(float(d), 6) for d in self.distances]}
+               "jpeg": self.jpeg, "windows": self.snippets, "distances": [round(float(d), 6) for d in self.distances]}
         if self.tracks:
             out["tracks"] = [{"first_frame": t.first_frame, "windows": t.snippets, "lse_c": t.lse_c,
                               "lse_d": t.lse_d, "offset": t.offset} for t in self.tracks]

@@ -42,7 +42,7 @@ def upscale_frames(frames: torch.Tensor, method: str | UpscaleModel, *, scale: f
     `max_output_bytes` the RAM of the result (both default to what is free); requests that cannot fit raise
     `UpscaleMemoryError` before any work.
     """
-    frames = _as_frames(frames)
+    frames = as_frames(frames)
     count, height, width, channels = frames.shape
     target = _target_size(width, height, scale, size, method)
     result_bytes = count * target[0] * target[1] * channels * 4
@@ -63,7 +63,7 @@ def upscale_to_sizes(crops: torch.Tensor, method: str | UpscaleModel, sizes: Seq
     A model runs once per crop at its own scale and each result is resized to its box, the size the paste-back
     restores that crop to. `options` are `upscale_frames`' keywords (without `scale`/`size`).
     """
-    crops = _as_frames(crops)
+    crops = as_frames(crops)
     sizes = [tuple(sizes)] * crops.shape[0] if _is_size(sizes) else [tuple(s) for s in sizes]
     if len(sizes) != crops.shape[0]:
         raise ValueError(f"got {len(sizes)} box sizes for {crops.shape[0]} crops")
@@ -94,13 +94,13 @@ def upscale_mouth_region(crops: torch.Tensor, mouth_mask: torch.Tensor, model: U
     box maps to whole output pixels), which is about half of a LatentSync crop. Outside that box the result is
     exactly `upscale_frames(crops, base_mode, ...)`. `options` are `upscale_frames`' keywords.
     """
-    crops = _as_frames(crops)
+    crops = as_frames(crops)
     count, height, width, _ = crops.shape
     model = check_upscale_model(model)
     target = _target_size(width, height, scale, size, model)
     progress = options.pop("progress", None)
     out = upscale_frames(crops, base_mode, size=target, **options)
-    weight = _mouth_weight(mouth_mask, count, target, feather)
+    weight = mouth_weight(mouth_mask, count, target, feather)
     multiple = int(getattr(getattr(model, "size_requirements", None), "multiple_of", 1) or 1)
     box = _mouth_box(weight, (width, height), target, margin, multiple)
     if box is None:
@@ -113,36 +113,6 @@ def upscale_mouth_region(crops: torch.Tensor, mouth_mask: torch.Tensor, model: U
     blend = weight[:, ty0:ty1, tx0:tx1, None]
     out[:, ty0:ty1, tx0:tx1] = torch.lerp(out[:, ty0:ty1, tx0:tx1], region, blend)
     return out
-
-
-def face_box_sizes(matrices: torch.Tensor, crop_wh: Size) -> list[Size]:
-    """"Fit to the face box" sizes: per aligned face, the crop size at which one crop pixel covers one frame pixel.
-
-    `matrices` `[N, 2, 3]` map frame pixels to crop pixels at `crop_wh` (`AlignedFaces.matrices`/`crop_wh`);
-    their scale is the crop's pixels per frame pixel. Frames without a face (NaN matrices) get `crop_wh`.
-    """
-    linear = torch.as_tensor(matrices, dtype=torch.float64)[:, :, :2]
-    pixels_per_frame_pixel = torch.linalg.det(linear).abs().sqrt()
-    sizes = []
-    for scale in pixels_per_frame_pixel.tolist():
-        if not (math.isfinite(scale) and scale > 0):
-            sizes.append(tuple(crop_wh))
-        else:
-            sizes.append((max(1, round(crop_wh[0] / scale)), max(1, round(crop_wh[1] / scale))))
-    return sizes
-
-
-def face_fit_side(faces, minimum: int | None = None) -> int:
-    """"Fit to the face box" for a clip of aligned faces (`AlignedFaces`): the square crop side at which one crop
-    pixel covers about one frame pixel (median over the frames with a face), a multiple of 8, at least
-    `minimum` (default: the faces' resolution)."""
-    minimum = faces.resolution if minimum is None else minimum
-    valid = faces.matrices[faces.valid]
-    side = float(minimum)
-    if len(valid):
-        widths = sorted(w for w, _ in face_box_sizes(valid, faces.crop_wh))
-        side = max(side, faces.resolution * widths[len(widths) // 2] / faces.crop_wh[0])
-    return 8 * math.ceil(side / 8)
 
 
 def rescale_crop_matrices(matrices: torch.Tensor, crop_wh: Size, sizes: Sequence[Size] | Size) -> torch.Tensor:
@@ -202,8 +172,12 @@ def _upscaled_chunks(frames: torch.Tensor, method: str | UpscaleModel, target: S
         yield from runner.chunks()
 
 
-def _mouth_weight(mask: torch.Tensor, count: int, target: Size, feather: float) -> torch.Tensor:
-    """`[N or 1, h, w]` on the CPU: 1 where the model's result is used, 0 where the interpolation is kept."""
+def mouth_weight(mask: torch.Tensor, count: int, target: Size, feather: float) -> torch.Tensor:
+    """`[N or 1, h, w]` on the CPU: 1 where the model's result is used, 0 where the interpolation is kept.
+
+    `mask` is LatentSync's (1 = kept, 0 = regenerated) as `[H, W]`, `[N, H, W]` or `[N, H, W, 1]`, resized to
+    `target` and softened by a Gaussian of `feather` times its shorter side. Shared by the mouth-only upscale and
+    the mouth restoration (`restore.py`), so both blend over the same region."""
     mask = torch.as_tensor(mask).float().cpu()
     if mask.ndim == 4 and mask.shape[-1] == 1:
         mask = mask[..., 0]
@@ -247,7 +221,8 @@ def _mouth_box(weight: torch.Tensor, source: Size, target: Size, margin: int,
     return (x0, y0, x1, y1), (tx0, ty0, tx1, ty1)
 
 
-def _as_frames(frames: torch.Tensor) -> torch.Tensor:
+def as_frames(frames: torch.Tensor) -> torch.Tensor:
+    """`[N, H, W, C]` frames as float in 0-1 (uint8 read as 0-255); refuses other shapes and empty batches."""
     if not isinstance(frames, torch.Tensor) or frames.ndim != 4:
         raise ValueError(f"expected frames [N, H, W, C], got {getattr(frames, 'shape', type(frames).__name__)}")
     if 0 in frames.shape:

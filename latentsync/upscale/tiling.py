@@ -32,8 +32,13 @@ def estimate_activation_bytes(model: UpscaleModel, tile_height: int, tile_width:
     """A rough peak of device memory for one model call on `batch` tiles (weights not included).
 
     Convolutional upscalers keep a few feature maps of their widest layer at the input size and, after the
-    upsampling layers, at `scale**2` times that; the factors below cover RRDBNet and SRVGGNetCompact.
+    upsampling layers, at `scale**2` times that; the factors below cover RRDBNet and SRVGGNetCompact. A model
+    that knows better (a face restorer, whose widest layers run at a fraction of its input size) gives its own
+    `estimate_activation_bytes(height, width, batch, dtype)`.
     """
+    own = getattr(model, "estimate_activation_bytes", None)
+    if callable(own):
+        return int(own(tile_height, tile_width, batch, dtype))
     widths = [m.out_channels for m in model.model.modules() if isinstance(m, torch.nn.Conv2d)]
     features = max(widths, default=64)
     element = torch.empty((), dtype=dtype).element_size()
@@ -59,18 +64,23 @@ def default_dtype(model: UpscaleModel | None, device: torch.device) -> torch.dty
 
 
 class TiledRunner:
-    """Runs a model over frames chunk by chunk and tile by tile, shrinking batches and tiles when memory runs out."""
+    """Runs a model over frames chunk by chunk and tile by tile, shrinking batches and tiles when memory runs out.
+
+    `frames` is `[N, H, W, C]`, or any object with that `.shape` whose slices `frames[a:b]` are such tensors (frames
+    prepared a chunk at a time). Tiles never shrink below `min_tile`: a face restorer sets it to its whole image.
+    """
 
     def __init__(self, model: UpscaleModel, frames: torch.Tensor, device: torch.device, dtype: torch.dtype, *,
                  tile: int = 512, overlap: int = 32, chunk: int = 8, progress: Progress | None = None,
-                 max_memory: int | None = None, reserved: int = 0):
+                 max_memory: int | None = None, reserved: int = 0, min_tile: int = MIN_TILE):
         self.model, self.frames, self.device, self.dtype = model, frames, device, dtype
         self.overlap, self.progress = overlap, progress
         count, self.height, self.width, _ = frames.shape
         self.scale = int(model.scale)
+        self.min_tile = min(max(min_tile, 1), max(self.height, self.width))
         internal = str(getattr(getattr(model, "tiling", None), "name", "")) == "INTERNAL"
         # A model that tiles itself, or an image already smaller than a tile, is processed whole.
-        self.tile = max(self.height, self.width) if internal else min(max(tile, MIN_TILE),
+        self.tile = max(self.height, self.width) if internal else min(max(tile, self.min_tile),
                                                                       max(self.height, self.width))
         self.batch = max(1, min(chunk, count))
         # Models that pixel-unshuffle their input (RealESRGAN_x2plus) see a different grid if a tile starts off it.
@@ -86,12 +96,13 @@ class TiledRunner:
         out_frame = 4 * 3 * self.height * self.width * self.scale ** 2 * 2
         while self.batch > 1 and self._activation_bytes(self.batch, self.tile) + self.batch * out_frame > budget:
             self.batch = (self.batch + 1) // 2
-        while self._activation_bytes(1, self.tile) + out_frame > budget and self.tile > MIN_TILE:
-            self.tile = max(MIN_TILE, self.tile // 2)
+        while self._activation_bytes(1, self.tile) + out_frame > budget and self.tile > self.min_tile:
+            self.tile = max(self.min_tile, self.tile // 2)
         needed = self._activation_bytes(1, self.tile) + out_frame
         if needed > budget:
             raise UpscaleMemoryError(
-                f"upscaling one {self.width}x{self.height} frame x{self.scale} needs about {format_bytes(needed)} on "
+                f"running the model on one {self.width}x{self.height} frame (x{self.scale}) needs about "
+                f"{format_bytes(needed)} on "
                 f"{self.device} even with {self.tile} px tiles, and only {format_bytes(budget)} is available; lower the "
                 "input's size or free memory")
 
@@ -126,10 +137,10 @@ class TiledRunner:
             torch.cuda.empty_cache()
         if self.batch > 1:
             self.batch = (self.batch + 1) // 2
-        elif self.tile > MIN_TILE:
-            self.tile = max(MIN_TILE, self.tile // 2)
+        elif self.tile > self.min_tile:
+            self.tile = max(self.min_tile, self.tile // 2)
         else:
-            raise UpscaleMemoryError(f"out of memory on {self.device} with one frame per batch and {MIN_TILE} px "
+            raise UpscaleMemoryError(f"out of memory on {self.device} with one frame per batch and {self.tile} px "
                                      f"tiles ({self.width}x{self.height} x{self.scale}): {exc}") from exc
 
     @torch.no_grad()
