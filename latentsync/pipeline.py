@@ -79,33 +79,48 @@ class ModelSet:
             self._loaded[key] = load()
         return self._loaded[key]
 
-    def unet(self, spec: UNetSpec, dtype: torch.dtype | None = None):
-        """(UNet, face resolution, how its config was chosen); only one UNet is kept at a time."""
+    def unet(self, spec: UNetSpec, dtype: torch.dtype | None = None, compile_mode: str | None = None):
+        """(UNet, face resolution, how its config was chosen); only one UNet is kept at a time.
+        `compile_mode` ("default", "max-autotune", "reduce-overhead"; see `unet/compile.py`) compiles its forward."""
+        from .unet.compile import compile_unet
         from .unet.files import choose_config
         from .unet.loading import load_unet
 
         dtype = dtype or self.dtype
         choice = choose_config(spec.path, spec.config)
-        key = ("unet", str(spec.path), spec.config, spec.quantization, dtype)
+        key = ("unet", str(spec.path), spec.config, spec.quantization, dtype, compile_mode)
         self.drop_unets(keep=key)
-        unet = self._get(key, lambda: load_unet(spec.path, choice.config, dtype=dtype, device=self.device,
-                                                quantization=spec.quantization))
-        return unet, choice.resolution, choice.source
+
+        def load():
+            unet = load_unet(spec.path, choice.config, dtype=dtype, device=self.device, quantization=spec.quantization)
+            return unet if compile_mode is None else compile_unet(unet, mode=compile_mode)
+
+        return self._get(key, load), choice.resolution, choice.source
 
     def drop_unets(self, keep: tuple | None = None) -> None:
         for key in [k for k in self._loaded if k[0] == "unet" and k != keep]:
             del self._loaded[key]
 
     def whisper(self, path: str | Path):
+        """The whisper encoder on the device (back from the CPU if `offload` moved it there)."""
         from .audio.whisper import load_whisper_encoder
 
-        return self._get(("whisper", str(path)), lambda: load_whisper_encoder(path, device=self.device))
+        return self._get(("whisper", str(path)), lambda: load_whisper_encoder(path, device=self.device)).to(self.device)
 
-    def vae(self, path: str | Path, dtype: torch.dtype | None = None):
+    def offload(self, model: torch.nn.Module) -> None:
+        """Move a model the run has finished with (whisper, once the features are made) to the CPU; it comes
+        back when asked for again. Frees its device memory for the UNet (the low-VRAM preset)."""
+        model.to("cpu")
+
+    def vae(self, path: str | Path, dtype: torch.dtype | None = None, *, batch_size: int = 8, tiling: bool = False,
+            offload: bool = False):
+        """The VAE (`sample/vae.load_vae`: images per call, tiled, weights resting on the CPU between calls)."""
         from .sample.vae import load_vae
 
         dtype = dtype or self.dtype
-        return self._get(("vae", str(path), dtype), lambda: load_vae(path, device=self.device, dtype=dtype))
+        return self._get(("vae", str(path), dtype, batch_size, tiling, offload),
+                         lambda: load_vae(path, device=self.device, dtype=dtype, batch_size=batch_size, tiling=tiling,
+                                          offload=offload))
 
     def syncnet(self, path: str | Path):
         from .score.syncnet import load_syncnet
@@ -148,17 +163,18 @@ class Run:
 def lipsync_files(clip: Clip, models: ModelSet, unet: UNetSpec, whisper: str | Path, vae: str | Path,
                   settings: SamplerSettings, *, dtype: torch.dtype | None = None, vad_threshold: float = 0.5,
                   seamless: bool = False, track=None, progress=None,
-                  output_dtype: torch.dtype = torch.float32) -> Run:
+                  output_dtype: torch.dtype = torch.float32, compile_mode: str | None = None) -> Run:
     """Lip-sync `clip` with the model files named. In order: the settings; the voice (whisper loads, and the
     features' size is checked against memory before they are made); the UNet and the VAE (a missing or wrong
     file fails here); then the faces and the sampler, the slow part. `track` chooses the face: a `FaceTrack`,
-    or a callable making one from the frames; None lets the sampler take the largest (dlib)."""
+    or a callable making one from the frames; None lets the sampler take the largest (dlib). `compile_mode`
+    compiles the UNet (`unet/compile.py`)."""
     from .sample.sampler import lipsync
 
     settings.validate()
     features, speech = speech_and_features(clip, models.whisper(whisper), settings, vad_threshold=vad_threshold,
                                            seamless=seamless)
-    network, resolution, source = models.unet(unet, dtype)
+    network, resolution, source = models.unet(unet, dtype, compile_mode)
     face_vae = models.vae(vae, dtype)
     if callable(track):
         track = track(clip.frames)
@@ -260,17 +276,34 @@ def lipsync_stream(frames, features, speech, unet: torch.nn.Module, resolution: 
             "warnings": warnings}
 
 
+def estimate_run_vram(unet: UNetSpec, settings: SamplerSettings, dtype: torch.dtype, *, vae_batch: int = 8,
+                      vae_tiling: bool = False, offload: bool = False) -> dict[str, int]:
+    """The device memory a run will need, by part (`sample/presets.estimate_vram`), from the UNet's config alone:
+    nothing is loaded, so it can be said before the run."""
+    from .sample.presets import estimate_vram
+    from .unet.files import choose_config
+
+    choice = choose_config(unet.path, unet.config)
+    return estimate_vram(choice.config, choice.resolution, dtype=dtype, quantization=unet.quantization,
+                         window=settings.window, guidance=settings.guidance, vae_batch=vae_batch,
+                         vae_tiling=vae_tiling, offload=offload)
+
+
 def lipsync_video_file(video: str | Path, audio: str | Path, out: str | Path, models: ModelSet, unet: UNetSpec,
                        whisper: str | Path, vae: str | Path, settings: SamplerSettings, *, detector,
                        selection: dict | None = None, dtype: torch.dtype | None = None, vad_threshold: float = 0.5,
                        seamless: bool = False, still_fps: float = 25.0, crf: int = 18, resume: bool = False,
-                       progress=None, face_progress=None, on_window=None, cluster=None) -> dict:
+                       progress=None, face_progress=None, on_window=None, cluster=None,
+                       compile_mode: str | None = None, vae_batch: int = 8, vae_tiling: bool = False,
+                       offload: bool = False) -> dict:
     """Lip-sync the file `video` (or a still image) to `audio` into the mp4 `out`, streamed (`lipsync_stream`):
     memory does not grow with the clip's length. Finished segments wait in `OUT.partial/` (`media/partial.py`);
     `resume=True` continues a run that stopped, with the same inputs and settings (others are refused).
     `detector` finds the face (`selection`: FaceTracker's select/index/position). With `cluster` (a
     `cluster.RayCluster`) the windows run on its workers, which load the UNet and the VAE themselves. Returns the
-    summary (frames, what was generated and resumed, seconds per stage, warnings)."""
+    summary (frames, what was generated and resumed, seconds per stage, warnings). `compile_mode` compiles the
+    UNet (`unet/compile.py`; not on a cluster's workers, which load their own). `vae_batch`, `vae_tiling` and
+    `offload` are the VAE's and whisper's memory options (`sample/presets.py`; not on a cluster either)."""
     from .media.audio import load_audio
     from .media.frame_reader import VideoFrames
     from .media.partial import PartialOutput, file_identity
@@ -287,15 +320,17 @@ def lipsync_video_file(video: str | Path, audio: str | Path, out: str | Path, mo
     fps = still_fps if frames.fps is None else frames.fps
     clip = Clip(frames=None, fps=fps, still=frames.still, waveform=waveform, sample_rate=sample_rate,
                 audio_path=Path(audio))
-    features, speech = speech_and_features(clip, models.whisper(whisper), settings, vad_threshold=vad_threshold,
-                                           seamless=seamless)
-    del waveform, clip
+    encoder = models.whisper(whisper)
+    features, speech = speech_and_features(clip, encoder, settings, vad_threshold=vad_threshold, seamless=seamless)
+    if offload:  # whisper's part is done: its device memory goes to the UNet
+        models.offload(encoder)
+    del waveform, clip, encoder
     network = face_vae = None
     dtype_name = str(dtype or models.dtype).removeprefix("torch.")
     if cluster is None:
-        network, resolution, config_source = models.unet(unet, dtype)
+        network, resolution, config_source = models.unet(unet, dtype, compile_mode)
         settings.validate(_max_window(network))
-        face_vae = models.vae(vae, dtype)
+        face_vae = models.vae(vae, dtype, batch_size=vae_batch, tiling=vae_tiling, offload=offload)
     else:  # the workers load the models; here only the config is read
         from types import SimpleNamespace
 
@@ -311,6 +346,8 @@ def lipsync_video_file(video: str | Path, audio: str | Path, out: str | Path, mo
            "still_fps": still_fps if frames.still else None,
            "detector": getattr(detector, "name", type(detector).__name__), "selection": selection,
            "device": models.device.type, "dtype": dtype_name}
+    if (vae_batch, vae_tiling) != (8, False):  # both change the VAE's rounding; the defaults keep older records valid
+        job["vae_calls"] = {"batch": vae_batch, "tiling": vae_tiling}
     partial = PartialOutput(out, job, resume)
 
     def on_cluster(plan, faces, retime, pts, todo, keep, window_done) -> int:

@@ -22,7 +22,7 @@ from ._comfy import folder_paths, io, load_for_compute, override, video_from_fil
 from .base import LatentSyncNode
 from .data_types import AudioFeatures, LatentSyncModel, Speech
 from .faces import face_choice_inputs, face_detector
-from .sampler import ComfyFaceVAE, setting_input
+from .sampler import ComfyFaceVAE, apply_preset, preset_input, setting_input
 
 
 def _digest(*tensors: torch.Tensor) -> str:
@@ -78,6 +78,7 @@ class LatentSyncSampleVideo(LatentSyncNode):
                                         "added: the same job finds its file again)."),
                 Speech.Input("speech", optional=True,
                              tooltip="Speech segments from the VAD node, for the silence/skip/fast policies."),
+                preset_input(),
             ],
             outputs=[io.Video.Output(display_name="video", tooltip="The lip-synced video with the voice, backed "
                                                                    "by the mp4 written.")],
@@ -87,8 +88,8 @@ class LatentSyncSampleVideo(LatentSyncNode):
     @override
     def execute(cls, video, audio, features, model, vae, detector: str, select: str, index: int, position_x: float,
                 position_y: float, threshold: float, crf: int, filename_prefix: str, speech=None,
-                **values) -> io.NodeOutput:
-        settings = SamplerSettings(**values)  # one input per setting (SETTINGS)
+                preset: str = "custom", **values) -> io.NodeOutput:
+        settings = SamplerSettings(**apply_preset(values, preset))  # one input per setting (SETTINGS)
         settings.validate(_max_window(model.patcher.model))
         check_crf(crf)
         if settings.vad_policy != "off" and speech is None:
@@ -144,7 +145,7 @@ class LatentSyncSampleVideo(LatentSyncNode):
                                  threshold), selection=selection, device=device, crf=crf, face_progress=face_progress,
                                  on_window=on_window)
         note = {"file": str(out), "frames": summary["frames"], "generated": summary["generated_frames"],
-                "resumed_segments": summary["resumed_segments"], "warnings": summary["warnings"]}
+                "resumed_segments": summary["resumed_segments"], "warnings": summary["warnings"], "preset": preset}
         return io.NodeOutput(video_from_file(out), ui={"latentsync_video": [note]})
 
 

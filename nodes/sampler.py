@@ -5,6 +5,7 @@ import torch
 
 from ..latentsync.catalogue import CATALOGUE
 from ..latentsync.sample.cast import lipsync_cast
+from ..latentsync.sample.presets import BUNDLED, PRESETS, bundled_settings
 from ..latentsync.sample.sampler import lipsync
 from ..latentsync.sample.settings import SETTINGS, SamplerSettings, Setting
 from ._comfy import io, load_for_compute, model_management, override, progress_reporter
@@ -69,6 +70,18 @@ def setting_input(setting: Setting) -> io.Input:
                         tooltip=setting.help, **extra)
 
 
+def preset_input() -> io.Input:
+    """The optional preset, last so saved workflows keep their widgets' positions; "custom" is the widgets."""
+    return io.Combo.Input("preset", options=["custom", *PRESETS], default="custom", optional=True,
+                          tooltip=f"custom: the widgets; a preset sets {', '.join(BUNDLED)} (see the help page).")
+
+
+def apply_preset(values: dict, preset: str) -> dict:
+    """The widgets' setting values with those `preset` bundles replaced ("custom": unchanged). Its dtype and
+    quantization are Load LatentSync UNet's; VAE batches and offloading are ComfyUI's model management's."""
+    return dict(values) if preset == "custom" else {**values, **bundled_settings(preset)}
+
+
 class LatentSyncSampler(LatentSyncNode):
     @classmethod
     @override
@@ -93,6 +106,7 @@ class LatentSyncSampler(LatentSyncNode):
                 Faces.Input("faces", optional=True,
                             tooltip="Faces from Detect and Align Faces; without it the largest face is found "
                                     "with dlib."),
+                preset_input(),
             ],
             outputs=[
                 io.Image.Output(display_name="images", tooltip="The lip-synced frames."),
@@ -107,9 +121,9 @@ class LatentSyncSampler(LatentSyncNode):
 
     @classmethod
     @override
-    def execute(cls, images, fps: float, features, model, vae, speech=None, faces=None,
+    def execute(cls, images, fps: float, features, model, vae, speech=None, faces=None, preset: str = "custom",
                 **values) -> io.NodeOutput:
-        settings = SamplerSettings(**values)  # one input per setting (SETTINGS)
+        settings = SamplerSettings(**apply_preset(values, preset))  # one input per setting (SETTINGS)
         refuse_meta_batches(cls.hidden.prompt, cls.hidden.unique_id)
         if abs(features.fps - fps) > 1e-3:
             raise ValueError(f"the audio features were made for {features.fps:g} fps but the images are at "
@@ -125,7 +139,8 @@ class LatentSyncSampler(LatentSyncNode):
                          faces=faces, resolution=model.resolution, device=device, progress=progress_reporter())
         out = model_management.intermediate_device()
         generated = result.generated.to(torch.float32).view(-1, 1, 1)
-        summary = {"frames": len(result.frames), "generated": int(result.generated.sum())}
+        summary = {"frames": len(result.frames), "generated": int(result.generated.sum()), "preset": preset,
+                   "settings": vars(settings)}
         return io.NodeOutput(result.frames.to(out), result.crops.to(out), result.faces, generated,
                              ui={"latentsync_sampler": [summary]})
 

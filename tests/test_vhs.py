@@ -61,10 +61,15 @@ def test_vhs_workflow_lip_syncs_the_clip_and_muxes_the_voice(comfy_server, objec
     prompt = cpu_friendly(load_prompt(WORKFLOW, object_info))
     combine, sampler = node_id(prompt, "VHS_VideoCombine"), node_id(prompt, "LatentSyncSampler")
     assert prompt[combine]["inputs"]["format"] == "video/h264-mp4" and prompt[combine]["inputs"]["crf"] == 19
+    assert prompt[sampler]["inputs"]["preset"] == "custom"
+    prompt[sampler]["inputs"]["preset"] = "fast"  # replaces the scheduler, steps and DeepCache widgets
     history = comfy_server.run(prompt, timeout=1200)
     assert history["status"]["status_str"] == "success", failure(history)
     (summary,) = history["outputs"][sampler]["latentsync_sampler"]
     assert summary["frames"] == DEMO_FRAMES and summary["generated"] > 0
+    assert summary["preset"] == "fast"
+    assert {k: summary["settings"][k] for k in ("scheduler", "steps", "deepcache_interval", "guidance")} == \
+        {"scheduler": "dpmpp_2m", "steps": 10, "deepcache_interval": 3, "guidance": 1.5}
     (saved,) = history["outputs"][combine]["gifs"]
     assert saved["filename"].endswith("-audio.mp4") and saved["format"] == "video/h264-mp4"
     with av.open(saved["fullpath"]) as container:

@@ -3,7 +3,8 @@
 The same library path as the nodes: audio -> (VAD) -> whisper features at the video's own frame rate; frames ->
 faces; sampler; the output with the original soundtrack. Streamed (`pipeline.lipsync_video_file`): frames are
 decoded when a window needs them and written as it finishes, so a long clip takes no more memory than a short
-one; `--resume` continues a run that stopped.
+one; `--resume` continues a run that stopped. `--preset` (`sample/presets.py`) gives defaults that the flags
+typed on the command line override, and the VRAM the run will need is said before it starts.
 """
 from __future__ import annotations
 
@@ -16,7 +17,27 @@ from .faces import add_selection_arguments
 from .features import parse_fps
 from ..face.detect import DETECTORS
 from ..pipeline import DTYPES
+from ..sample.presets import PRESETS, RUN_OPTIONS, dtype_name, format_estimate, resolve
 from ..sample.settings import SETTINGS, SamplerSettings, flag, old_flags
+from ..unet.loading import QUANTIZATIONS
+from ..unet.compile import MODES as COMPILE_MODES
+
+
+class Typed(argparse.Action):
+    """Stores a flag's value and notes that the user typed it (`typed_flags`): a preset's value gives way to it,
+    not to a flag's default."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.typed_flags = {*getattr(namespace, "typed_flags", ()), self.dest}
+
+
+class TypedSwitch(argparse.BooleanOptionalAction):
+    """`--NAME` / `--no-NAME`, noted as typed like `Typed`."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
+        namespace.typed_flags = {*getattr(namespace, "typed_flags", ()), self.dest}
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +46,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     for setting in SETTINGS:
         kind = str if setting.choices else type(setting.default)
         parser.add_argument(flag(setting.name), *old_flags(setting.name), dest=setting.name, type=kind,
-                            choices=setting.choices, default=setting.default,
+                            choices=setting.choices, default=setting.default, action=Typed,
                             help=f"{setting.help} Default: {setting.default}.")
 
 
@@ -50,9 +71,25 @@ def add_lipsync_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     parser.add_argument("--detector", choices=DETECTORS, default="dlib")
     parser.add_argument("--insightface-dir", default=None, help="folder with det_10g.onnx and 2d106det.onnx")
     add_selection_arguments(parser)
-    parser.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
+    bundles = "; ".join(f"{preset.name}: {preset.help.rstrip('.')}" for preset in PRESETS.values())
+    parser.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                        help=f"a bundle of settings: {bundles}. Flags typed beside it win. Default: none (the "
+                             "flags' defaults, as quality)")
+    parser.add_argument("--dtype", choices=("auto", *DTYPES), default="auto", action=Typed,
                         help="model precision (auto: fp16 on CUDA, fp32 on the CPU)")
+    parser.add_argument("--quantization", choices=QUANTIZATIONS, default="none", action=Typed,
+                        help="UNet weights: none, int8 (CPU or CUDA) or int4 (CUDA, with --dtype bf16)")
+    parser.add_argument("--vae-batch", type=int, default=8, action=Typed,
+                        help="images per VAE call (1: the least memory; 16: a window's frames, as the reference)")
+    parser.add_argument("--vae-tiling", default=False, action=TypedSwitch,
+                        help="VAE in 256 px tiles (acts on 1.6's 512 px crops; less memory, faint tile blending)")
+    parser.add_argument("--offload", default=False, action=TypedSwitch,
+                        help="whisper to the CPU once the features are made; the VAE on the device only for its "
+                             "calls")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES,
+                        help="torch.compile the UNet (CUDA; once per window shape): default, max-autotune, or "
+                             "reduce-overhead (CUDA graphs); a bare --compile is default")
     parser.add_argument("--crf", type=int, default=18, help="x264 quality (lower = better, larger)")
     parser.add_argument("--resume", action="store_true",
                         help="continue a run that stopped (killed, out of memory, Ctrl-C, full disk): finished "
@@ -72,15 +109,20 @@ def lipsync_command(args: argparse.Namespace) -> dict:
     """Run the `lipsync` command, streamed (memory does not grow with the clip); returns the JSON summary."""
     from ..face.detect import check_selection, make_detector
     from ..media.video import check_crf
-    from ..pipeline import ModelSet, UNetSpec, lipsync_video_file, resolve_device, resolve_dtype
+    from ..pipeline import ModelSet, UNetSpec, estimate_run_vram, lipsync_video_file, resolve_device, resolve_dtype
 
     started = time.perf_counter()
-    settings = SamplerSettings(**{setting.name: getattr(args, setting.name) for setting in SETTINGS})
+    chosen = run_choices(args)
+    settings = SamplerSettings.from_mapping(chosen)
     settings.validate()
     check_selection(args.select, args.index, args.position)
     check_crf(args.crf)
+    if chosen["vae_batch"] < 1:
+        raise ValueError(f"--vae-batch must be at least 1, got {chosen['vae_batch']}")
     device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
+    dtype = resolve_dtype(dtype_name(chosen["dtype"], device), device)
+    unet = UNetSpec(Path(args.unet), args.config, chosen["quantization"])
+    memory = {name: chosen[name] for name in ("vae_batch", "vae_tiling", "offload")}
     options = {"models_dir": args.insightface_dir} if args.detector == "insightface" else {}
     detector = make_detector(args.detector, **options)
 
@@ -95,6 +137,8 @@ def lipsync_command(args: argparse.Namespace) -> dict:
         if frames % 25 == 0:
             say(f"faces in {frames} frames")
 
+    estimate = estimate_run_vram(unet, settings, dtype, **memory)
+    say(f"{args.preset or 'no'} preset; {format_estimate(estimate)}", "\n")
     cluster = None
     if args.ray:
         from ..cluster import RayCluster
@@ -104,16 +148,27 @@ def lipsync_command(args: argparse.Namespace) -> dict:
         cluster = RayCluster(args.ray, args.workers)
     try:
         summary = lipsync_video_file(
-            args.video, args.audio, args.out, ModelSet(device, dtype), UNetSpec(Path(args.unet), args.config),
+            args.video, args.audio, args.out, ModelSet(device, dtype), unet,
             args.whisper, args.vae, settings, detector=detector,
             selection={"select": args.select, "index": args.index, "position": args.position},
             vad_threshold=args.vad_threshold, seamless=args.seamless, still_fps=args.fps, crf=args.crf,
-            resume=args.resume, progress=progress, face_progress=face_progress, cluster=cluster)
+            resume=args.resume, progress=progress, face_progress=face_progress, cluster=cluster,
+            compile_mode=args.compile, **memory)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"the finished windows are kept in {args.out}.partial: run again with --resume "
                                 f"to continue") from None
     for warning in summary["warnings"]:
         say(f"warning: {warning}", "\n")
     return {"out": str(args.out), **summary, "fps": round(summary["fps"], 6), "device": str(device),
-            "dtype": str(dtype).removeprefix("torch."), "settings": vars(settings),
+            "dtype": str(dtype).removeprefix("torch."), "settings": vars(settings), "preset": args.preset,
+            "quantization": unet.quantization, **memory, "vram_estimate": estimate,
             "seconds": round(time.perf_counter() - started, 3)}
+
+
+def run_choices(args: argparse.Namespace) -> dict:
+    """The sampler settings and run options of `args`: without a preset, the flags as parsed (today's behaviour);
+    with one, its values under the flags the user typed (`sample/presets.resolve`)."""
+    names = [setting.name for setting in SETTINGS] + list(RUN_OPTIONS)
+    if args.preset is None:
+        return {name: getattr(args, name) for name in names}
+    return resolve(args.preset, {name: getattr(args, name) for name in getattr(args, "typed_flags", ())})

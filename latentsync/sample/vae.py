@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -122,23 +123,39 @@ class DiffusersFaceVAE:
 
     Encoding samples the posterior as the reference does (`latent_dist.sample()`), from a generator the sampler
     reseeds per run; `sample_posterior=False` takes its mean. Batches run `batch_size` images at a time to
-    bound activation memory.
+    bound activation memory. With `offload` the weights live on the CPU and visit `device` for each encode and
+    decode only (the low-VRAM preset: the UNet's activations then have the device to themselves).
     """
 
-    def __init__(self, model, sample_posterior: bool = True, batch_size: int = 8, seed: int = 0):
+    def __init__(self, model, sample_posterior: bool = True, batch_size: int = 8, seed: int = 0,
+                 device: torch.device | str | None = None, offload: bool = False):
         self.model = model
         self.sample_posterior = sample_posterior
         self.batch_size = max(int(batch_size), 1)
+        self.offload = offload
+        self._device = torch.device(device) if device is not None else next(model.parameters()).device
         self._generator: torch.Generator | None = None
         self.reseed(seed)
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where encode and decode compute (with `offload`, not where the weights rest)."""
+        return self._device
 
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
+
+    @contextmanager
+    def _on_device(self):
+        if not self.offload:
+            yield
+            return
+        self.model.to(self._device)
+        try:
+            yield
+        finally:
+            self.model.to("cpu")
 
     def reseed(self, seed: int) -> None:
         self._generator = torch.Generator(device=self.device).manual_seed(int(seed))
@@ -146,21 +163,28 @@ class DiffusersFaceVAE:
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
         out = []
-        for batch in images.split(self.batch_size):
-            posterior = self.model.encode(batch.to(self.device, self.dtype)).latent_dist
-            latents = posterior.sample(generator=self._generator) if self.sample_posterior else posterior.mode()
-            out.append(latents.float())
+        with self._on_device():
+            for batch in images.split(self.batch_size):
+                posterior = self.model.encode(batch.to(self.device, self.dtype)).latent_dist
+                latents = posterior.sample(generator=self._generator) if self.sample_posterior else posterior.mode()
+                out.append(latents.float())
         return torch.cat(out)
 
     @torch.no_grad()
     def decode(self, latents: Tensor) -> Tensor:
-        return torch.cat([self.model.decode(batch.to(self.device, self.dtype)).sample.float()
-                          for batch in latents.split(self.batch_size)])
+        with self._on_device():
+            return torch.cat([self.model.decode(batch.to(self.device, self.dtype)).sample.float()
+                              for batch in latents.split(self.batch_size)])
 
 
 def load_vae(path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-             sample_posterior: bool = True, batch_size: int = 8) -> DiffusersFaceVAE:
-    """Load sd-vae-ft-mse from `path` (see the module docstring) as a `DiffusersFaceVAE`."""
+             sample_posterior: bool = True, batch_size: int = 8, tiling: bool = False,
+             offload: bool = False) -> DiffusersFaceVAE:
+    """Load sd-vae-ft-mse from `path` (see the module docstring) as a `DiffusersFaceVAE` running on `device`.
+
+    `batch_size`: images per call; `tiling`: diffusers' tiled encode and decode, which acts on crops larger
+    than the config's `sample_size` (256 px: 1.6's 512 px crops, in 256 px tiles blended over 64 px);
+    `offload`: the weights rest on the CPU between calls (see `DiffusersFaceVAE`)."""
     path = Path(path)
     state_dict = read_vae_file(path)
     try:
@@ -175,7 +199,11 @@ def load_vae(path: str | Path, device: torch.device | str = "cpu", dtype: torch.
     expected = {name: tensor.shape for name, tensor in model.state_dict().items()}
     tensors = convert_state_dict(state_dict, expected, path, len(config["block_out_channels"]))
     # Own copies: tensors read from a file may be views of it (a crash if it is overwritten while loaded).
-    owned = {name: tensors.pop(name).to(device=device, dtype=dtype, copy=True) for name in expected}
+    home = "cpu" if offload else device
+    owned = {name: tensors.pop(name).to(device=home, dtype=dtype, copy=True) for name in expected}
     model.load_state_dict(owned, strict=True, assign=True)
     model.eval().requires_grad_(False)
-    return DiffusersFaceVAE(model, sample_posterior=sample_posterior, batch_size=batch_size)
+    if tiling:
+        model.enable_tiling()
+    return DiffusersFaceVAE(model, sample_posterior=sample_posterior, batch_size=batch_size, device=device,
+                            offload=offload)
