@@ -295,7 +295,7 @@ def lipsync_video_file(video: str | Path, audio: str | Path, out: str | Path, mo
                        seamless: bool = False, still_fps: float = 25.0, crf: int = 18, resume: bool = False,
                        progress=None, face_progress=None, on_window=None, cluster=None,
                        compile_mode: str | None = None, vae_batch: int = 8, vae_tiling: bool = False,
-                       offload: bool = False) -> dict:
+                       offload: bool = False, on_ready=None) -> dict:
     """Lip-sync the file `video` (or a still image) to `audio` into the mp4 `out`, streamed (`lipsync_stream`):
     memory does not grow with the clip's length. Finished segments wait in `OUT.partial/` (`media/partial.py`);
     `resume=True` continues a run that stopped, with the same inputs and settings (others are refused).
@@ -303,7 +303,8 @@ def lipsync_video_file(video: str | Path, audio: str | Path, out: str | Path, mo
     `cluster.RayCluster`) the windows run on its workers, which load the UNet and the VAE themselves. Returns the
     summary (frames, what was generated and resumed, seconds per stage, warnings). `compile_mode` compiles the
     UNet (`unet/compile.py`; not on a cluster's workers, which load their own). `vae_batch`, `vae_tiling` and
-    `offload` are the VAE's and whisper's memory options (`sample/presets.py`; not on a cluster either)."""
+    `offload` are the VAE's and whisper's memory options (`sample/presets.py`; not on a cluster either).
+    `on_ready()` is called once the inputs are checked and the models loaded, before the frames are read."""
     from .media.audio import load_audio
     from .media.frame_reader import VideoFrames
     from .media.partial import PartialOutput, file_identity
@@ -339,6 +340,8 @@ def lipsync_video_file(video: str | Path, audio: str | Path, out: str | Path, mo
         choice = choose_config(unet.path, unet.config)
         resolution, config_source = choice.resolution, choice.source
         settings.validate(_max_window(SimpleNamespace(config=choice.config)))
+    if on_ready is not None:
+        on_ready()
     job = {"format": 1, "video": file_identity(video), "audio": file_identity(audio),
            "unet": {**file_identity(unet.path), "config": unet.config, "quantization": unet.quantization},
            "whisper": file_identity(whisper), "vae": file_identity(vae), "settings": vars(settings),

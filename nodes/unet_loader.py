@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..latentsync.unet.compile import MODES as COMPILE_MODES, compile_mode, compile_unet
 from ..latentsync.unet.files import OFFICIAL, VERSIONS, choose_config, download_official, where_to_get
 from ..latentsync.unet.loading import QUANTIZATIONS, load_unet
 from ..latentsync.unet.quantize import weight_bytes
@@ -51,6 +52,10 @@ class UNetLoader(LatentSyncNode):
                 io.Combo.Input("quantization", options=list(QUANTIZATIONS), default="none",
                                tooltip="Weight-only quantization: int8 (CPU or CUDA) or int4 (CUDA and bf16) to "
                                        "save memory."),
+                # Optional and last: saved workflows and API prompts from before it still load and validate.
+                io.Combo.Input("compile", options=["off", *COMPILE_MODES], default="off", optional=True,
+                               tooltip="torch.compile the UNet (CUDA): the first window of each shape compiles "
+                                       "(minutes), later ones run faster."),
             ],
             outputs=[LatentSyncModel.Output(display_name="model",
                                             tooltip="The UNet, managed by ComfyUI like a core model, for the "
@@ -67,7 +72,8 @@ class UNetLoader(LatentSyncNode):
 
     @classmethod
     @override
-    def execute(cls, unet_name: str, version: str, dtype: str, quantization: str) -> io.NodeOutput:
+    def execute(cls, unet_name: str, version: str, dtype: str, quantization: str,
+                compile: str = "off") -> io.NodeOutput:  # noqa: A002 (the input's name)
         note = None
         if unet_name in DOWNLOAD:
             version = DOWNLOAD[unet_name]
@@ -81,11 +87,13 @@ class UNetLoader(LatentSyncNode):
         # Quantize where the model will run: torchao picks its kernels from the weights' device.
         where = device if quantization == "int4" else model_management.unet_offload_device()
         unet = load_unet(path, choice.config, dtype=torch_dtype, device=where, quantization=quantization)
+        if compile != "off":  # compiles lazily, on the sampler's first call of each window shape
+            compile_unet(unet, mode=compile)
         loaded = LoadedUNet(patcher=managed(unet), resolution=choice.resolution, source=choice.source)
         summary = {"file": unet_name, "config": choice.source, "resolution": choice.resolution,
                    "dtype": str(torch_dtype).removeprefix("torch."), "quantization": quantization,
                    "weights_mb": round(weight_bytes(unet) / 2**20, 1),
-                   "parameters": sum(p.numel() for p in unet.parameters())}
+                   "parameters": sum(p.numel() for p in unet.parameters()), "compile": compile_mode(unet) or "off"}
         if note:  # say whether "download" fetched the file or used one already there
             summary["download"] = note
         return io.NodeOutput(loaded, ui={"latentsync_unet": [summary]})

@@ -267,8 +267,10 @@ def test_unet_loader_loads_an_official_layout_checkpoint(comfy_server):
     summary = history["outputs"]["1"]["latentsync_unet"][0]
     assert summary["parameters"] == 5_321_380 and summary["resolution"] == 256
     assert summary["dtype"] == "float32" and "config file" in summary["config"]
-    int8 = load(quantization="int8")["outputs"]["1"]["latentsync_unet"][0]
+    assert summary["compile"] == "off"
+    int8 = load(quantization="int8", compile="reduce-overhead")["outputs"]["1"]["latentsync_unet"][0]
     assert int8["weights_mb"] < 0.35 * summary["weights_mb"]
+    assert int8["compile"] == "reduce-overhead"  # read back from the loaded UNet (it compiles on its first call)
     history = load(quantization="int4")
     (error,) = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
     assert "int4 needs a CUDA GPU" in error["exception_message"]

@@ -169,7 +169,7 @@ def test_whisper_and_vae_weights_equal_the_models(tmp_path):
 # --- the command, end to end ----------------------------------------------------------------------------------
 
 @pytest.mark.usefixtures("needs_diffusers", "one_thread")
-def test_low_vram_run_reports_the_preset_and_estimate_and_offloads(tmp_path, tiny_unet_config, monkeypatch):
+def test_low_vram_run_reports_the_preset_and_estimate_and_offloads(tmp_path, tiny_unet_config, monkeypatch, capsys):
     from sampler_fixtures import CLIP, RESOLUTION, decode_clip
     from scripts.model_files import write_tiny_unet, write_whisper_checkpoint
     from scripts.vae_files import NARROW_WIDTHS, write_sd_vae
@@ -198,8 +198,12 @@ def test_low_vram_run_reports_the_preset_and_estimate_and_offloads(tmp_path, tin
     add_lipsync_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["lipsync", "--video", str(clip), "--audio", str(clip), "--out", str(tmp_path / "o.mp4"),
                               "--unet", str(unet), "--whisper", str(whisper), "--vae", str(vae),
-                              "--preset", "low-vram", "--steps", "2", "--quiet"])
+                              "--preset", "low-vram", "--steps", "2"])
     summary = json.loads(json.dumps(args.run(args)))  # as printed
+    said = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    (line,) = [line for line in said if "preset;" in line]
+    assert line == f"lipsync: low-vram preset; {format_estimate(summary['vram_estimate'])}"
+    assert said.index(line) < min(k for k, text in enumerate(said) if "step " in text)  # before the sampling
     assert summary["generated_frames"] == 4
     assert summary["preset"] == "low-vram" and summary["settings"]["steps"] == 2
     assert (summary["quantization"], summary["vae_batch"], summary["vae_tiling"], summary["offload"]) == (

@@ -138,7 +138,10 @@ def lipsync_command(args: argparse.Namespace) -> dict:
             say(f"faces in {frames} frames")
 
     estimate = estimate_run_vram(unet, settings, dtype, **memory)
-    say(f"{args.preset or 'no'} preset; {format_estimate(estimate)}", "\n")
+
+    def ready() -> None:  # inputs checked and models loaded (an error before it stays one line); the run next
+        say(f"{args.preset or 'no'} preset; {format_estimate(estimate)}", "\n")
+
     cluster = None
     if args.ray:
         from ..cluster import RayCluster
@@ -153,7 +156,7 @@ def lipsync_command(args: argparse.Namespace) -> dict:
             selection={"select": args.select, "index": args.index, "position": args.position},
             vad_threshold=args.vad_threshold, seamless=args.seamless, still_fps=args.fps, crf=args.crf,
             resume=args.resume, progress=progress, face_progress=face_progress, cluster=cluster,
-            compile_mode=args.compile, **memory)
+            compile_mode=args.compile, on_ready=ready, **memory)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"the finished windows are kept in {args.out}.partial: run again with --resume "
                                 f"to continue") from None
