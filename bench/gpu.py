@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.unet import random_unet
+from bench.unet import peak_bytes, random_unet
 from latentsync.audio.features import AudioFeatures
 from latentsync.face.align import AlignedFaces, crop_geometry
 from latentsync.face.mask import latent_mask, pixel_mask
@@ -97,12 +96,6 @@ def synthetic_features(count: int, seed: int) -> AudioFeatures:
     return AudioFeatures(features=torch.randn(length, 5, 384, generator=generator) * 0.5,
                          silence_features=torch.zeros(length, 5, 384), rows=rows, fps=FPS,
                          duration=count / FPS, seamless=False)
-
-
-def peak_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if platform.system() == "Darwin" else 1024)
 
 
 def unet_config(version: str, tiny: bool):

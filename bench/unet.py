@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
 import subprocess
 import sys
@@ -99,10 +100,17 @@ def worker(args: argparse.Namespace) -> None:
         print(f"  {args.worker}: t={timestep} {seconds[-1]:.2f} s", file=sys.stderr, flush=True)
         outputs.append(out.float().cpu())
     torch.save(torch.stack(outputs), Path(args.result).with_suffix(".out.pt"))
-    peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_bytes(torch.device(args.device))
     Path(args.result).write_text(json.dumps({
         "build_s": build_seconds, "seconds": seconds, "weight_bytes": weight_bytes, "peak_bytes": peak,
         "abs_mean": float(torch.stack(outputs).abs().mean())}))
+
+
+def peak_bytes(device: torch.device) -> int:
+    """The peak memory so far: `torch.cuda.max_memory_allocated` on CUDA, else the process's peak RSS."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if platform.system() == "Darwin" else 1024)
 
 
 def main() -> None:
