@@ -12,6 +12,8 @@ const REPORTS = {
     [`${(d.parameters / 1e6).toFixed(1)} M parameters · ${d.dtype} · ${d.quantization} · ${d.weights_mb} MB`,
      `${d.resolution} px faces · ${d.config}`, ...(d.download ? [d.download] : [])]],
   LatentSyncSampler: ["latentsync_sampler", (d) => [`${d.generated} of ${d.frames} frames generated`]],
+  LatentSyncSampleVideo: ["latentsync_video", (d) => d.reused ? [`reused ${d.file}`] :
+    [`${d.generated} of ${d.frames} frames generated${d.resumed_segments ? ` · ${d.resumed_segments} segments resumed` : ""}`]],
   LatentSyncSpeakersSampler: ["latentsync_sampler", (d) =>
     [`${d.generated} of ${d.frames} frames generated`, `faces: ${d.faces.join(", ")}`]],
   LatentSyncWhisperEncode: ["latentsync_features", (d) =>
@@ -48,7 +50,9 @@ app.registerExtension({
       const data = output?.[key]?.[0];
       if (!data) return;
       const widget = reportWidget(this);
-      widget.element.textContent = lines(data).join("\n");
+      // Warnings (a run that changed nothing, a video read upright, ...) follow the report, on every node.
+      const warnings = (data.warnings ?? []).map((w) => `⚠ ${w}`);
+      widget.element.textContent = [...lines(data), ...warnings].join("\n");
       widget.element.dataset.report = JSON.stringify(data);
       this.setDirtyCanvas?.(true, true);
     };

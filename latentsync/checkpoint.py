@@ -8,14 +8,20 @@ file is and that nothing was loaded:
 
 - TorchScript archives: programs (their `__setstate__` runs on load), not weights;
 - pickles that name a Python callable (a `__reduce__` payload, a pickled class): code, not data;
-- empty, truncated or unknown files: "an interrupted download?" and where to get the right one.
+- empty, truncated or unknown files: "an interrupted download?" and where to get the right one;
+- a file whose name promises another format ("x.safetensors" holding a PyTorch checkpoint): loaders pick their
+  reader by that suffix (`torch.load` reads any `.safetensors` name as safetensors, and so does ComfyUI), so the
+  message says what the file really is and what to rename it to.
 
-`describe` gives the one guess at what a loaded file holds ("a whisper checkpoint", "a VAE", ...) that every
-loader's error message uses.
+`file_format` tells the formats apart by their bytes alone, ONNX included (`check_onnx` refuses any other file
+before onnxruntime parses it). `describe` gives the one guess at what a loaded file holds ("a whisper
+checkpoint", "a VAE", ...) that every loader's error message uses.
 """
 from __future__ import annotations
 
+import io
 import pickle
+import pickletools
 import re
 import struct
 import warnings
@@ -27,9 +33,21 @@ import torch
 
 # file_format's answers, as a message names them.
 FORMAT_NAMES = {"empty": "an empty file", "safetensors": "a safetensors file", "torchscript": "a TorchScript archive",
-                "torch-zip": "a PyTorch checkpoint", "zip": "a zip archive", "broken-zip": "a truncated zip archive",
-                "pickle": "a Python pickle",
-                "onnx-or-other": "an ONNX model or another format"}
+                "torch-zip": "a PyTorch zip checkpoint", "zip": "a zip archive",
+                "broken-zip": "a truncated zip archive",
+                "torch-legacy": "a Python pickle (PyTorch legacy checkpoint)", "pickle": "a Python pickle",
+                "onnx": "an ONNX model", "gguf": "a GGUF model", "unknown": "a file of no known model format"}
+# The suffix each format goes by, for the rename hint.
+SUFFIXES = {"safetensors": ".safetensors", "torch-zip": ".pt", "torch-legacy": ".pt", "pickle": ".pkl",
+            "onnx": ".onnx", "gguf": ".gguf"}
+# Suffixes that promise one format: readers (torch.load, ComfyUI, onnxruntime) choose how to parse by them.
+_PROMISED = {".safetensors": "safetensors", ".sft": "safetensors", ".onnx": "onnx", ".gguf": "gguf"}
+# torch.save's legacy (non-zip) format starts with a pickle of this number.
+_TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+# Bytes of a file parsed as pickle opcodes (protocol 0/1 pickles have no header to tell them by).
+_PICKLE_BYTES_CHECKED = 1 << 16
+# Top-level fields of an ONNX model walked at most (a model has tens: opset imports, metadata, functions).
+_ONNX_FIELDS_CHECKED = 100_000
 
 
 class CheckpointError(ValueError):
@@ -37,15 +55,18 @@ class CheckpointError(ValueError):
 
 
 def file_format(path: str | Path) -> str:
-    """What kind of file `path` is, from its first bytes and (for zips) its member names, without unpickling.
+    """What kind of file `path` is, from its bytes (for zips, their member names), without unpickling anything.
 
-    One of "empty", "safetensors", "torchscript", "torch-zip", "zip", "broken-zip", "pickle", "onnx-or-other".
+    One of "empty", "safetensors", "torchscript", "torch-zip", "zip", "broken-zip", "torch-legacy" (torch.save's
+    pickle format), "pickle" (of any protocol), "onnx", "gguf", "unknown".
     """
     path = Path(path)
     with open(path, "rb") as file:
         head = file.read(16)
     if not head:
         return "empty"
+    if head.startswith(b"GGUF"):
+        return "gguf"
     if len(head) >= 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] > 1:
         return "safetensors"
     if head.startswith(b"PK"):
@@ -58,9 +79,119 @@ def file_format(path: str | Path) -> str:
         if any(name.endswith("/constants.pkl") or "/code/" in name for name in names):
             return "torchscript"
         return "torch-zip" if any(name.endswith("/data.pkl") for name in names) else "zip"
-    if head[:1] == b"\x80":
-        return "pickle"
-    return "onnx-or-other"
+    if is_onnx(path):
+        return "onnx"
+    return _pickle_format(path, head) or "unknown"
+
+
+def _pickle_format(path: Path, head: bytes) -> str | None:
+    """"torch-legacy", "pickle" or None: the file's first pickle, parsed opcode by opcode (never run).
+
+    Protocols 2 to 5 announce themselves (0x80 and the protocol); protocol 0 and 1 pickles have no header, so their
+    opcodes must parse up to the pickle's STOP, or to the end of the bytes looked at."""
+    with open(path, "rb") as file:
+        start = file.read(_PICKLE_BYTES_CHECKED)
+    buffer, values, parsed = io.BytesIO(start), [], False
+    try:
+        for opcode, arg, _ in pickletools.genops(buffer):
+            if opcode.name == "STOP":
+                parsed = True
+                break
+            if opcode.name not in ("PROTO", "FRAME"):
+                values.append(arg)
+    except Exception:  # pickletools' ValueError for bytes that are no opcode, or a pickle longer than `start`
+        parsed = len(start) == _PICKLE_BYTES_CHECKED == buffer.tell() and len(values) > 1
+    announced = len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+    if not (announced or parsed):
+        return None
+    return "torch-legacy" if parsed and values == [_TORCH_LEGACY_MAGIC] else "pickle"
+
+
+def is_onnx(path: str | Path) -> bool:
+    """Whether `path` has the structure of an ONNX model (protobuf `ModelProto`), without the onnx package.
+
+    The top-level fields are walked by their tags: every wire type must be one protobuf writes (varint, 64-bit,
+    length-delimited, 32-bit), every length must fit, and the last field must end where the file ends; the model's
+    `ir_version` (field 1, a varint) and `graph` (field 7, length-delimited) must be there. A pickle, a zip, a
+    truncated download or any other file fails within a few fields."""
+    size = Path(path).stat().st_size
+    seen = set()
+    with open(path, "rb") as file:
+        for _ in range(_ONNX_FIELDS_CHECKED):
+            if file.tell() >= size:
+                break
+            tag = _varint(file)
+            if tag is None or tag >> 3 == 0:
+                return False
+            field, wire = tag >> 3, tag & 7
+            if wire == 0:
+                value = _varint(file)
+                if value is None:
+                    return False
+                if field == 1 and not 1 <= value <= 1000:  # ir_version: 3 to 11 in the wild
+                    return False
+            elif wire in (1, 5):
+                file.seek(8 if wire == 1 else 4, io.SEEK_CUR)
+            elif wire == 2:
+                length = _varint(file)
+                if length is None:
+                    return False
+                file.seek(length, io.SEEK_CUR)
+            else:  # 3 and 4 (groups) are not in ONNX's schema; 6 and 7 do not exist
+                return False
+            seen.add((field, wire))
+            if len(seen) > 64:  # ModelProto has about a dozen fields
+                return False
+        return file.tell() == size and {(1, 0), (7, 2)} <= seen
+
+
+def _varint(file) -> int | None:
+    """A protobuf varint read from `file`, or None at the end of the file or after 10 bytes without an end."""
+    value = 0
+    for shift in range(0, 70, 7):
+        byte = file.read(1)
+        if not byte:
+            return None
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value
+    return None
+
+
+def what_it_is(path: str | Path, kind: str | None = None) -> str:
+    """"PATH is WHAT", and where the name promises another format, "named SUFFIX: rename it to RIGHT"."""
+    path = Path(path)
+    kind = kind or file_format(path)
+    text = f"{path} is {FORMAT_NAMES[kind]}"
+    if misnamed(path, kind):
+        text += f" named {path.suffix}" + (f": rename it to {SUFFIXES[kind]}" if kind in SUFFIXES else "")
+    return text
+
+
+def misnamed(path: str | Path, kind: str | None = None) -> bool:
+    """Whether the name of `path` promises a format (.safetensors, .onnx, .gguf) and its bytes are another known
+    one (an empty, truncated or unknown file is not misnamed, only damaged)."""
+    path = Path(path)
+    kind = kind or file_format(path)
+    return _PROMISED.get(path.suffix.lower()) not in (None, kind) and kind not in ("empty", "broken-zip", "unknown")
+
+
+def check_onnx(path: str | Path, hint: str = "", *, error: type[Exception] = CheckpointError) -> Path:
+    """`path` if it is an ONNX model; else `error` with one line naming the file and what it is, so that
+    onnxruntime never parses another file (a pickle renamed .onnx, an interrupted download)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found" + (f". {hint}" if hint else ""))
+    kind = file_format(path)
+    if kind == "onnx":
+        return path
+    if kind == "unknown":
+        with open(path, "rb") as file:
+            head = file.read(8)
+        found = f"is not an ONNX model: its bytes (starting {head!r}) lack ONNX's structure (truncated or damaged?)"
+    else:
+        found = f"is {FORMAT_NAMES[kind]}, not an ONNX model"
+    raise error(f"{path} {found}; nothing was loaded" + (f". {hint}" if hint else ""))
 
 
 def read_checkpoint(path: str | Path, expected: str, hint: str = "", *, mmap: bool = False,
@@ -90,15 +221,20 @@ def read_checkpoint_and_format(path: str | Path, expected: str, hint: str = "", 
     if kind == "torchscript":
         raise error(f"{path} is a TorchScript archive: a program, not weights, and it is never run; "
                               f"nothing was loaded{tail}")
-    if kind == "safetensors":
-        return _read_safetensors(path, tail, error), kind
     if kind == "broken-zip":
         raise error(f"{path} cannot be read: it looks truncated or corrupt (a zip archive without its directory; "
                     f"an interrupted download?); nothing was loaded{tail}")
+    if misnamed(path, kind):  # torch.load itself would read "x.safetensors" as safetensors, whatever it holds
+        raise error(f"{what_it_is(path, kind)}; nothing was loaded{tail}")
+    if kind == "safetensors":
+        return _read_safetensors(path, tail, error), kind
     if kind == "zip":
         raise error(f"{path} is a zip archive but not a PyTorch checkpoint; "
                               f"nothing was loaded{tail}")
-    if kind == "onnx-or-other":
+    if kind in ("onnx", "gguf"):
+        raise error(f"{path} is {FORMAT_NAMES[kind]}, not a safetensors or PyTorch checkpoint; "
+                    f"nothing was loaded{tail}")
+    if kind == "unknown":
         with open(path, "rb") as file:
             head = file.read(8)
         raise error(f"{path} is neither a safetensors nor a PyTorch checkpoint (it starts with "
@@ -136,6 +272,9 @@ def _torch_load(path: Path, tail: str, error: type[CheckpointError], mmap: bool,
         raise error(f"{path} cannot be read; it looks truncated or corrupt: {_first_line(exc)}; "
                               f"nothing was loaded{tail}") from None
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
+        if "Invalid magic number" in str(exc):  # a pickle of tensors, but not through torch.save
+            raise error(f"{path} is a Python pickle but not a PyTorch checkpoint (it lacks torch.save's header); "
+                        f"nothing was loaded{tail}") from None
         raise error(f"{path} cannot be read as a PyTorch checkpoint; it looks truncated or corrupt (an "
                               f"interrupted download?): {_first_line(exc)}; nothing was loaded{tail}") from None
 

@@ -3,8 +3,8 @@ upscale vs 256 + mouth restoration, quantization, scheduler and steps, guidance,
 path. Writes `README.md` (a table: config, LSE-C, LSE-D, offset, mouth sharpness and its ratio to the source
 frames, seconds, peak memory), `results.csv`,
 `chart.png` and one mp4 per configuration. The report is rewritten after every configuration, and a
-configuration that fails (int4 without CUDA, out of memory, a missing model) is a row with its error while the
-run goes on: an hour of results is not lost to the last configuration.
+configuration that fails (int4 without CUDA, out of memory) is a row with its error while the run goes on, and
+every model file is checked before the first one: an hour of results is not lost to the last configuration.
 
 The configs file (JSON):
     {"models": {"unet_1.5": PATH, "unet_1.6": PATH, "whisper": PATH, "vae": PATH, "syncnet": PATH,
@@ -33,9 +33,11 @@ import numpy as np
 import torch
 
 from .catalogue import CATALOGUE
+from .media.outputs import check_output_folder
 from .pipeline import Clip, ModelSet, UNetSpec, lipsync_files, read_clip, resolve_device, resolve_dtype
 from .sample.settings import SETTINGS, SamplerSettings, one_spelling
 
+REPORT_FILES = ("README.md", "results.csv", "chart.png")  # rewritten after each configuration
 # Every sampler setting under its one name (sample/settings.py), and what only the experiment varies.
 DEFAULTS = {"version": "1.5", "dtype": "auto", "quantization": "none",
             **{setting.name: setting.default for setting in SETTINGS}, "upscale": "none", "upscale_scale": 2.0,
@@ -133,11 +135,11 @@ def run_config(config: dict, clip: Clip, models: dict, model_set: ModelSet, vide
     settings = SamplerSettings.from_mapping(config)
     settings.validate()
     version = config["version"]
-    unet = UNetSpec(_need(models, f"unet_{version}", f"LatentSync {version} UNet"), version, config["quantization"])
+    unet = UNetSpec(_need(models, f"unet_{version}"), version, config["quantization"])
     started = time.perf_counter()
     with PeakMemory(device) as memory:
-        run = lipsync_files(clip, model_set, unet, _need(models, "whisper", "whisper tiny.pt"),
-                            _need(models, "vae", "SD VAE"), settings, dtype=dtype)
+        run = lipsync_files(clip, model_set, unet, _need(models, "whisper"), _need(models, "vae"), settings,
+                            dtype=dtype)
         result = run.result
         frames = result.frames
         if config["restore"] != "none" or config["upscale"] != "none":
@@ -151,7 +153,7 @@ def run_config(config: dict, clip: Clip, models: dict, model_set: ModelSet, vide
     return {"name": config["name"], "lse_c": score.lse_c, "lse_d": score.lse_d, "offset": score.offset,
             "crops": score.crops, "sharpness": sharpness["generated"], "sharpness_ratio": sharpness["ratio"],
             "seconds": seconds, "peak_mb": memory.peak / 2**20, "frames": len(frames),
-            "generated": int(result.generated.sum()), "video": video.name,
+            "generated": int(result.generated.sum()), "video": video.name, "warnings": result.stats["warnings"],
             "settings": {k: v for k, v in config.items() if k != "name"}}
 
 
@@ -162,7 +164,11 @@ def run_experiment(video: str | Path, audio: str | Path, configs_file: str | Pat
     Returns one row per configuration, in the file's order; a failed one has "error" (one line) instead of
     scores. With `cluster` (a `cluster.RayCluster`) each configuration is a task on its workers."""
     models, configs, score_settings = load_plan(configs_file, models_dir)
-    out_dir = Path(out_dir)
+    check_model_files(models, configs, score_settings)
+    names = video_names([c["name"] for c in configs])
+    inputs = {"--video": video, "--audio": audio, "--configs": configs_file,
+              **{f"the {key} model": path for key, path in models.items()}}
+    out_dir = check_output_folder(out_dir, [*REPORT_FILES, *names], inputs)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch_device = resolve_device(device)
     clip = read_clip(video, audio)
@@ -171,7 +177,6 @@ def run_experiment(video: str | Path, audio: str | Path, configs_file: str | Pat
     model_set = ModelSet(torch_device)
     context = {"video": str(video), "audio": str(audio), "device": str(torch_device), "configs": str(configs_file),
                "fps": clip.fps, "frames": len(clip.frames)}
-    names = video_names([c["name"] for c in configs])
     if cluster is not None:
         return _run_on_cluster(cluster, configs, names, clip, models, str(torch_device), score_settings, out_dir,
                                context, progress)
@@ -181,6 +186,8 @@ def run_experiment(video: str | Path, audio: str | Path, configs_file: str | Pat
         rows.append(_run_or_record(config, clip, models, model_set, out_dir / file_name, score_settings))
         if "error" in rows[-1]:
             progress(f"[{index}/{len(configs)}] {config['name']} failed: {rows[-1]['error']}")
+        for warning in rows[-1].get("warnings", ()):
+            progress(f"[{index}/{len(configs)}] {config['name']}: warning: {warning}")
         write_report(rows, out_dir, context)
     return rows
 
@@ -266,7 +273,7 @@ def write_report(rows: list[dict], out_dir: Path, context: dict) -> None:
     lines += ["", "Settings per config are in `results.csv`; each config's video is beside this file."]
     if failed:
         lines += [f"{failed} of {len(rows)} configs failed; their error is in the last column."]
-    _replace_file(out_dir / "README.md", ("\n".join(lines) + "\n").encode("utf-8"))
+    _replace_file(out_dir / REPORT_FILES[0], ("\n".join(lines) + "\n").encode("utf-8"))
     table = io.StringIO(newline="")
     columns = ["name", "lse_c", "lse_d", "offset", "crops", "sharpness", "sharpness_ratio", "seconds", "peak_mb",
                "frames", "generated", "video", "error"]
@@ -274,10 +281,10 @@ def write_report(rows: list[dict], out_dir: Path, context: dict) -> None:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: row.get(k, "") for k in columns} | {"settings": json.dumps(row["settings"])})
-    _replace_file(out_dir / "results.csv", table.getvalue().encode("utf-8"))
+    _replace_file(out_dir / REPORT_FILES[1], table.getvalue().encode("utf-8"))
     chart = io.BytesIO()
     Image.fromarray(bar_chart([r["name"] for r in rows], [r.get("lse_c") for r in rows])).save(chart, format="png")
-    _replace_file(out_dir / "chart.png", chart.getvalue())
+    _replace_file(out_dir / REPORT_FILES[2], chart.getvalue())
 
 
 def _replace_file(path: Path, data: bytes) -> None:
@@ -328,10 +335,21 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "config"
 
 
-def _need(models: dict, key: str, what: str) -> Path:
+def check_model_files(models: dict, configs: list[dict], score_settings: dict) -> None:
+    """Before any configuration runs: a missing model file, in one line naming it and the first one that needs it."""
+    for config in configs:
+        optional = {"face_restorer": config["restore"] == "model", "upscaler": config["upscale"] == "model",
+                    "s3fd": score_settings["crops"] == "s3fd"}
+        for key in [f"unet_{config['version']}", "whisper", "vae", "syncnet", *(k for k, on in optional.items() if on)]:
+            _need(models, key, config["name"])
+
+
+def _need(models: dict, key: str, config: str | None = None) -> Path:
     path = models.get(key)
     if path is None or not Path(path).is_file():
-        raise FileNotFoundError(f"{what} not found: {path} (set models.{key} in the configs file, or --models)")
+        what = CATALOGUE[key].what if key in CATALOGUE else f"the {key.replace('_', ' ')} model"
+        needs = f"configuration {config!r} needs {what}" if config else what
+        raise FileNotFoundError(f"{needs}, not found: {path} (set models.{key} in the configs file, or --models)")
     return Path(path)
 
 
@@ -341,7 +359,7 @@ def _restore(crops, result, config, models, device):
         return crops
     from .upscale.restore import load_face_restorer, restore_mouths
 
-    model = load_face_restorer(_need(models, "face_restorer", "face restoration model"), device=device)
+    model = load_face_restorer(_need(models, "face_restorer"), device=device)
     return restore_mouths(crops, result.faces.mask, model, strength=config["restore_strength"], device=device)
 
 
@@ -354,7 +372,7 @@ def _upscale(crops, result, config, models, device):
     if method == "none":
         return crops
     if method == "model":
-        method = load_upscale_model(_need(models, "upscaler", "upscale model"), device=device)
+        method = load_upscale_model(_need(models, "upscaler"), device=device)
     # As large as the faces appear in the frames, and never smaller than asked.
     side = face_fit_side(result.faces, minimum=round(result.faces.resolution * config["upscale_scale"]))
     return upscale_frames(crops, method, size=(side, side), device=device)
@@ -364,10 +382,10 @@ def _score(frames, clip: Clip, models: dict, model_set: ModelSet, settings: dict
     from .score.crops import pack_face_detector
     from .score.evaluate import score_sync, wants_jpeg
 
-    syncnet = model_set.syncnet(_need(models, "syncnet", "SyncNet syncnet_v2.model"))
+    syncnet = model_set.syncnet(_need(models, "syncnet"))
     extra = {"face_boxes": pack_face_detector()}
     if settings["crops"] == "s3fd":
-        extra = {"s3fd": model_set.s3fd(_need(models, "s3fd", "S3FD sfd_face.pth"))}
+        extra = {"s3fd": model_set.s3fd(_need(models, "s3fd"))}
     return score_sync(frames, clip.waveform, clip.sample_rate, clip.fps, syncnet, crops=settings["crops"],
                       min_track=settings["min_track"],
                       jpeg=wants_jpeg(settings["jpeg"], settings["crops"]), **extra)

@@ -229,14 +229,22 @@ def lipsync_stream(frames, features, speech, unet: torch.nn.Module, resolution: 
     clock = time.perf_counter()
     track = _face_track(frames, partial, detector, dict(selection or {}), face_progress)
     seconds = {"faces": time.perf_counter() - clock}
-    warnings, input_frames = ([frames.truncated] if frames.truncated else []), len(frames)
+    warnings = [note for note in (frames.orientation_warning, frames.truncated) if note]
+    input_frames = len(frames)
     retime = frames.constant_rate_index(fps)
+    path = frames.path
     if retime is not None:  # a variable frame rate: frames shown at the times of a constant fps clock
-        warnings.append(f"{frames.path}: the frame rate varies; {len(frames)} frames were retimed to "
-                        f"{len(retime)} at a constant {fps:g} fps by their timestamps")
         frames, track = RetimedFrames(frames, retime), track.subset(retime)
     faces = faces_from_track(track, frames.frame_hw, resolution)
     plan = plan_lipsync(len(frames), features, faces.valid, settings, speech)
+    warnings += plan.warnings  # a run that will change nothing says why
+    if retime is not None:  # the output's own count: it follows the audio, not the retimed clock
+        warnings.append(f"{path}: the frame rate varies, so its {input_frames} frames were placed on a constant "
+                        f"{fps:g} fps clock by their timestamps; the output has {plan.frames} frames")
+    width, height = frames.width // 2 * 2, frames.height // 2 * 2  # yuv420p halves colour: sizes must be even
+    if (width, height) != (frames.width, frames.height):
+        warnings.append(f"{frames.width}x{frames.height} frames are written as {width}x{height}: H.264 needs even "
+                        "sizes")
     runner = WindowRunner(unet, vae, settings, plan, features, resolution, device, dtype, torch.uint8, progress)
     segments = plan_segments(plan, settings.window)
     done = partial.finished(segments)
@@ -268,7 +276,7 @@ def lipsync_stream(frames, features, speech, unet: torch.nn.Module, resolution: 
     partial.remove()
     stats = runner.stats()
     return {"frames": plan.frames, "input_frames": input_frames, "fps": fps, "still_image": frames.still,
-            "width": frames.width // 2 * 2, "height": frames.height // 2 * 2,
+            "width": width, "height": height,
             "generated_frames": stats["generated_frames"], "resolution": resolution, "segments": len(segments),
             "resumed_segments": len(done), "made_segments": made,
             "unet_passes": {"full": stats["full_passes"], "shallow": stats["shallow_passes"]},

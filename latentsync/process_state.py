@@ -9,6 +9,10 @@ whatever changed.
 Not contained: modules stay imported, with what they registered in torch (custom ops, pytree nodes), their
 atexit handlers, import hooks and threads (pyannote's telemetry starts one); loggers that did not exist before
 keep the settings their library gave them; and the OpenMP variables in `KEPT_ENVIRON`.
+
+`hushed()` keeps what those libraries say about themselves as they load (torch's deprecation notices, torchao's
+pytree registrations, diffusers missing a torchao type) off stderr: said again at DEBUG on the
+`latentsync.third_party` logger, which the CLI's `--debug` (or a host that logs DEBUG) shows.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import contextlib
 import logging
 import os
 import warnings
-from typing import Iterator
+from typing import Iterable, Iterator
 
 # Set by scikit-learn (imported by pyannote) for the OpenMP runtime it loads; an OpenMP runtime loaded later
 # reads them, and without KMP_DUPLICATE_LIB_OK a second runtime aborts the process instead of loading.
@@ -24,6 +28,10 @@ KEPT_ENVIRON = frozenset({"KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK"})
 _LoggerState = tuple[int, bool, bool, tuple[logging.Handler, ...]]
 # What a logger that exists only as a placeholder (a parent of a named logger) behaves as.
 _FRESH: _LoggerState = (logging.NOTSET, False, True, ())
+# Where third-party libraries log notes about their own internals as they load: torch's pytree registry (torchao
+# registers its enums there) and diffusers' torchao quantizer (a torchao type it looks for is missing).
+NOISY_LOGGERS = ("torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer")
+THIRD_PARTY = logging.getLogger("latentsync.third_party")
 
 
 @contextlib.contextmanager
@@ -75,3 +83,30 @@ def _restore_environ(before: dict[str, str]) -> None:
     for key, value in before.items():
         if os.environ.get(key) != value and key not in KEPT_ENVIRON:
             os.environ[key] = value
+
+
+@contextlib.contextmanager
+def hushed(loggers: Iterable[str] = NOISY_LOGGERS) -> Iterator[None]:
+    """What a third-party import or call says inside, `warnings.warn` and records logged on `loggers`, said again
+    at DEBUG on `THIRD_PARTY` instead of on stderr. The warning filters in force still decide which warnings
+    are raised at all; like `contained()`, warnings another thread raises meanwhile are taken too."""
+    held: list[logging.LogRecord] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        held.append(record)
+        return False
+
+    targets = [logging.getLogger(name) for name in loggers]
+    for logger in targets:
+        logger.addFilter(hold)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            yield
+    finally:
+        for logger in targets:
+            logger.removeFilter(hold)
+        for record in held:
+            THIRD_PARTY.debug("%s: %s", record.name, record.getMessage())
+        for warning in caught:
+            THIRD_PARTY.debug("%s: %s (%s:%s)", warning.category.__name__, warning.message, warning.filename,
+                              warning.lineno)

@@ -2,9 +2,12 @@
 before the run, so a node declares its choices and ranges once, in `define_schema`."""
 from __future__ import annotations
 
+import logging
 import math
 
 from ._comfy import io, override
+
+log = logging.getLogger("latentsync")
 
 MAX_LISTED = 20  # as ComfyUI: longer option lists (model files) are not spelled out in a message
 
@@ -78,3 +81,11 @@ class LatentSyncNode(io.ComfyNode):
         if problems:
             raise InvalidInput("; ".join(problems.values()))
         return True
+
+    @classmethod
+    def warned(cls, warnings: list[str]) -> list[str]:
+        """`warnings` (a run that changed nothing, a video read upright, ...) said in ComfyUI's console too; the
+        node's report (js/node_reports.js) shows the list it is given back."""
+        for warning in warnings:
+            log.warning("%s: %s", cls.__name__, warning)
+        return list(warnings)

@@ -10,6 +10,7 @@ from ..latentsync.face.align import align
 from ..latentsync.face.detect import DETECTORS, SELECTIONS, detect_faces, make_detector
 from ..latentsync.face.paste import paste_back
 from ..latentsync.face.tracks import FaceTracks as Tracks, choose_track, keyframe_index, label_keyframe, track_faces
+from ..latentsync.face.types import no_face_found
 from ._comfy import folder_paths, io, override, progress_reporter, ui
 from .base import LatentSyncNode
 from .data_types import Faces, FaceTracks
@@ -100,7 +101,9 @@ class DetectFaces(LatentSyncNode):
         mouth[~faces.valid] = 0.0
         found = int(faces.valid.sum())
         summary = {"frames": len(faces), "frames_with_face": found, "detector": detector,
-                   "resolution": faces.resolution, "tracks": list(tracks.labels)}
+                   "resolution": faces.resolution, "tracks": list(tracks.labels),
+                   "warnings": cls.warned([] if found else [f"{no_face_found(len(faces))}; every frame passes "
+                                                            "through unchanged"])}
         shown = {"latentsync_faces": [summary]}
         if track_all:  # the keyframe with every track's letter, in the core image preview
             key = keyframe_index(tracks)

@@ -13,6 +13,7 @@ import torch
 
 from ..latentsync.media.audio import write_wav
 from ..latentsync.media.frame_reader import VideoFrames
+from ..latentsync.media.outputs import check_output
 from ..latentsync.media.partial import PartialOutput, file_identity
 from ..latentsync.media.video import check_crf, video_info
 from ..latentsync.pipeline import lipsync_stream
@@ -114,7 +115,8 @@ class LatentSyncSampleVideo(LatentSyncNode):
                "vae": _weights_digest(getattr(vae, "first_stage_model", torch.nn.Module())),
                "settings": vars(settings), "detector": [detector, threshold], "selection": selection, "crf": crf}
         name = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:12]
-        out = out_base.with_name(f"{out_base.name}_{name}.mp4")
+        out = check_output(out_base.with_name(f"{out_base.name}_{name}.mp4"), {"the video": path},
+                           flag="filename_prefix's file")
         if out.is_file():  # this very job finished before (ComfyUI's cache was cleared since)
             return io.NodeOutput(video_from_file(out), ui={"latentsync_video": [{"file": str(out), "reused": True}]})
         partial = PartialOutput(out, job, resume=True)
@@ -145,7 +147,8 @@ class LatentSyncSampleVideo(LatentSyncNode):
                                  threshold), selection=selection, device=device, crf=crf, face_progress=face_progress,
                                  on_window=on_window)
         note = {"file": str(out), "frames": summary["frames"], "generated": summary["generated_frames"],
-                "resumed_segments": summary["resumed_segments"], "warnings": summary["warnings"], "preset": preset}
+                "resumed_segments": summary["resumed_segments"], "warnings": cls.warned(summary["warnings"]),
+                "preset": preset}
         return io.NodeOutput(video_from_file(out), ui={"latentsync_video": [note]})
 
 
@@ -157,14 +160,15 @@ class VideoInfo(LatentSyncNode):
             node_id="LatentSyncVideoInfo",
             display_name="Video Info (LatentSync)",
             category="LatentSync",
-            description="The frame rate, frame count and size of a VIDEO, read from its file's header: nothing is "
-                        "decoded (Get Video Components decodes every frame), so long clips can feed their fps to "
-                        "Whisper Encode.",
+            description="The frame rate, frame count and size of a VIDEO, read from its file's header and first frame "
+                        "(Get Video Components decodes every frame), so long clips can feed their fps to Whisper "
+                        "Encode. A phone video's size is the upright one players show.",
             inputs=[io.Video.Input("video", tooltip="A video from Load Video.")],
             outputs=[io.Float.Output(display_name="fps", tooltip="Frames per second (25 when the file states none)."),
                      io.Int.Output(display_name="frames", tooltip="Frame count from the header (0 when unknown)."),
-                     io.Int.Output(display_name="width", tooltip="Frame width in pixels."),
-                     io.Int.Output(display_name="height", tooltip="Frame height in pixels.")],
+                     io.Int.Output(display_name="width", tooltip="Frame width in pixels, as players show it (a "
+                                                                     "phone's rotation flag applied)."),
+                     io.Int.Output(display_name="height", tooltip="Frame height in pixels, as players show it.")],
         )
 
     @classmethod

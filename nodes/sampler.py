@@ -140,7 +140,7 @@ class LatentSyncSampler(LatentSyncNode):
         out = model_management.intermediate_device()
         generated = result.generated.to(torch.float32).view(-1, 1, 1)
         summary = {"frames": len(result.frames), "generated": int(result.generated.sum()), "preset": preset,
-                   "settings": vars(settings)}
+                   "settings": vars(settings), "warnings": cls.warned(result.stats["warnings"])}
         return io.NodeOutput(result.frames.to(out), result.crops.to(out), result.faces, generated,
                              ui={"latentsync_sampler": [summary]})
 
@@ -196,5 +196,7 @@ class LatentSyncSpeakersSampler(LatentSyncNode):
         out = model_management.intermediate_device()
         generated = result.generated.to(torch.float32).view(-1, 1, 1)
         summary = {"frames": len(result.frames), "generated": int(result.generated.sum()),
-                   "faces": [f"{s['face']} ← {s['speaker']}" for s in result.stats["faces"]]}
+                   "faces": [f"{s['face']} ← {s['speaker']}" for s in result.stats["faces"]],
+                   "warnings": cls.warned([f"face {s['face']}: {warning}" for s in result.stats["faces"]
+                                           for warning in s["warnings"]])}
         return io.NodeOutput(result.frames.to(out), generated, ui={"latentsync_sampler": [summary]})

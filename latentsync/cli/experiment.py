@@ -46,7 +46,7 @@ def experiment_command(args: argparse.Namespace) -> tuple[dict, int]:
     rows = run_experiment(args.video, args.audio, args.configs, args.out, models_dir=args.models,
                           device=args.device, progress=lambda line: print(line, file=sys.stderr, flush=True),
                           cluster=cluster)
-    keys = ("name", "lse_c", "lse_d", "offset", "seconds", "peak_mb", "error")
+    keys = ("name", "lse_c", "lse_d", "offset", "seconds", "peak_mb", "warnings", "error")
     results = [{k: r[k] for k in keys if k in r} for r in rows]
     failed = sum("error" in r for r in rows)
     return {"out": args.out, "failed": failed, "results": results}, 1 if failed else 0

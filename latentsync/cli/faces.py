@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 
 from ..face.align import crop_geometry
+from ..face.types import no_face_found
 from ..face.detect import DETECTORS, SELECTIONS, FaceTracker, check_selection, make_detector, track_from_faces
-from ..media.video import decode_frames
+from ..media.video import decode_frames, file_orientation
 
 
 def parse_position(text: str) -> tuple[float, float]:
@@ -53,6 +54,7 @@ def faces_command(args: argparse.Namespace) -> dict:
     detector = make_detector(args.detector, args.threshold, **options)
     tracker = FaceTracker(detector, args.select, args.index, args.position)
     frames, fps, _ = decode_frames(args.video)
+    turned = file_orientation(args.video).warning(args.video)  # the frames come upright; say so
     faces, frame_hw = [], (0, 0)
     for frame in frames:
         frame_hw = frame.shape[:2]
@@ -61,4 +63,5 @@ def faces_command(args: argparse.Namespace) -> dict:
     _, crop_wh = crop_geometry(args.resolution)
     return {"frames": len(track), "fps": round(fps, 6), "width": int(frame_hw[1]), "height": int(frame_hw[0]),
             "detector": track.detector, "resolution": args.resolution, "crop_size": list(crop_wh),
-            "frames_with_face": int(track.valid.sum()), "faces": track.faces_json()}
+            "frames_with_face": int(track.valid.sum()), "faces": track.faces_json(),
+            "warnings": ([turned] if turned else []) + ([] if track.valid.any() else [no_face_found(len(track))])}

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..media.audio import load_audio
+from ..media.outputs import check_output
 from ..audio.features import extract_features
 from ..audio.whisper import load_whisper_encoder
 from ..sample.frame_plan import speech_weights
@@ -28,6 +29,18 @@ def parse_fps(text: str) -> float:
     return fps
 
 
+def parse_probability(text: str) -> float:
+    """A speech probability threshold, refused by argparse (which names the flag) when not strictly between 0
+    and 1, as `detect_speech` would refuse it later under its own name."""
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
 def add_features_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "features", help="whisper features [L, 5, 384] and per-frame chunks [N, 50, 384] of an audio file, "
@@ -41,7 +54,8 @@ def add_features_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     parser.add_argument("--speech-policy", choices=SPEECH_POLICIES, default="keep",
                         help="keep: the reference; silence: frames outside speech (silero VAD) get the "
                              "features of digital silence")
-    parser.add_argument("--vad-threshold", type=float, default=0.5, help="speech probability threshold (0-1)")
+    parser.add_argument("--vad-threshold", type=parse_probability, default=0.5,
+                        help="speech probability threshold (0-1)")
     parser.add_argument("--crossfade-frames", type=int, default=3,
                         help="frames over which silence fades in at the edges of speech")
     parser.add_argument("--seamless", action="store_true",
@@ -56,6 +70,7 @@ def features_command(args: argparse.Namespace) -> dict:
     """Run the `features` command; returns the JSON summary the CLI prints."""
     from safetensors.torch import save_file
 
+    check_output(args.out, {"audio": args.audio, "--whisper": args.whisper})
     waveform, sample_rate = load_audio(args.audio)
     segments = None
     if args.speech_policy == "silence":

@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 from .faces import add_selection_arguments
-from .features import parse_fps
+from .features import parse_fps, parse_probability
 from ..face.detect import DETECTORS
+from ..media.outputs import check_output
 from ..pipeline import DTYPES
 from ..sample.presets import PRESETS, RUN_OPTIONS, dtype_name, format_estimate, resolve
 from ..sample.settings import SETTINGS, SamplerSettings, flag, old_flags
@@ -64,7 +65,8 @@ def add_lipsync_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     parser.add_argument("--config", default="auto",
                         help="1.5 (256 px), 1.6 (512 px), a JSON config, or auto: a JSON beside the checkpoint, "
                              "else guessed from its path")
-    parser.add_argument("--vad-threshold", type=float, default=0.5, help="speech probability threshold (0-1)")
+    parser.add_argument("--vad-threshold", type=parse_probability, default=0.5,
+                        help="speech probability threshold (0-1)")
     add_settings_arguments(parser)
     parser.add_argument("--fps", type=parse_fps, default=25.0, help="frame rate for a still image")
     parser.add_argument("--seamless", action="store_true", help="overlap whisper's 30 s spans (long audio)")
@@ -112,6 +114,8 @@ def lipsync_command(args: argparse.Namespace) -> dict:
     from ..pipeline import ModelSet, UNetSpec, estimate_run_vram, lipsync_video_file, resolve_device, resolve_dtype
 
     started = time.perf_counter()
+    check_output(args.out, {"--video": args.video, "--audio": args.audio, "--unet": args.unet,
+                            "--whisper": args.whisper, "--vae": args.vae, "--config": args.config})
     chosen = run_choices(args)
     settings = SamplerSettings.from_mapping(chosen)
     settings.validate()
@@ -126,9 +130,17 @@ def lipsync_command(args: argparse.Namespace) -> dict:
     options = {"models_dir": args.insightface_dir} if args.detector == "insightface" else {}
     detector = make_detector(args.detector, **options)
 
+    tty = sys.stderr.isatty()
+
     def say(text: str, end: str = "") -> None:
-        if not args.quiet:
-            print(f"\rlipsync: {text}", end=end, file=sys.stderr, flush=True)
+        """Progress on stderr: a terminal's line updated in place (`end` "" leaves it open); a file or pipe gets
+        one whole line each time, never carriage-return runs."""
+        if args.quiet:
+            return
+        if tty:
+            print(f"\rlipsync: {text}\x1b[K", end=end, file=sys.stderr, flush=True)  # ESC[K: clear the rest
+        else:
+            print(f"lipsync: {text}", file=sys.stderr, flush=True)
 
     def progress(done: int, total: int) -> None:
         say(f"step {done}/{total}", "\n" if done == total else "")
@@ -158,10 +170,8 @@ def lipsync_command(args: argparse.Namespace) -> dict:
             resume=args.resume, progress=progress, face_progress=face_progress, cluster=cluster,
             compile_mode=args.compile, on_ready=ready, **memory)
     except KeyboardInterrupt:
-        raise KeyboardInterrupt(f"the finished windows are kept in {args.out}.partial: run again with --resume "
-                                f"to continue") from None
-    for warning in summary["warnings"]:
-        say(f"warning: {warning}", "\n")
+        raise KeyboardInterrupt(f"what was finished (the face track once found, then every finished window) is "
+                                f"kept in {args.out}.partial: run again with --resume to continue") from None
     return {"out": str(args.out), **summary, "fps": round(summary["fps"], 6), "device": str(device),
             "dtype": str(dtype).removeprefix("torch."), "settings": vars(settings), "preset": args.preset,
             "quantization": unet.quantization, **memory, "vram_estimate": estimate,

@@ -1,15 +1,21 @@
 """Command line: `python -m latentsync COMMAND ...`; each command prints JSON on stdout.
 
 A failure is one line `error: ...` on stderr with exit code 2 (130 when interrupted); `--debug` (before or
-after the command) prints the traceback as well.
+after the command) prints the traceback as well. A command whose JSON has `warnings` (no face found, nothing
+generated, a rotated video read upright, ...) also prints each as a line `warning: ...` on stderr.
+
+`--debug` also prints the pack's log at DEBUG as lines `debug: ...`, with what its libraries say as they load
+(a normal run keeps that off stderr: `process_state.hushed`).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import sys
 import traceback
-from typing import NoReturn
+from typing import Iterator, NoReturn
 
 from ..audio import vad as vad_lib
 from ..media.audio import load_audio
@@ -31,6 +37,9 @@ def _vad(args: argparse.Namespace) -> dict:
     return segments.to_json()
 
 
+DEBUG_HELP = "print the traceback of an error, and the pack's log with what its libraries say as they load"
+
+
 class _Parser(argparse.ArgumentParser):
     """Refuses a bad value in one line too (argparse's own error prints the whole usage first); the
     subcommands' parsers are of this class as well."""
@@ -42,7 +51,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m latentsync", description="LatentSync lip-sync tools.",
                      epilog="Errors are one line on stderr (exit code 2); --debug adds the traceback.")
-    parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
 
     vad = commands.add_parser("vad", help="find speech in an audio file; prints "
@@ -65,9 +74,32 @@ def build_parser() -> argparse.ArgumentParser:
     add_experiment_parser(commands)
     for command in commands.choices.values():
         # SUPPRESS: without the flag after the command, the value given before it stays.
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                             help="print the traceback of an error")
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
+
+
+class _StderrLines(logging.Handler):
+    """Each record as a line `debug: LOGGER: MESSAGE` on the `sys.stderr` of the moment."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"debug: {record.name}: {record.getMessage()}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def debug_log(on: bool) -> Iterator[None]:
+    """With `on` (--debug), the `latentsync` loggers at DEBUG on stderr for the block; else nothing changes."""
+    if not on:
+        yield
+        return
+    logger, handler = logging.getLogger("latentsync"), _StderrLines()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     still has something to report in its exit code (the experiment: some configurations failed)."""
     args = build_parser().parse_args(argv)
     try:
-        result = args.run(args)
+        with debug_log(args.debug):
+            result = args.run(args)
     except KeyboardInterrupt as exc:
         print(f"error: interrupted{f'; {exc}' if str(exc) else ''}", file=sys.stderr)
         return 130
@@ -85,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error_line(exc)}", file=sys.stderr)
         return 2
     result, code = result if isinstance(result, tuple) else (result, 0)
+    for warning in result.get("warnings", ()):  # also in the JSON; a run that changed nothing says so here too
+        print(f"warning: {warning}", file=sys.stderr)
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
     return code

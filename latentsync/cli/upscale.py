@@ -18,7 +18,8 @@ from ..upscale.resize import INTERPOLATION_MODES, scaled_size
 from ..upscale.frames import upscale_frames, upscale_mouth_region
 from ..upscale.models import load_upscale_model, model_summary
 from ..upscale.tiling import default_device, default_dtype
-from ..media.video import NoVideoStream, check_crf
+from ..media.outputs import check_output
+from ..media.video import NoVideoStream, check_crf, file_orientation, read_frames
 from ..media.video_stream import VideoChunkReader, VideoChunkWriter
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
@@ -68,9 +69,10 @@ def add_upscale_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
 
 def upscale_command(args: argparse.Namespace) -> dict:
     """Run the `upscale` command; returns the JSON summary the CLI prints."""
-    src, out = Path(args.input), Path(args.out)
+    src = Path(args.input)
     if not src.is_file():
         raise FileNotFoundError(f"no input file at {src}")
+    out = check_output(args.out, {"input": src, "--model": args.model, "--mouth-mask": args.mouth_mask})
     if args.mouth_mask and not args.model:
         raise ValueError("--mouth-mask needs --model (it blends the model's mouth over interpolation)")
     if args.scale is None and args.size is None and args.mode:
@@ -113,13 +115,13 @@ def _load_mask(path: str) -> torch.Tensor:
 def _upscale_image(src: Path, out: Path, upscale) -> dict:
     from PIL import Image
 
-    with Image.open(src) as image:
-        # Alpha and palettes are dropped: the models and the pack's IMAGE type are RGB.
-        pixels = np.array(image.convert("RGB"))
-    result = upscale(torch.from_numpy(pixels)[None])
+    # Alpha and palettes are dropped (the models and the pack's IMAGE type are RGB); EXIF orientation applied.
+    pixels = read_frames(src)[0]
+    result = upscale(pixels)
     Image.fromarray(_to_uint8(result[0])).save(out)
-    return {"kind": "image", "frames": 1, "input_size": [pixels.shape[1], pixels.shape[0]],
-            "output_size": [result.shape[2], result.shape[1]]}
+    turned = file_orientation(src).warning(src)
+    return {"kind": "image", "frames": 1, "input_size": [pixels.shape[2], pixels.shape[1]],
+            "output_size": [result.shape[2], result.shape[1]], "warnings": [turned] if turned else []}
 
 
 def _upscale_video(src: Path, out: Path, upscale, args: argparse.Namespace, model_scale: int | None) -> dict:
@@ -138,7 +140,7 @@ def _upscale_video(src: Path, out: Path, upscale, args: argparse.Namespace, mode
             print(file=sys.stderr)
     return {"kind": "video", "frames": writer.count, "fps": float(reader.rate),
             "input_size": [reader.width, reader.height], "output_size": list(target), "codec": writer.codec,
-            "audio": writer.audio_note}
+            "audio": writer.audio_note, "warnings": [reader.orientation_warning] if reader.orientation_warning else []}
 
 
 def _video_size(width: int, height: int, size: tuple[int, int] | None, scale: float) -> tuple[int, int]:

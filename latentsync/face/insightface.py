@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..catalogue import CATALOGUE
-from ..checkpoint import FORMAT_NAMES, file_format
+from ..checkpoint import check_onnx
 from .types import DetectedFace, FaceModelMissing
 from .warp import warp_affine
 from ..onnx_runtime import import_onnxruntime
@@ -61,10 +61,8 @@ def find_model_dir(models_dir: str | Path | Sequence[str | Path] | None = None) 
 
 
 def _session(path: Path, providers: Sequence[str] | None):
-    kind = file_format(path)
-    if kind != "onnx-or-other":  # a PyTorch/TorchScript/safetensors file renamed: never handed to a runtime
-        raise FaceModelMissing(f"{path} is not an ONNX model but {FORMAT_NAMES[kind]}; nothing was loaded. "
-                               f"To get the right files, {WHERE_TO_GET}")
+    # A pickle, a PyTorch file or a truncated download named .onnx is never handed to the runtime.
+    check_onnx(path, f"To get the right files, {WHERE_TO_GET}", error=FaceModelMissing)
     ort = import_onnxruntime()
 
     available = ort.get_available_providers()

@@ -64,3 +64,9 @@ class FaceTrack:
         """`[{"frame": i, "box": [x1, y1, x2, y2] | None}, ...]` with whole pixels."""
         return [{"frame": i, "box": [int(round(v)) for v in self.boxes[i]] if self.valid[i] else None}
                 for i in range(len(self))]
+
+
+def no_face_found(frames: int) -> str:
+    """The one line that says no frame had a usable face (the CLI's warnings, the nodes' reports)."""
+    return (f"no face was found in any of the {frames} frame{'s' if frames != 1 else ''} (turned away, too small, "
+            f"sideways or dark? try another detector or face choice)")

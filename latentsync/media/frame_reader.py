@@ -4,7 +4,8 @@
 caller finds the faces). `read(indices)` then gives any frames again: reads that go forward continue the
 decoder; a read that goes back (the ping-pong loop of audio longer than the video) seeks to the keyframe before
 it and decodes from there. Decoded frames are kept up to `cache_bytes`, newest first, so the next window of a
-backward run is usually already there. A still image is one frame.
+backward run is usually already there. A still image is one frame. Frames are upright as players show them
+(the file's rotation flag applied: `video.Orientation`).
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from typing import Iterator
 
 import numpy as np
 
-from .video import IMAGE_SUFFIXES, NoVideoStream, VideoDecodeError, demux_decode, read_frames
+from .video import (IMAGE_SUFFIXES, NoVideoStream, Orientation, VideoDecodeError, demux_decode, file_orientation,
+                    read_frames, video_orientation)
 
 DEFAULT_CACHE_BYTES = 256 << 20
 
@@ -35,7 +37,9 @@ class VideoFrames:
         self.pts: np.ndarray | None = None  # [N] int64 presentation timestamps, known after `scan`
         self.times: np.ndarray | None = None  # [N] float64 seconds from the first frame, known after `scan`
         self.truncated: str | None = None  # the decoder's message when the file stopped early
+        self.orientation = Orientation()  # how the stored frames are turned to be shown
         if self.still:
+            self.orientation = file_orientation(self.path)  # read_frames applies it; kept for the warning
             self._image = read_frames(self.path)[0][0].numpy()
             self.height, self.width = self._image.shape[:2]
             self.rate: Fraction | None = None
@@ -46,8 +50,15 @@ class VideoFrames:
             if not container.streams.video:
                 raise NoVideoStream(self.path)
             stream = container.streams.video[0]
-            self.width, self.height = stream.codec_context.width, stream.codec_context.height
+            width, height = stream.codec_context.width, stream.codec_context.height
             self.rate = stream.average_rate or stream.guessed_rate or None
+        self.orientation = video_orientation(self.path)
+        self.width, self.height = self.orientation.size(width, height)
+
+    @property
+    def orientation_warning(self) -> str | None:
+        """What the file's rotation flag made of its frames, for a run's warnings (None when it has none)."""
+        return self.orientation.warning(self.path)
 
     @property
     def fps(self) -> float | None:
@@ -104,7 +115,7 @@ class VideoFrames:
         try:
             for frame in self._decoder:
                 pts.append(frame.pts if frame.pts is not None else (pts[-1] + 1 if pts else 0))
-                yield frame.to_ndarray(format="rgb24")
+                yield self.orientation.rgb(frame)
         except VideoDecodeError as exc:
             self.truncated = str(exc)
         finally:
@@ -151,7 +162,7 @@ class VideoFrames:
                 self._next = 0
                 return self._decode_to(target, wanted, need)
             self._next = index + 1
-            image = frame.to_ndarray(format="rgb24")
+            image = self.orientation.rgb(frame)
             self._keep(index, image)
             if index in need:
                 wanted[index] = image

@@ -58,9 +58,9 @@ class PartialOutput:
         manifest = self.folder / "job.json"
         if self.folder.exists():
             if not resume:
-                raise ResumeRefused(
-                    f"{self.folder} holds the finished part of an earlier run of this output: add --resume to "
-                    f"continue it, or delete the folder to start over")
+                raise ResumeRefused(f"{self.folder} is left from an earlier run of this output and holds "
+                                    f"{self._contents()}: add --resume to continue it, or delete the folder to "
+                                    f"start over")
             try:
                 old = json.loads(manifest.read_text())
             except (OSError, ValueError):
@@ -76,6 +76,16 @@ class PartialOutput:
         else:
             self.folder.mkdir(parents=True)
             self._write_text(manifest, json.dumps(self.job, indent=1, sort_keys=True))
+
+    def _contents(self) -> str:
+        """What the folder holds, as the refusal says it: segments are written whole or not at all (`written_whole`),
+        so each segment file is a finished one."""
+        segments = sum(1 for path in self.folder.glob(f"*{SEGMENT_SUFFIX}") if path.is_file())
+        if segments:
+            return f"{segments} finished segment{'s' if segments > 1 else ''}"
+        if (self.folder / "faces.npz").is_file():
+            return "its face track, but no finished segment yet"
+        return "only its settings (it stopped before its face track was done)"
 
     def _write_text(self, path: Path, text: str) -> None:
         with written_whole(path, path.with_name(path.name + ".tmp")) as temporary:

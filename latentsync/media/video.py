@@ -5,6 +5,10 @@ The reference re-encodes the whole frame three times and writes 16 kHz audio (us
 LatentSync issue #67). Here the output is encoded once (libx264, else mpeg4) at the input's frame rate, and
 the original soundtrack goes along unchanged when the container allows (AAC, MP3), otherwise re-encoded to
 AAC at its own sample rate and channel layout.
+
+Phone videos store frames landscape and flag how players turn them (a display matrix); every decode here and in
+`frame_reader.py` and `video_stream.py` applies it (`Orientation`), so frames are upright, and what is written
+carries no flag.
 """
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
+
+from .orientation import Orientation, image_orientation, video_orientation
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 COPYABLE_AUDIO = {"aac", "mp3"}
@@ -40,9 +46,24 @@ class VideoInfo(NamedTuple):
     height: int
 
 
+def file_orientation(path: str | Path) -> Orientation:
+    """How players or viewers turn the pixels of `path`: a still image's EXIF orientation, a video's display
+    matrix (`orientation.video_orientation`); what `read_frames` and `decode_frames` apply."""
+    if Path(path).suffix.lower() in IMAGE_SUFFIXES:
+        from PIL import Image
+
+        try:
+            with Image.open(path) as image:
+                return image_orientation(image)
+        except (OSError, ValueError):  # not an image after all: the read that follows says what it is
+            return Orientation()
+    return video_orientation(path)
+
+
 def video_info(path: str | Path) -> VideoInfo:
-    """The frame rate, frame count and size of a video's first video stream, read from its header (nothing is
-    decoded). A file FFmpeg cannot open is a `ValueError` naming it."""
+    """The frame rate, frame count and size shown (the file's rotation applied: `video_orientation`) of a video's
+    first video stream, read from its header and first frame. A file FFmpeg cannot open is a `ValueError` naming
+    it."""
     import av
 
     path = Path(path)
@@ -54,15 +75,16 @@ def video_info(path: str | Path) -> VideoInfo:
                 raise NoVideoStream(path)
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            return VideoInfo(float(rate) if rate else None, int(stream.frames or 0), stream.codec_context.width,
-                             stream.codec_context.height)
+            width, height = stream.codec_context.width, stream.codec_context.height
+            frames = int(stream.frames or 0)
     except av.error.FFmpegError as exc:
         raise ValueError(f"cannot decode {path}: {exc}") from exc
+    return VideoInfo(float(rate) if rate else None, frames, *video_orientation(path).size(width, height))
 
 
 def read_frames(path: str | Path, max_frames: int | None = None) -> tuple[torch.Tensor, float | None]:
-    """All frames of a video (or the one of a still image) as `[N, H, W, 3]` uint8 RGB, and the frame rate
-    (None for a still image)."""
+    """All frames of a video (or the one of a still image) as `[N, H, W, 3]` uint8 RGB, turned upright as players
+    show them (`video_orientation`), and the frame rate (None for a still image)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video file not found: {path}")
@@ -70,9 +92,11 @@ def read_frames(path: str | Path, max_frames: int | None = None) -> tuple[torch.
         from PIL import Image
 
         with Image.open(path) as image:
-            return torch.from_numpy(np.asarray(image.convert("RGB")).copy())[None], None
+            pixels = np.asarray(image.convert("RGB"))
+            return torch.from_numpy(image_orientation(image).apply(pixels).copy())[None], None
     import av
 
+    orientation = video_orientation(path)
     with av.open(str(path)) as container:
         if not container.streams.video:
             raise NoVideoStream(path)
@@ -80,7 +104,7 @@ def read_frames(path: str | Path, max_frames: int | None = None) -> tuple[torch.
         stream.thread_type = "AUTO"
         fps = float(stream.average_rate or stream.guessed_rate or 0) or None
         frames = []
-        for frame in decode_rgb(container, stream, path):
+        for frame in decode_rgb(container, stream, path, orientation):
             frames.append(frame)
             if max_frames is not None and len(frames) >= max_frames:
                 break
@@ -113,12 +137,13 @@ def _frames(count: int) -> str:
     return f"{count} frame" if count == 1 else f"{count} frames"
 
 
-def decode_rgb(container, stream, path: str | Path) -> Iterator[np.ndarray]:
-    """The frames of `stream` as `[H, W, 3]` uint8 RGB. A damaged or truncated file is a `VideoDecodeError`
-    naming the file and how many frames it gave: FFmpeg's own error names neither ("Invalid data found when
-    processing input: 'avcodec_receive_frame()'"), or there is none at all."""
+def decode_rgb(container, stream, path: str | Path, orientation: Orientation) -> Iterator[np.ndarray]:
+    """The frames of `stream` as `[H, W, 3]` uint8 RGB, turned as `orientation` says (`video_orientation`). A
+    damaged or truncated file is a `VideoDecodeError` naming the file and how many frames it gave: FFmpeg's own
+    error names neither ("Invalid data found when processing input: 'avcodec_receive_frame()'"), or there is none
+    at all."""
     for frame in demux_decode(container, stream, path):
-        yield frame.to_ndarray(format="rgb24")
+        yield orientation.rgb(frame)
 
 
 def demux_decode(container, stream, path: str | Path, *others) -> Iterator:
@@ -142,13 +167,16 @@ def demux_decode(container, stream, path: str | Path, *others) -> Iterator:
 
 
 def decode_frames(path: str | Path) -> tuple[Iterator[np.ndarray], float, int]:
-    """RGB uint8 frames of a video's first video stream, one at a time; also its fps and frame count (0 if
-    the container does not say)."""
+    """RGB uint8 frames of a video's first video stream as players show them, one at a time; also its fps and
+    frame count (0 if the container does not say). A still image is one frame at 0 fps."""
     import av
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video file not found: {path}")
+    if path.suffix.lower() in IMAGE_SUFFIXES:  # through PIL, which reads EXIF orientation
+        return iter(read_frames(path)[0].numpy()), 0.0, 1
+    orientation = video_orientation(path)
     container = av.open(str(path))
     if not container.streams.video:
         container.close()
@@ -159,7 +187,7 @@ def decode_frames(path: str | Path) -> tuple[Iterator[np.ndarray], float, int]:
 
     def frames() -> Iterator[np.ndarray]:
         with container:
-            yield from decode_rgb(container, stream, path)
+            yield from decode_rgb(container, stream, path, orientation)
 
     return frames(), fps, int(stream.frames or 0)
 

@@ -14,15 +14,16 @@ from typing import Iterator
 
 import numpy as np
 
-from .video import NoVideoStream, _video_stream, check_crf, copy_audio_packet, demux_decode
+from .video import NoVideoStream, _video_stream, check_crf, copy_audio_packet, demux_decode, video_orientation
 
 # Audio codecs the MP4/MOV muxer accepts without transcoding.
 MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "opus", "alac", "flac"}
 
 
 class VideoChunkReader:
-    """A video's first video stream, opened for `chunks`: its size, frame rate (25 if the file states none) and
-    start time are known before any frame is decoded."""
+    """A video's first video stream, opened for `chunks`: its size (as shown: the file's rotation flag applied to
+    the size and to every frame, `orientation_warning` says so), frame rate (25 if the file states none) and start
+    time are known before the frames are decoded."""
 
     def __init__(self, path: str | Path):
         import av
@@ -35,7 +36,10 @@ class VideoChunkReader:
         self.video = self.container.streams.video[0]
         self.video.thread_type = "AUTO"
         self.audio = self.container.streams.audio[0] if self.container.streams.audio else None
-        self.width, self.height = self.video.codec_context.width, self.video.codec_context.height
+        self.orientation = video_orientation(self.path)
+        self.orientation_warning = self.orientation.warning(self.path)
+        self.width, self.height = self.orientation.size(self.video.codec_context.width,
+                                                        self.video.codec_context.height)
         self.rate: Fraction = self.video.average_rate or self.video.guessed_rate or Fraction(25)
         start = self.video.start_time
         self.start = float(start * self.video.time_base) if start is not None else 0.0
@@ -56,7 +60,7 @@ class VideoChunkReader:
             if isinstance(item, av.Packet):  # an audio packet, passed through undecoded
                 copy_audio_packet(item, audio_to.audio, audio_to.container, self.start)
                 continue
-            frames.append(item.to_ndarray(format="rgb24"))
+            frames.append(self.orientation.rgb(item))
             times.append(item.time if item.time is not None else self.start + (done + len(times)) / self.rate)
             if len(frames) >= size:
                 yield np.stack(frames), times

@@ -19,10 +19,11 @@ Windows (`plan_frames`): frames without a face are never diffused, so windows li
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..face.types import no_face_found
 from .settings import AUDIO_LONGER, AUDIO_SHORTER, VAD_POLICIES, SamplerSettings
 
 
@@ -51,6 +52,7 @@ class FramePlan:
     chunk_weight: np.ndarray  # [M] float32: 1 = the features' chunk, 0 = silence, between = a blend
     output_weight: np.ndarray  # [M] float32: weight of the generated frame in the output (0 = not generated)
     windows: list[Window]
+    warnings: list[str] = field(default_factory=list)  # why nothing will be generated, when nothing will
 
     @property
     def frames(self) -> int:
@@ -191,4 +193,24 @@ def plan_frames(input_frames: int, audio_frames: int, face_valid: np.ndarray, se
                 windows += even_windows(a, b, window, settings.fast_steps)
             windows.sort(key=lambda w: w.start)
     return FramePlan(source_index=source, audio_frames=int(audio_frames), chunk_weight=chunk_weight,
-                     output_weight=output_weight, windows=windows)
+                     output_weight=output_weight, windows=windows,
+                     warnings=nothing_done(face_valid, candidates, output_weight, vad_policy,
+                                           None if vad_policy == "off" else talk[:audio_frames]))
+
+
+def nothing_done(face_valid: np.ndarray, candidates: np.ndarray, output_weight: np.ndarray, vad_policy: str,
+                 talk: np.ndarray | None) -> list[str]:
+    """One line saying why no frame will be generated, when none will (else nothing): a run that changes
+    nothing must say so instead of passing the video through in silence."""
+    if np.any(output_weight > 0):
+        return []
+    unchanged = "nothing was lip-synced: the output is the input's frames, unchanged"
+    face_valid = np.asarray(face_valid, bool)
+    if not face_valid.any():
+        return [f"{no_face_found(len(face_valid))}; {unchanged}"]
+    if not np.any(candidates):
+        return [f"the frames with a face lie outside the audio's length; {unchanged}"]
+    if vad_policy == "skip" and talk is not None and not np.any(talk):
+        return [f"no speech was found in the audio and vad_policy 'skip' leaves silent frames alone (lower the VAD "
+                f"threshold, or use vad_policy 'silence' to close the mouth); {unchanged}"]
+    return [f"vad_policy {vad_policy!r} left no frame to generate; {unchanged}"]

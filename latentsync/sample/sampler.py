@@ -186,7 +186,8 @@ class WindowRunner:
         plan = self.plan
         return {"seconds": self.seconds, "windows": len(plan.windows), "generated_frames": int(plan.generated.sum()),
                 "unet_steps": plan.total_steps, "full_passes": self.cache.full_passes,
-                "shallow_passes": self.cache.shallow_passes, "audio_frames": plan.audio_frames}
+                "shallow_passes": self.cache.shallow_passes, "audio_frames": plan.audio_frames,
+                "warnings": list(plan.warnings)}
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ..catalogue import CATALOGUE
 from ..checkpoint import CheckpointError, read_checkpoint
+from ..process_state import hushed
 
 CONFIG_PATH = Path(__file__).resolve().parents[1] / "assets" / "sd_vae_ft_mse.json"
 OFFICIAL_FILE = CATALOGUE["vae"].source_file
@@ -188,7 +189,8 @@ def load_vae(path: str | Path, device: torch.device | str = "cpu", dtype: torch.
     path = Path(path)
     state_dict = read_vae_file(path)
     try:
-        from diffusers import AutoencoderKL
+        with hushed():  # with torchao installed, diffusers imports it and logs about a type it lacks
+            from diffusers import AutoencoderKL
     except ImportError as exc:
         raise ImportError("the standalone VAE needs diffusers: pip install 'diffusers>=0.30'") from exc
     config = vae_config()

@@ -12,7 +12,7 @@ import sys
 import torch
 from torch import nn
 
-from ..process_state import contained
+from ..process_state import contained, hushed
 
 INSTALL_HINT = "weight quantization needs torchao; run `pip install torchao` in ComfyUI's Python environment"
 
@@ -39,8 +39,9 @@ def _torchao():
     if "torchao.quantization" in sys.modules:
         return sys.modules["torchao.quantization"]
     try:
-        # torchao adds warning filters (and torch sets TORCHINDUCTOR_CACHE_DIR) as it loads: keep those to the import.
-        with contained():
+        # torchao adds warning filters (and torch sets TORCHINDUCTOR_CACHE_DIR) as it loads: keep those to the import,
+        # and its notes to torch as it registers its types to --debug.
+        with contained(), hushed():
             import torchao.quantization as quantization
     except ImportError as exc:
         raise ImportError(INSTALL_HINT) from exc

@@ -24,7 +24,7 @@ import torch
 
 from ..catalogue import CATALOGUE
 from ..checkpoint import CheckpointError
-from ..process_state import contained
+from ..process_state import contained, hushed
 from .frames import as_frames, mouth_weight
 from .models import arch_name, import_spandrel, load_spandrel_descriptor
 from .resize import resize_nchw
@@ -209,7 +209,9 @@ def _registry():
 
 def _extra_registry():
     try:
-        with contained():  # its import may add warning filters; keep the host's
+        # Its import may add warning filters (keep the host's), and it scripts CodeFormer's parts with
+        # torch.jit.script, which torch says is deprecated (a note for --debug).
+        with contained(), hushed():
             from spandrel_extra_arches import EXTRA_REGISTRY
     except ImportError:
         return None
