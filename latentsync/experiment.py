@@ -164,11 +164,11 @@ def run_experiment(video: str | Path, audio: str | Path, configs_file: str | Pat
     Returns one row per configuration, in the file's order; a failed one has "error" (one line) instead of
     scores. With `cluster` (a `cluster.RayCluster`) each configuration is a task on its workers."""
     models, configs, score_settings = load_plan(configs_file, models_dir)
-    check_model_files(models, configs, score_settings)
     names = video_names([c["name"] for c in configs])
     inputs = {"--video": video, "--audio": audio, "--configs": configs_file,
               **{f"the {key} model": path for key, path in models.items()}}
     out_dir = check_output_folder(out_dir, [*REPORT_FILES, *names], inputs)
+    check_model_files(models, configs, score_settings)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch_device = resolve_device(device)
     clip = read_clip(video, audio)

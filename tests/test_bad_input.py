@@ -911,7 +911,7 @@ PHONE_MATRICES = {
 def test_the_display_matrix_turns_frames_as_the_specification_says(linear):
     """All eight right-angle display matrices (four turns, each plain and mirrored), at FFmpeg's fixed-point
     scale: the frame the pack shows is the one the specification's mapping gives, shape and every pixel."""
-    from latentsync.media.video import orientation_from_matrix
+    from latentsync.media.orientation import orientation_from_matrix
 
     a, b, c, d = linear
     stored = np.random.default_rng(0).integers(0, 256, (6, 10, 3), dtype=np.uint8)

@@ -391,7 +391,8 @@ def test_faces_are_found_aligned_and_pasted_back(comfy_server, short_clip):
     assert history["status"]["status_str"] == "success", history["status"]
     assert history["outputs"]["3"]["latentsync_faces"][0] == {"frames": 12, "frames_with_face": 12,
                                                               "detector": "dlib", "resolution": 256,
-                                                              "tracks": ["A"]}  # track_all off: the chosen face
+                                                              "tracks": ["A"],  # track_all off: the chosen face
+                                                              "warnings": []}  # a face was found: nothing to say
     assert saved_sizes(comfy_server, history, "4") == [(256, 256)] * 12
     # Pasting the untouched crops back changes the frames only a little, and only around the face.
     for source, pasted in zip(saved_arrays(comfy_server, history, "7"), saved_arrays(comfy_server, history, "6")):
