@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from latentsync.cluster import RayCluster
+from latentsync.run.cluster import RayCluster
 from latentsync.face.detect import make_detector
-from latentsync.pipeline import ModelSet, UNetSpec, lipsync_video_file
+from latentsync.run.pipeline import ModelSet, UNetSpec, lipsync_video_file
 from latentsync.sample.settings import SamplerSettings
 
 REPO = Path(__file__).resolve().parents[1]

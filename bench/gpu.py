@@ -37,7 +37,7 @@ from bench.unet import peak_bytes, random_unet
 from latentsync.audio.features import AudioFeatures
 from latentsync.face.align import AlignedFaces, crop_geometry
 from latentsync.face.mask import latent_mask, pixel_mask
-from latentsync.pipeline import resolve_dtype
+from latentsync.run.pipeline import resolve_dtype
 from latentsync.sample.presets import PRESETS, dtype_name, estimate_vram
 from latentsync.sample.sampler import SamplerSettings, lipsync
 from latentsync.sample.vae import load_vae

@@ -69,7 +69,7 @@ def write_voice(path: Path, seconds: float, speech: float) -> None:
 def worker(job: dict) -> dict:
     """One run in this process: the `lipsync` command's pipeline, with the device stood in for if asked."""
     from latentsync.face.detect import make_detector
-    from latentsync.pipeline import ModelSet, UNetSpec, lipsync_video_file
+    from latentsync.run.pipeline import ModelSet, UNetSpec, lipsync_video_file
     from latentsync.sample.settings import SamplerSettings
     from scripts.stand_ins import SleepingUNet, SleepingVAE
 

@@ -31,7 +31,7 @@ from latentsync.audio.features import extract_features
 from latentsync.face.detect import detect_faces
 from latentsync.sample.sampler import SamplerSettings, lipsync
 from latentsync.audio.vad import detect_speech
-from latentsync.pipeline import ModelSet, UNetSpec
+from latentsync.run.pipeline import ModelSet, UNetSpec
 from latentsync.media.video import read_frames
 from scripts.model_files import write_tiny_unet, write_whisper_checkpoint
 from scripts.vae_files import write_sd_vae

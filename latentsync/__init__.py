@@ -72,7 +72,7 @@ _EXPORTS = {
     "load_syncnet": "score.syncnet",
     "score_video": "score.evaluate",
     "SyncScore": "score.metric",
-    "run_experiment": "experiment",
+    "run_experiment": "run.experiment",
     # every model-file refusal derives from it
     "CheckpointError": "checkpoint",
 }

@@ -16,7 +16,7 @@ from ..latentsync.media.frame_reader import VideoFrames
 from ..latentsync.media.outputs import check_output
 from ..latentsync.media.partial import PartialOutput, file_identity
 from ..latentsync.media.video import check_crf, video_info
-from ..latentsync.pipeline import lipsync_stream
+from ..latentsync.run.pipeline import lipsync_stream
 from ..latentsync.sample.sampler import _max_window
 from ..latentsync.sample.settings import SETTINGS, SamplerSettings
 from ._comfy import folder_paths, io, load_for_compute, override, video_from_file, window_reporter

@@ -47,7 +47,7 @@ def write_pyannote_segmentation(path: Path, seed: int = 0) -> Path:
     4x128 BiLSTM, 2x128 linear, powerset of 3 speakers with at most 2 at once over 10 s chunks), saved the
     way pyannote's training writes `pytorch_model.bin` (state dict, hyper-parameters, pyannote block)."""
     from latentsync.audio.vad_pyannote import telemetry_off
-    from latentsync.process_state import contained
+    from latentsync.core.process_state import contained
 
     # contained: importing pyannote (and Lightning) here would otherwise change this test process's environment
     # for every later test, and for the fresh Pythons they start.
@@ -102,7 +102,7 @@ def write_pyannote_embedding(path: Path, seed: int = 0) -> Path:
     `pytorch_model.bin`: a pyannote Model checkpoint (state dict, hyper-parameters, and the pyannote block with a
     chunk-level representation task, as pyannote's WeSpeaker conversion script writes it)."""
     from latentsync.audio.vad_pyannote import telemetry_off
-    from latentsync.process_state import contained
+    from latentsync.core.process_state import contained
 
     with telemetry_off(), contained():  # see write_pyannote_segmentation
         from pyannote.audio.core.task import Problem, Resolution, Specifications

@@ -1418,7 +1418,7 @@ def test_hushed_keeps_warnings_and_library_logs_for_debug(caplog, capfd):
     import logging
     import warnings
 
-    from latentsync.process_state import hushed
+    from latentsync.core.process_state import hushed
 
     noisy = logging.getLogger("latentsync_test.noisy")
     with caplog.at_level(logging.DEBUG, logger="latentsync.third_party"), warnings.catch_warnings(record=True) as seen:

@@ -28,7 +28,7 @@ def test_a_missing_file_is_explained_from_the_table(tmp_path, key, load):
 
 
 def test_the_experiment_and_the_demo_take_their_paths_from_the_table():
-    from latentsync.experiment import MODEL_DEFAULTS
+    from latentsync.run.experiment import MODEL_DEFAULTS
     from latentsync.unet.files import OFFICIAL
 
     for key in ("unet_1.5", "unet_1.6", "whisper", "vae", "syncnet"):

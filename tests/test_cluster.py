@@ -1,4 +1,4 @@
-"""The lipsync's windows on a local Ray cluster (latentsync/cluster.py): the same output as one process, also when a
+"""The lipsync's windows on a local Ray cluster (latentsync/run/cluster.py): the same output as one process, also when a
 worker is killed mid-run and when the cuts land in speech. Ray runs on this machine's CPUs only (no dashboard)."""
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def clip_file(tmp_path_factory):
 
 def run_file(models, clip, out, cluster=None):
     from latentsync.face.detect import make_detector
-    from latentsync.pipeline import ModelSet, UNetSpec, lipsync_video_file
+    from latentsync.run.pipeline import ModelSet, UNetSpec, lipsync_video_file
 
     return lipsync_video_file(clip, clip, out, ModelSet(torch.device("cpu")), UNetSpec(models["unet"]),
                               models["whisper"], models["vae"], SamplerSettings(**SETTINGS),
@@ -62,7 +62,7 @@ def single(models, clip_file, tmp_path_factory):
 
 
 def test_two_workers_make_the_single_process_output(models, clip_file, single, tmp_path):
-    from latentsync.cluster import RayCluster
+    from latentsync.run.cluster import RayCluster
 
     environment = dict(os.environ)
     summary = run_file(models, clip_file, tmp_path / "out.mp4", RayCluster("local", workers=2))
@@ -74,7 +74,7 @@ def test_two_workers_make_the_single_process_output(models, clip_file, single, t
 
 
 def test_a_killed_worker_is_replaced_and_the_output_is_the_same(models, clip_file, single, tmp_path):
-    from latentsync.cluster import RayCluster
+    from latentsync.run.cluster import RayCluster
 
     class KillOne(RayCluster):
         """Kills every worker process when the first segment comes back: the other worker is mid-segment."""
@@ -106,7 +106,7 @@ def test_a_group_that_fails_for_good_fails_the_job_with_its_frames_and_keeps_the
     the group's output frames and the worker's own message, and the partial output stays for --resume."""
     import shutil
 
-    from latentsync.cluster import RayCluster
+    from latentsync.run.cluster import RayCluster
 
     clip = shutil.copy(clip_file, tmp_path / "clip.mp4")
 
@@ -125,7 +125,7 @@ def test_a_group_that_fails_for_good_fails_the_job_with_its_frames_and_keeps_the
 
 
 def test_groups_are_contiguous_balanced_and_cut_at_pauses_first():
-    from latentsync.cluster import group_segments
+    from latentsync.run.cluster import group_segments
 
     windows = [Window(0, 16, 20), Window(16, 32, 20), Window(48, 64, 20), Window(64, 80, 20), Window(80, 96, 20)]
     plan = FramePlan(source_index=torch.arange(96).numpy(), audio_frames=96, chunk_weight=None,
@@ -149,9 +149,9 @@ ADDRESS = re.compile(r'inet_addr\("([0-9.]+)"\)|inet_pton\(AF_INET6, "([0-9a-fA-
 RUN_ON_RAY = """
 import sys, torch
 torch.set_num_threads(1)
-from latentsync.cluster import RayCluster
+from latentsync.run.cluster import RayCluster
 from latentsync.face.detect import make_detector
-from latentsync.pipeline import ModelSet, UNetSpec, lipsync_video_file
+from latentsync.run.pipeline import ModelSet, UNetSpec, lipsync_video_file
 from latentsync.sample.sampler import SamplerSettings
 clip, out, unet, whisper, vae = sys.argv[1:6]
 lipsync_video_file(clip, clip, out, ModelSet(torch.device("cpu")), UNetSpec(unet), whisper, vae,

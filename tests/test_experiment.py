@@ -81,8 +81,8 @@ def test_experiment_writes_table_csv_chart_and_videos(setup):
 
 def test_the_experiment_on_a_local_ray_cluster_gives_the_same_report(setup):
     """One configuration per Ray task on two local workers: the same rows, scores and videos as the run above."""
-    from latentsync.cluster import RayCluster
-    from latentsync.experiment import run_experiment
+    from latentsync.run.cluster import RayCluster
+    from latentsync.run.experiment import run_experiment
 
     root, models, clip, voice, configs = setup
     with open(root / "report" / "results.csv") as file:  # the single-process run of the test above
@@ -102,7 +102,7 @@ def test_the_experiment_on_a_local_ray_cluster_gives_the_same_report(setup):
 
 
 def test_configs_are_checked_before_anything_runs(setup, tmp_path):
-    from latentsync.experiment import load_plan
+    from latentsync.run.experiment import load_plan
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"configs": [{"name": "a", "stpes": 3}]}))
@@ -125,7 +125,7 @@ def test_configs_are_checked_before_anything_runs(setup, tmp_path):
 
 
 def test_video_names_are_distinct_and_stable():
-    from latentsync.experiment import video_names
+    from latentsync.run.experiment import video_names
 
     names = ["Run A", "run-a", "run_a_2", "RUN A!", "", "?"]
     files = video_names(names)
@@ -137,7 +137,7 @@ def test_a_failing_configuration_is_a_row_and_the_run_goes_on(tmp_path, monkeypa
     """The report is rewritten after every configuration, so a crash later loses nothing already measured."""
     from media import cut_clip
 
-    from latentsync import experiment
+    from latentsync.run import experiment
 
     clip = cut_clip(shared_path("media/latentsync_demo1_video.mp4"), tmp_path / "clip.mp4", 2, 128)
     configs = tmp_path / "configs.json"

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from latentsync import memory
-from latentsync.memory import InsufficientMemoryError, available_bytes, check_fits
+from latentsync.core import memory
+from latentsync.core.memory import InsufficientMemoryError, available_bytes, check_fits
 
 
 @pytest.fixture

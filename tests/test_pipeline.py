@@ -1,10 +1,10 @@
-"""latentsync/pipeline.py: the one path from files to a lip-synced clip that the lipsync and experiment
+"""latentsync/run/pipeline.py: the one path from files to a lip-synced clip that the lipsync and experiment
 commands (and bench/sampler.py) take."""
 import pytest
 import torch
 
 from conftest import shared_path
-from latentsync.pipeline import ModelSet, UNetSpec, lipsync_files, read_clip, resolve_device, resolve_dtype
+from latentsync.run.pipeline import ModelSet, UNetSpec, lipsync_files, read_clip, resolve_device, resolve_dtype
 from latentsync.sample.settings import SamplerSettings
 
 

@@ -175,7 +175,7 @@ def test_low_vram_run_reports_the_preset_and_estimate_and_offloads(tmp_path, tin
     from scripts.vae_files import NARROW_WIDTHS, write_sd_vae
 
     from latentsync.media.video import write_video
-    from latentsync.pipeline import ModelSet
+    from latentsync.run.pipeline import ModelSet
 
     clip = write_video(tmp_path / "clip.mp4", decode_clip(shared_path(CLIP), 4), 25.0, audio=shared_path(CLIP))
     unet = write_tiny_unet(tmp_path / "latentsync_unet.pt", tiny_unet_config, resolution=RESOLUTION)

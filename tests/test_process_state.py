@@ -11,7 +11,7 @@ import warnings
 import pytest
 
 from conftest import REPO
-from latentsync.process_state import KEPT_ENVIRON, contained
+from latentsync.core.process_state import KEPT_ENVIRON, contained
 
 # Loggers a host such as ComfyUI may already have when the backend loads; the imports configure them if present.
 LIGHTNING_ENVIRON = ("PYTORCH_NVML_BASED_CUDA_CHECK", "TORCHINDUCTOR_CACHE_DIR")

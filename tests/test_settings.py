@@ -7,7 +7,7 @@ import json
 import pytest
 
 from latentsync.cli.main import build_parser
-from latentsync.experiment import DEFAULTS, load_plan
+from latentsync.run.experiment import DEFAULTS, load_plan
 from latentsync.sample.settings import ALIASES, SETTINGS, SamplerSettings
 
 REQUIRED = ["lipsync", "--video", "v.mp4", "--audio", "a.wav", "--out", "o.mp4", "--unet", "u.pt", "--whisper",

@@ -227,7 +227,7 @@ def test_a_failing_read_stops_the_run_with_its_own_error(clip_file, decoded, une
 
 def run_file(models, clip, out, settings=None, resume=False, audio=None, **kwargs):
     from latentsync.face.detect import make_detector
-    from latentsync.pipeline import ModelSet, UNetSpec, lipsync_video_file
+    from latentsync.run.pipeline import ModelSet, UNetSpec, lipsync_video_file
 
     return lipsync_video_file(clip, audio or clip, out, ModelSet(torch.device("cpu")), UNetSpec(models["unet"]),
                               models["whisper"], models["vae"], settings or SamplerSettings(steps=2, window=8),

@@ -9,7 +9,7 @@ from latentsync.face import paste as face_restore
 
 from latentsync.face import window_crops as window_faces
 from latentsync.face.detect import FaceTrack
-from latentsync.threads import single_threaded
+from latentsync.core.threads import single_threaded
 
 FRAMES, HEIGHT, WIDTH = 3, 96, 128
 

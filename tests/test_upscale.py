@@ -403,7 +403,7 @@ def test_face_box_sizes_and_matrices_for_upscaled_crops():
 
 @pytest.fixture
 def one_mib_free(monkeypatch):
-    from latentsync import memory
+    from latentsync.core import memory
 
     monkeypatch.setattr(memory, "available_ram", lambda: 2**20)
 

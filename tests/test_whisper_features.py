@@ -321,7 +321,7 @@ def test_features_hold_rows_not_a_chunk_per_frame(golden, encoder, short):
 
 def test_a_frame_count_beyond_memory_is_refused_before_encoding(golden, encoder, monkeypatch):
     from latentsync.audio import features as audio_features
-    from latentsync import memory
+    from latentsync.core import memory
 
     def must_not_encode(*args, **kwargs):
         raise AssertionError("encoded although the features cannot fit")

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..media.audio import SAMPLE_RATE, to_mono_16k
-from ..memory import check_fits
+from ..core.memory import check_fits
 from .vad import SpeechSegments
 from .whisper import WhisperEncoder
 

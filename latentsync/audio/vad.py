@@ -18,7 +18,7 @@ import torch
 
 from ..media.audio import SAMPLE_RATE, AudioError, to_mono_16k
 from ..onnx_runtime import import_onnxruntime
-from ..threads import single_threaded
+from ..core.threads import single_threaded
 
 BACKENDS = ("jit", "onnx", "pyannote")  # silero TorchScript, silero ONNX, pyannote.audio (optional extra)
 FRAME = 512  # silero's window at 16 kHz: 32 ms

@@ -23,7 +23,7 @@ import torch
 from ..catalogue import CATALOGUE
 from ..checkpoint import CheckpointError, describe, file_format, read_checkpoint
 from ..onnx_runtime import import_onnxruntime
-from ..process_state import contained
+from ..core.process_state import contained
 
 INSTALL_HINT = ('pyannote.audio is not installed; install the optional extra with '
                 '`pip install "pyannote.audio>=4.0.7,<5"` in ComfyUI\'s Python environment '

@@ -34,11 +34,11 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
 
 def experiment_command(args: argparse.Namespace) -> tuple[dict, int]:
     """Run the `experiment` command; returns the JSON summary and the exit code (1 if a configuration failed)."""
-    from ..experiment import run_experiment
+    from ..run.experiment import run_experiment
 
     cluster = None
     if args.ray:
-        from ..cluster import RayCluster
+        from ..run.cluster import RayCluster
 
         if args.workers is not None and args.workers < 1:
             raise ValueError(f"--workers must be at least 1, got {args.workers}")

@@ -17,7 +17,7 @@ from .faces import add_selection_arguments
 from .features import parse_fps, parse_probability
 from ..face.detect import DETECTORS
 from ..media.outputs import check_output
-from ..pipeline import DTYPES
+from ..run.pipeline import DTYPES
 from ..sample.presets import PRESETS, RUN_OPTIONS, dtype_name, format_estimate, resolve
 from ..sample.settings import SETTINGS, SamplerSettings, flag, old_flags
 from ..unet.loading import QUANTIZATIONS
@@ -111,7 +111,7 @@ def lipsync_command(args: argparse.Namespace) -> dict:
     """Run the `lipsync` command, streamed (memory does not grow with the clip); returns the JSON summary."""
     from ..face.detect import check_selection, make_detector
     from ..media.video import check_crf
-    from ..pipeline import ModelSet, UNetSpec, estimate_run_vram, lipsync_video_file, resolve_device, resolve_dtype
+    from ..run.pipeline import ModelSet, UNetSpec, estimate_run_vram, lipsync_video_file, resolve_device, resolve_dtype
 
     started = time.perf_counter()
     check_output(args.out, {"--video": args.video, "--audio": args.audio, "--unet": args.unet,
@@ -156,7 +156,7 @@ def lipsync_command(args: argparse.Namespace) -> dict:
 
     cluster = None
     if args.ray:
-        from ..cluster import RayCluster
+        from ..run.cluster import RayCluster
 
         if args.workers is not None and args.workers < 1:
             raise ValueError(f"--workers must be at least 1, got {args.workers}")

@@ -19,7 +19,7 @@ from typing import Iterator, NoReturn
 
 from ..audio import vad as vad_lib
 from ..media.audio import load_audio
-from ..errors import error_line, join_lines
+from ..core.errors import error_line, join_lines
 from .experiment import add_experiment_parser
 from .faces import add_faces_parser
 from .features import add_features_parser

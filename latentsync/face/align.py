@@ -20,7 +20,7 @@ from .detect import FaceTrack
 from .mask import latent_mask, pixel_mask
 from .warp import (Frames, footprint, frame_region_255, resize_lanczos4_uint8, transform_points,
                         warp_affine)
-from ..threads import single_threaded
+from ..core.threads import single_threaded
 
 FILL = 127.0  # the reference's padding colour outside the frame
 

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from .align import FILL, AlignedFaces
 from .warp import (Frames, erode, footprint, frame_region_255, gaussian_blur, invert_affine,
                         warp_affine)
-from ..memory import check_fits
-from ..threads import single_threaded
+from ..core.memory import check_fits
+from ..core.threads import single_threaded
 
 Progress = Callable[[int, int], None]
 _LUMA = torch.tensor([0.299, 0.587, 0.114])

@@ -15,7 +15,7 @@ from .align import FILL, AlignedFaces, crop_geometry, smoothed_matrices, warp_fa
 from .detect import FaceDetector, FaceTrack, detect_faces
 from .mask import latent_mask, pixel_mask
 from .warp import resize_lanczos4_uint8
-from ..threads import single_threaded
+from ..core.threads import single_threaded
 
 
 @dataclass

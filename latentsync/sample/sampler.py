@@ -26,7 +26,7 @@ from .denoise import LATENT_SCALE, FaceVAE, decode_faces, denoise, encode_condit
 from ..face.align import AlignedFaces
 from ..face.detect import FaceDetector, FaceTrack
 from ..face.paste import blend_mouth, paste_back
-from ..memory import check_fits
+from ..core.memory import check_fits
 from .schedulers import SCHEDULERS, make_scheduler
 from .settings import AUDIO_LONGER, AUDIO_SHORTER, MAX_GUIDANCE, VAD_POLICIES, SamplerSettings
 from ..audio.vad import SpeechSegments

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..catalogue import CATALOGUE
 from ..checkpoint import CheckpointError, read_checkpoint
-from ..process_state import hushed
+from ..core.process_state import hushed
 
 CONFIG_PATH = Path(__file__).resolve().parents[1] / "assets" / "sd_vae_ft_mse.json"
 OFFICIAL_FILE = CATALOGUE["vae"].source_file

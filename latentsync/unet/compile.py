@@ -33,7 +33,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ..process_state import contained
+from ..core.process_state import contained
 
 MODES = ("default", "max-autotune", "reduce-overhead")
 CUDA_GRAPH_MODES = frozenset({"reduce-overhead", "max-autotune"})

@@ -12,7 +12,7 @@ import sys
 import torch
 from torch import nn
 
-from ..process_state import contained, hushed
+from ..core.process_state import contained, hushed
 
 INSTALL_HINT = "weight quantization needs torchao; run `pip install torchao` in ComfyUI's Python environment"
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..memory import check_fits, format_bytes
+from ..core.memory import check_fits, format_bytes
 from .resize import INTERPOLATION_MODES, resize_nchw, scaled_size
 from .models import UpscaleModel, check_upscale_model
 from .tiling import (Progress, TiledRunner, UpscaleMemoryError, check_host_memory, default_device,

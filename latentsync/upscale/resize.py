@@ -23,7 +23,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..memory import check_fits
+from ..core.memory import check_fits
 
 INTERPOLATION_MODES = ("nearest", "bilinear", "bicubic", "lanczos", "area")
 

@@ -24,7 +24,7 @@ import torch
 
 from ..catalogue import CATALOGUE
 from ..checkpoint import CheckpointError
-from ..process_state import contained, hushed
+from ..core.process_state import contained, hushed
 from .frames import as_frames, mouth_weight
 from .models import arch_name, import_spandrel, load_spandrel_descriptor
 from .resize import resize_nchw

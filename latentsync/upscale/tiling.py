@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import torch
 
-from ..memory import InsufficientMemoryError, available_bytes, check_fits, format_bytes
+from ..core.memory import InsufficientMemoryError, available_bytes, check_fits, format_bytes
 from .models import UpscaleModel
 
 Progress = Callable[[int, int], None]

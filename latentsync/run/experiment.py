@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .catalogue import CATALOGUE
-from .media.outputs import check_output_folder
+from ..catalogue import CATALOGUE
+from ..media.outputs import check_output_folder
 from .pipeline import Clip, ModelSet, UNetSpec, lipsync_files, read_clip, resolve_device, resolve_dtype
-from .sample.settings import SETTINGS, SamplerSettings, one_spelling
+from ..sample.settings import SETTINGS, SamplerSettings, one_spelling
 
 REPORT_FILES = ("README.md", "results.csv", "chart.png")  # rewritten after each configuration
 # Every sampler setting under its one name (sample/settings.py), and what only the experiment varies.
@@ -127,8 +127,8 @@ class PeakMemory:
 def run_config(config: dict, clip: Clip, models: dict, model_set: ModelSet, video: Path,
                score_settings: dict) -> dict:
     """Lip-sync and score one configuration, writing its mp4 to `video`; returns its result row."""
-    from .face.paste import paste_back
-    from .media.video import write_video
+    from ..face.paste import paste_back
+    from ..media.video import write_video
 
     device = model_set.device
     dtype = resolve_dtype(config["dtype"], device)
@@ -225,7 +225,7 @@ def _run_on_cluster(cluster, configs: list[dict], names: list[str], clip: Clip, 
 def _run_or_record(config: dict, clip: Clip, models: dict, model_set: ModelSet, video: Path,
                    score_settings: dict) -> dict:
     """`run_config`'s row, or a row with the error: one configuration's failure is a result, not the end."""
-    from .errors import error_line
+    from ..core.errors import error_line
 
     video.unlink(missing_ok=True)  # an mp4 left by an earlier run must not pass for this one's
     started = time.perf_counter()
@@ -357,16 +357,16 @@ def _restore(crops, result, config, models, device):
     """The generated crops with their mouths restored by the face restorer (`"restore": "model"`), or as they are."""
     if config["restore"] == "none":
         return crops
-    from .upscale.restore import load_face_restorer, restore_mouths
+    from ..upscale.restore import load_face_restorer, restore_mouths
 
     model = load_face_restorer(_need(models, "face_restorer"), device=device)
     return restore_mouths(crops, result.faces.mask, model, strength=config["restore_strength"], device=device)
 
 
 def _upscale(crops, result, config, models, device):
-    from .face.align import face_fit_side
-    from .upscale.frames import upscale_frames
-    from .upscale.models import load_upscale_model
+    from ..face.align import face_fit_side
+    from ..upscale.frames import upscale_frames
+    from ..upscale.models import load_upscale_model
 
     method = config["upscale"]
     if method == "none":
@@ -379,8 +379,8 @@ def _upscale(crops, result, config, models, device):
 
 
 def _score(frames, clip: Clip, models: dict, model_set: ModelSet, settings: dict):
-    from .score.crops import pack_face_detector
-    from .score.evaluate import score_sync, wants_jpeg
+    from ..score.crops import pack_face_detector
+    from ..score.evaluate import score_sync, wants_jpeg
 
     syncnet = model_set.syncnet(_need(models, "syncnet"))
     extra = {"face_boxes": pack_face_detector()}
@@ -394,7 +394,7 @@ def _score(frames, clip: Clip, models: dict, model_set: ModelSet, settings: dict
 def _sharpness(frames, clip: Clip, result) -> dict:
     """Mouth sharpness of the output and of the source frames it was made from, through the same faces; the
     source frames are taken one at a time (no second copy of the clip)."""
-    from .score.sharpness import compare_sharpness
+    from ..score.sharpness import compare_sharpness
 
     source = (clip.frames[int(i)] for i in result.source_index)
     return compare_sharpness(frames, source, result.faces)

@@ -76,9 +76,9 @@ def _make_worker_class(ray, device: str):
         def __init__(self, job: WindowJob):
             import torch
 
-            from .media.frame_reader import RetimedFrames, VideoFrames
+            from ..media.frame_reader import RetimedFrames, VideoFrames
             from .pipeline import ModelSet
-            from .sample.sampler import WindowRunner
+            from ..sample.sampler import WindowRunner
 
             self.job = job
             dtype = getattr(torch, job.dtype)  # "float32", "float16", "bfloat16"
@@ -96,8 +96,8 @@ def _make_worker_class(ray, device: str):
 
         def make(self, segments: list) -> tuple[list[tuple[str, bytes]], float]:
             """The segments encoded, `(name, mp4 bytes)` each, and the seconds this took here."""
-            from .media.segments import write_segment
-            from .sample.stream import run_segments
+            from ..media.segments import write_segment
+            from ..sample.stream import run_segments
 
             started = time.perf_counter()
             made: list[tuple[str, bytes]] = []
@@ -116,7 +116,7 @@ def _make_worker_class(ray, device: str):
 
 def _cause(exc: Exception) -> str:
     """The worker's own error in a Ray error (its first line), else Ray's."""
-    from .errors import error_line
+    from ..core.errors import error_line
 
     cause = getattr(exc, "cause", None)
     return error_line(cause) if isinstance(cause, BaseException) else str(exc).strip().splitlines()[0]
@@ -203,7 +203,7 @@ class RayCluster:
         how many segments were made; `timings` then holds the seconds to connect and to start the workers (models
         loaded), and over all groups the workers' own seconds ("compute") and the rest of each group's round trip
         ("overhead")."""
-        from .process_state import contained
+        from ..core.process_state import contained
 
         job = job if isinstance(job, WindowJob) else WindowJob(**job)
         with contained():  # Ray sets variables (RAY_AUTH_MODE, PYTHONBREAKPOINT ...) and loggers in this process
@@ -260,7 +260,7 @@ class RayCluster:
     def map(self, function, items: list[tuple], device: str, on_result) -> None:
         """Run `function(*item)` for every item as a Ray task (one GPU or one CPU each; a task whose worker dies is
         run again), calling `on_result(index, result)` here as each finishes."""
-        from .process_state import contained
+        from ..core.process_state import contained
 
         with contained():
             count = self._connect(device)

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .sample.settings import SamplerSettings
+from ..sample.settings import SamplerSettings
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -57,8 +57,8 @@ class Clip:
 
 
 def read_clip(video: str | Path, audio: str | Path, still_fps: float = 25.0) -> Clip:
-    from .media.audio import load_audio
-    from .media.video import read_frames
+    from ..media.audio import load_audio
+    from ..media.video import read_frames
 
     frames, fps = read_frames(video)
     waveform, sample_rate = load_audio(audio)
@@ -82,9 +82,9 @@ class ModelSet:
     def unet(self, spec: UNetSpec, dtype: torch.dtype | None = None, compile_mode: str | None = None):
         """(UNet, face resolution, how its config was chosen); only one UNet is kept at a time.
         `compile_mode` ("default", "max-autotune", "reduce-overhead"; see `unet/compile.py`) compiles its forward."""
-        from .unet.compile import compile_unet
-        from .unet.files import choose_config
-        from .unet.loading import load_unet
+        from ..unet.compile import compile_unet
+        from ..unet.files import choose_config
+        from ..unet.loading import load_unet
 
         dtype = dtype or self.dtype
         choice = choose_config(spec.path, spec.config)
@@ -103,7 +103,7 @@ class ModelSet:
 
     def whisper(self, path: str | Path):
         """The whisper encoder on the device (back from the CPU if `offload` moved it there)."""
-        from .audio.whisper import load_whisper_encoder
+        from ..audio.whisper import load_whisper_encoder
 
         return self._get(("whisper", str(path)), lambda: load_whisper_encoder(path, device=self.device)).to(self.device)
 
@@ -115,7 +115,7 @@ class ModelSet:
     def vae(self, path: str | Path, dtype: torch.dtype | None = None, *, batch_size: int = 8, tiling: bool = False,
             offload: bool = False):
         """The VAE (`sample/vae.load_vae`: images per call, tiled, weights resting on the CPU between calls)."""
-        from .sample.vae import load_vae
+        from ..sample.vae import load_vae
 
         dtype = dtype or self.dtype
         return self._get(("vae", str(path), dtype, batch_size, tiling, offload),
@@ -123,12 +123,12 @@ class ModelSet:
                                           offload=offload))
 
     def syncnet(self, path: str | Path):
-        from .score.syncnet import load_syncnet
+        from ..score.syncnet import load_syncnet
 
         return self._get(("syncnet", str(path)), lambda: load_syncnet(path, device=self.device))
 
     def s3fd(self, path: str | Path):
-        from .score.s3fd import load_s3fd
+        from ..score.s3fd import load_s3fd
 
         return self._get(("s3fd", str(path)), lambda: load_s3fd(path, device=self.device))
 
@@ -136,8 +136,8 @@ class ModelSet:
 def speech_and_features(clip: Clip, whisper, settings: SamplerSettings, *, vad_threshold: float = 0.5,
                         seamless: bool = False):
     """(features, speech segments or None): the VAD runs only for a policy that uses it."""
-    from .audio.features import extract_features
-    from .audio.vad import detect_speech
+    from ..audio.features import extract_features
+    from ..audio.vad import detect_speech
 
     speech = None
     if settings.vad_policy != "off":
@@ -169,7 +169,7 @@ def lipsync_files(clip: Clip, models: ModelSet, unet: UNetSpec, whisper: str | P
     file fails here); then the faces and the sampler, the slow part. `track` chooses the face: a `FaceTrack`,
     or a callable making one from the frames; None lets the sampler take the largest (dlib). `compile_mode`
     compiles the UNet (`unet/compile.py`)."""
-    from .sample.sampler import lipsync
+    from ..sample.sampler import lipsync
 
     settings.validate()
     features, speech = speech_and_features(clip, models.whisper(whisper), settings, vad_threshold=vad_threshold,
@@ -186,8 +186,8 @@ def lipsync_files(clip: Clip, models: ModelSet, unet: UNetSpec, whisper: str | P
 def _face_track(frames, partial, detector, selection: dict, progress=None):
     """The first pass: every frame decoded once and its face tracked; kept in the partial output, so a resumed
     run does not detect again. Returns the track (the frames' timestamps are set on `frames`)."""
-    from .face.detect import FaceTracker, track_from_faces
-    from .face.types import FaceTrack
+    from ..face.detect import FaceTracker, track_from_faces
+    from ..face.types import FaceTrack
 
     kept = partial.load_arrays("faces")
     if kept is not None:
@@ -219,11 +219,11 @@ def lipsync_stream(frames, features, speech, unet: torch.nn.Module, resolution: 
     crops)` the windows (with the last one's generated crops; None from a cluster); each may raise to stop: from
     `on_window`, with that window kept. `remote(plan, faces, retime, pts, todo, keep, window_done)` makes the
     segments `todo` elsewhere (`lipsync_video_file`'s Ray cluster) instead of here. Returns the summary."""
-    from .face.window_crops import faces_from_track
-    from .media.frame_reader import RetimedFrames
-    from .media.segments import join_segments, write_segment
-    from .sample.sampler import WindowRunner, plan_lipsync
-    from .sample.stream import plan_segments, run_segments
+    from ..face.window_crops import faces_from_track
+    from ..media.frame_reader import RetimedFrames
+    from ..media.segments import join_segments, write_segment
+    from ..sample.sampler import WindowRunner, plan_lipsync
+    from ..sample.stream import plan_segments, run_segments
 
     fps = float(features.fps)
     clock = time.perf_counter()
@@ -288,8 +288,8 @@ def estimate_run_vram(unet: UNetSpec, settings: SamplerSettings, dtype: torch.dt
                       vae_tiling: bool = False, offload: bool = False) -> dict[str, int]:
     """The device memory a run will need, by part (`sample/presets.estimate_vram`), from the UNet's config alone:
     nothing is loaded, so it can be said before the run."""
-    from .sample.presets import estimate_vram
-    from .unet.files import choose_config
+    from ..sample.presets import estimate_vram
+    from ..unet.files import choose_config
 
     choice = choose_config(unet.path, unet.config)
     return estimate_vram(choice.config, choice.resolution, dtype=dtype, quantization=unet.quantization,
@@ -313,11 +313,11 @@ def lipsync_video_file(video: str | Path, audio: str | Path, out: str | Path, mo
     UNet (`unet/compile.py`; not on a cluster's workers, which load their own). `vae_batch`, `vae_tiling` and
     `offload` are the VAE's and whisper's memory options (`sample/presets.py`; not on a cluster either).
     `on_ready()` is called once the inputs are checked and the models loaded, before the frames are read."""
-    from .media.audio import load_audio
-    from .media.frame_reader import VideoFrames
-    from .media.partial import PartialOutput, file_identity
-    from .media.video import check_crf
-    from .sample.sampler import _max_window
+    from ..media.audio import load_audio
+    from ..media.frame_reader import VideoFrames
+    from ..media.partial import PartialOutput, file_identity
+    from ..media.video import check_crf
+    from ..sample.sampler import _max_window
 
     settings.validate()
     check_crf(crf)
@@ -343,7 +343,7 @@ def lipsync_video_file(video: str | Path, audio: str | Path, out: str | Path, mo
     else:  # the workers load the models; here only the config is read
         from types import SimpleNamespace
 
-        from .unet.files import choose_config
+        from ..unet.files import choose_config
 
         choice = choose_config(unet.path, unet.config)
         resolution, config_source = choice.resolution, choice.source
