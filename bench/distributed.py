@@ -19,7 +19,9 @@ import torch
 
 from latentsync.run.cluster import RayCluster
 from latentsync.face.detect import make_detector
-from latentsync.run.pipeline import ModelSet, UNetSpec, lipsync_video_file
+from latentsync.run.job import FaceChoice, Job
+from latentsync.run.pipeline import ModelSet, UNetSpec
+from latentsync.run.stream import lipsync_video_file
 from latentsync.sample.settings import SamplerSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,9 +67,8 @@ def main() -> None:
 
         def run(name: str, cluster=None) -> dict:
             out = folder / f"{name}.mp4"
-            summary = lipsync_video_file(clip, clip, out, ModelSet(torch.device("cpu")), unet, whisper, vae, settings,
-                                         detector=make_detector("dlib"), cluster=cluster)
-            return summary
+            job = Job(clip, clip, out, unet, whisper, vae, FaceChoice(make_detector("dlib")), settings)
+            return lipsync_video_file(job, ModelSet(torch.device("cpu")), cluster=cluster)
 
         single = run("single")
         windows = single["stage_seconds"]["windows"]

@@ -3,7 +3,7 @@
 (1) Memory: the shared 1080x1920 clip looped (forward, back, ...) to `--short` and to `--long` seconds, with a
 voice that speaks for `--speech` seconds and is silent after, run with `--vad-policy skip` (the diffusion stays
 short; the run is about the stream: decode, faces, paste, encode). Each run is a fresh process running
-`pipeline.lipsync_video_file` (the `lipsync` command's code) with the tiny random-weight UNet and the full-size
+`run/stream.lipsync_video_file` (the `lipsync` command's code) with the tiny random-weight UNet and the full-size
 SD VAE architecture on the CPU; it reports its own peak RSS and seconds per frame of each stage. Goal: peak RSS
 of the long run <= 1.1x the short one's.
 
@@ -69,7 +69,9 @@ def write_voice(path: Path, seconds: float, speech: float) -> None:
 def worker(job: dict) -> dict:
     """One run in this process: the `lipsync` command's pipeline, with the device stood in for if asked."""
     from latentsync.face.detect import make_detector
-    from latentsync.run.pipeline import ModelSet, UNetSpec, lipsync_video_file
+    from latentsync.run.job import FaceChoice, Job
+    from latentsync.run.pipeline import ModelSet, UNetSpec
+    from latentsync.run.stream import lipsync_video_file
     from latentsync.sample.settings import SamplerSettings
     from scripts.stand_ins import SleepingUNet, SleepingVAE
 
@@ -77,12 +79,12 @@ def worker(job: dict) -> dict:
     models = ModelSet(torch.device("cpu"))
     if job.get("stub_seconds"):
         unet, vae = SleepingUNet(job["stub_seconds"]), SleepingVAE(job["stub_seconds"] / 4)
-        models.unet = lambda spec, dtype=None: (unet, 256, "stand-in")
-        models.vae = lambda path, dtype=None: vae
+        models.unet = lambda spec, *args: (unet, 256, "stand-in")
+        models.vae = lambda path, *args, **options: vae
     started = time.perf_counter()
-    summary = lipsync_video_file(job["video"], job["audio"], job["out"], models, UNetSpec(Path(job["unet"])),
-                                 job["whisper"], job["vae"], SamplerSettings(**job["settings"]),
-                                 detector=make_detector("dlib"))
+    run = Job(job["video"], job["audio"], job["out"], UNetSpec(Path(job["unet"])), job["whisper"], job["vae"],
+              FaceChoice(make_detector("dlib")), SamplerSettings(**job["settings"]))
+    summary = lipsync_video_file(run, models)
     summary["wall"] = time.perf_counter() - started
     summary["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return summary

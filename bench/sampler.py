@@ -78,7 +78,7 @@ def silence_pauses(audio: torch.Tensor, fraction: float, seed: int = 0) -> tuple
 def timed_run(frames, features, unet, vae, track, resolution, speech, **settings) -> dict:
     config = SamplerSettings(**settings)
     start = time.perf_counter()
-    result = lipsync(frames, features, unet, vae, config, speech=speech, track=track, resolution=resolution)
+    result = lipsync(frames, features.with_speech(speech), unet, vae, config, faces=track, resolution=resolution)
     seconds = time.perf_counter() - start
     stats = result.stats
     return {"seconds": seconds, "generated": int(result.generated.sum()), "frames": len(result.frames),

@@ -15,7 +15,7 @@ score. A whole run, with the official files in ComfyUI's model folders:
     unet = ls.load_unet(models / "latentsync" / version / "latentsync_unet.pt", version)
     vae = ls.load_vae(models / "vae" / "vae-ft-mse-840000-ema-pruned.safetensors")
     settings = ls.SamplerSettings(steps=20, vad_policy="skip")
-    result = ls.lipsync(frames, features, unet, vae, settings, speech=speech)
+    result = ls.lipsync(frames, features.with_speech(speech), unet, vae, settings)
     ls.write_video("lipsynced.mp4", result.frames, fps, audio=voice)
 
 (`tests/test_pack.py` runs this very block with small random-weight models.) On a GPU pass `device="cuda"` to

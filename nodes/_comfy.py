@@ -13,10 +13,12 @@ from comfy.utils import ProgressBar
 from comfy_api.v0_0_2 import ComfyExtension, InputImpl, io, ui
 from typing_extensions import override  # as core V3 nodes import it (torch depends on typing_extensions)
 
+from ..latentsync.core.precision import DTYPE, DTYPES
+
 __all__ = ["ComfyExtension", "io", "ui", "override", "folder_paths", "model_management", "progress_reporter",
            "window_reporter", "video_from_file", "managed", "load_for_compute", "compute_dtype", "PRECISIONS"]
 
-PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
+PRECISIONS = list(DTYPE.choices)  # the one name table (core/precision.py)
 
 
 def progress_reporter():
@@ -65,8 +67,5 @@ def compute_dtype(choice: str, device: torch.device) -> torch.dtype:
     """`auto` is fp16 where ComfyUI would run fp16 (CUDA), else fp32; otherwise the named dtype."""
     if choice == "auto":
         return torch.float16 if model_management.should_use_fp16(device) else torch.float32
-    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-    if choice not in dtypes:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {choice!r}")
-    return dtypes[choice]
+    return DTYPES[DTYPE.check(choice, "precision")]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 
+from ..latentsync.core.options import Option
 from ._comfy import io, override
 
 log = logging.getLogger("latentsync")
@@ -41,6 +42,21 @@ def _range_problem(name: str, value, low, high) -> str | None:
             bounds = f"at least {_number(low)}" if low is not None else f"at most {_number(high)}"
         return f"{name} must be {bounds}, got {_number(value)}"
     return None
+
+
+def option_input(option: Option, tooltip: str | None = None, **extra) -> io.Input:
+    """The node input of a declared option (`core/options.Option`): its name, default, range or choices and help
+    (`tooltip` replaces the help where a node says it its own way); `extra` goes to the input (`optional`, ...)."""
+    common = {"default": option.default, "tooltip": tooltip or option.help, **extra}
+    if option.choices is not None:
+        return io.Combo.Input(option.name, options=list(option.choices), **common)
+    if option.kind is bool:
+        return io.Boolean.Input(option.name, **common)
+    if option.kind is str:
+        return io.String.Input(option.name, **common)
+    numbers = {"min": option.low, "max": option.high, **({"step": option.step} if option.step else {})}
+    kind = io.Float if option.kind is float else io.Int
+    return kind.Input(option.name, **numbers, **common)
 
 
 def schema_problems(schema: io.Schema, values: dict) -> dict[str, str]:

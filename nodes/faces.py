@@ -7,15 +7,16 @@ from pathlib import Path
 import torch
 
 from ..latentsync.face.align import align
-from ..latentsync.face.detect import DETECTORS, SELECTIONS, detect_faces, make_detector
+from ..latentsync.face.detect import FACE_OPTIONS, detect_faces, detector_threshold, make_detector
+from ..latentsync.face.mask import RESOLUTION
 from ..latentsync.face.paste import paste_back
 from ..latentsync.face.tracks import FaceTracks as Tracks, choose_track, keyframe_index, label_keyframe, track_faces
 from ..latentsync.face.types import no_face_found
 from ._comfy import folder_paths, io, override, progress_reporter, ui
-from .base import LatentSyncNode
+from .base import LatentSyncNode, option_input
 from .data_types import Faces, FaceTracks
 
-RESOLUTIONS = ["256", "512"]
+RESOLUTIONS = [str(side) for side in RESOLUTION.choices]  # a combo of text, as saved workflows hold it
 
 
 def insightface_dirs() -> list[Path]:
@@ -24,31 +25,16 @@ def insightface_dirs() -> list[Path]:
 
 
 def face_choice_inputs() -> list[io.Input]:
-    """The detector and which face to follow: the inputs of every node that finds faces."""
-    return [
-        io.Combo.Input("detector", options=list(DETECTORS), default="dlib",
-                       tooltip="dlib: offline, ships with the pack; insightface: the reference's buffalo_l "
-                               "(non-commercial)."),
-        io.Combo.Input("select", options=list(SELECTIONS), default="largest",
-                       tooltip="Which face to follow: the largest, the index-th from the left, or the "
-                               "one nearest a position."),
-        # The schema check (nodes/base.py) refuses a negative index or a NaN position before the run;
-        # linked ones are checked by the library when the node runs.
-        io.Int.Input("index", default=0, min=0, max=32, tooltip="select=index: 0 is the leftmost face."),
-        io.Float.Input("position_x", default=0.5, min=0.0, max=1.0, step=0.01,
-                       tooltip="select=position: horizontal position as a fraction of the width."),
-        io.Float.Input("position_y", default=0.4, min=0.0, max=1.0, step=0.01,
-                       tooltip="select=position: vertical position as a fraction of the height."),
-        io.Float.Input("threshold", default=-1.0, min=-1.0, max=5.0, step=0.05,
-                       tooltip="Detection threshold; -1 is the detector's default, higher ignores faint "
-                               "faces."),
-    ]
+    """The detector and which face to follow: the inputs of every node that finds faces (`detect.FACE_OPTIONS`:
+    detector, select, index, position_x, position_y, threshold). The schema check (nodes/base.py) refuses a
+    negative index or a NaN position before the run; linked ones are checked by the library when the node runs."""
+    return [option_input(option) for option in FACE_OPTIONS]
 
 
 def face_detector(detector: str, threshold: float):
     """The detector the inputs of `face_choice_inputs` name (threshold -1: the detector's default)."""
     options = {"models_dir": insightface_dirs()} if detector == "insightface" else {}
-    return make_detector(detector, None if threshold < 0 else threshold, **options)
+    return make_detector(detector, detector_threshold(threshold), **options)
 
 
 class DetectFaces(LatentSyncNode):
@@ -64,8 +50,8 @@ class DetectFaces(LatentSyncNode):
                         "face are flagged and pass through the sampler unchanged.",
             inputs=[
                 io.Image.Input("images", tooltip="The video frames (or a repeated still image)."),
-                io.Combo.Input("resolution", options=RESOLUTIONS, default="256",
-                               tooltip="Face crop size: 256 for LatentSync 1.5, 512 for 1.6 (match the UNet)."),
+                io.Combo.Input("resolution", options=RESOLUTIONS, default=str(RESOLUTION.default),
+                               tooltip=RESOLUTION.help),
                 *face_choice_inputs(),
                 io.Boolean.Input("track_all", default=False, optional=True,  # prompts from before it still run
                                  tooltip="Also follow every face as a track (A, B, ...) for several speakers, "

@@ -10,17 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..latentsync.media.audio import write_wav
 from ..latentsync.media.frame_reader import VideoFrames
 from ..latentsync.media.outputs import check_output
 from ..latentsync.media.partial import PartialOutput, file_identity
-from ..latentsync.media.video import check_crf, video_info
-from ..latentsync.run.pipeline import lipsync_stream
-from ..latentsync.sample.sampler import _max_window
+from ..latentsync.media.video import CRF, check_crf, video_info
+from ..latentsync.run.job import FaceChoice, job_identity
+from ..latentsync.run.stream import Hooks, LoadedModels, Voice, lipsync_stream
 from ..latentsync.sample.settings import SETTINGS, SamplerSettings
+from ..latentsync.unet.config import max_window
 from ._comfy import folder_paths, io, load_for_compute, override, video_from_file, window_reporter
-from .base import LatentSyncNode
+from .base import LatentSyncNode, option_input
 from .data_types import AudioFeatures, LatentSyncModel, Speech
 from .faces import face_choice_inputs, face_detector
 from .sampler import ComfyFaceVAE, apply_preset, preset_input, setting_input
@@ -38,6 +40,16 @@ def _weights_digest(module: torch.nn.Module) -> str:
     checkpoints differ there)."""
     parameters = list(module.parameters())
     return _digest(parameters[0], parameters[-1]) if parameters else "none"
+
+
+def inputs_identity(path: Path, audio: dict, features, speech, model, vae) -> dict:
+    """The inputs of a job as the node gets them: the video's file, and digests of the tensors and weights that
+    stand for the audio, features and model files the `lipsync` command would name (`run/job.job_identity`)."""
+    return {"video": file_identity(path), "audio": [_digest(audio["waveform"][0]), int(audio["sample_rate"])],
+            "features": _digest(features.features, features.silence_features, torch.as_tensor(features.rows)),
+            "speech": None if speech is None else [speech.duration, [list(s) for s in speech.speech]],
+            "unet": [model.source, model.resolution, _weights_digest(model.patcher.model)],
+            "vae": _weights_digest(getattr(vae, "first_stage_model", torch.nn.Module()))}
 
 
 def video_file(video, folder: Path) -> Path:
@@ -73,7 +85,7 @@ class LatentSyncSampleVideo(LatentSyncNode):
                 io.Vae.Input("vae", tooltip="sd-vae-ft-mse (vae-ft-mse-840000-ema-pruned) from ComfyUI's Load VAE."),
                 *(setting_input(setting) for setting in SETTINGS),
                 *face_choice_inputs(),
-                io.Int.Input("crf", default=18, min=0, max=51, tooltip="x264 quality: lower is better and larger."),
+                option_input(CRF),
                 io.String.Input("filename_prefix", default="latentsync/lipsync",
                                 tooltip="Where the mp4 goes, under ComfyUI's output folder (a hash of the job is "
                                         "added: the same job finds its file again)."),
@@ -91,11 +103,8 @@ class LatentSyncSampleVideo(LatentSyncNode):
                 position_y: float, threshold: float, crf: int, filename_prefix: str, speech=None,
                 preset: str = "custom", **values) -> io.NodeOutput:
         settings = SamplerSettings(**apply_preset(values, preset))  # one input per setting (SETTINGS)
-        settings.validate(_max_window(model.patcher.model))
+        settings.validate(max_window(model.patcher.model.config))
         check_crf(crf)
-        if settings.vad_policy != "off" and speech is None:
-            raise ValueError(f"vad_policy {settings.vad_policy!r} needs speech segments: connect the VAD node's "
-                             "speech")
         root = Path(folder_paths.get_output_directory())
         out_base = (root / filename_prefix).resolve()
         if root.resolve() not in out_base.parents:
@@ -106,14 +115,8 @@ class LatentSyncSampleVideo(LatentSyncNode):
         if frames.fps is not None and abs(frames.fps - fps) > 1e-3:
             raise ValueError(f"the audio features were made for {fps:g} fps but the video is at {frames.fps:g} fps; "
                              "give Whisper Encode the video's fps")
-        waveform = audio["waveform"][0]
-        selection = {"select": select, "index": index, "position": (position_x, position_y)}
-        job = {"format": 1, "video": file_identity(path), "audio": [_digest(waveform), int(audio["sample_rate"])],
-               "features": _digest(features.features, features.silence_features, torch.as_tensor(features.rows)),
-               "speech": None if speech is None else [speech.duration, [list(s) for s in speech.speech]],
-               "unet": [model.source, model.resolution, _weights_digest(model.patcher.model)],
-               "vae": _weights_digest(getattr(vae, "first_stage_model", torch.nn.Module())),
-               "settings": vars(settings), "detector": [detector, threshold], "selection": selection, "crf": crf}
+        face = FaceChoice(face_detector(detector, threshold), select, index, (position_x, position_y))
+        job = job_identity(inputs_identity(path, audio, features, speech, model, vae), settings, face, {"crf": crf})
         name = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:12]
         out = check_output(out_base.with_name(f"{out_base.name}_{name}.mp4"), {"the video": path},
                            flag="filename_prefix's file")
@@ -122,14 +125,12 @@ class LatentSyncSampleVideo(LatentSyncNode):
         partial = PartialOutput(out, job, resume=True)
         voice = partial.folder / "voice.wav"
         if not voice.is_file():
-            write_wav(voice, waveform, int(audio["sample_rate"]))
+            write_wav(voice, audio["waveform"][0], int(audio["sample_rate"]))
 
         report = None
 
         def on_window(done: int, total: int, crops: torch.Tensor) -> None:
             nonlocal report
-            from PIL import Image
-
             report = report or window_reporter(total)
             face = (crops[-1].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
             report(done, Image.fromarray(face))
@@ -142,10 +143,9 @@ class LatentSyncSampleVideo(LatentSyncNode):
                 faces_bar(count if stated else 0)
 
         device = load_for_compute(model.patcher)
-        summary = lipsync_stream(frames, features, speech, model.patcher.model, model.resolution, ComfyFaceVAE(vae),
-                                 settings, partial=partial, out=out, audio=voice, detector=face_detector(detector,
-                                 threshold), selection=selection, device=device, crf=crf, face_progress=face_progress,
-                                 on_window=on_window)
+        loaded = LoadedModels(model.patcher.model, ComfyFaceVAE(vae), model.resolution, device)
+        summary = lipsync_stream(frames, Voice(features, speech, voice), loaded, settings, face, partial, crf=crf,
+                                 hooks=Hooks(face_progress=face_progress, on_window=on_window))
         note = {"file": str(out), "frames": summary["frames"], "generated": summary["generated_frames"],
                 "resumed_segments": summary["resumed_segments"], "warnings": cls.warned(summary["warnings"]),
                 "preset": preset}

@@ -4,12 +4,12 @@ from __future__ import annotations
 import torch
 
 from ..latentsync.catalogue import CATALOGUE
-from ..latentsync.sample.cast import lipsync_cast
-from ..latentsync.sample.presets import BUNDLED, PRESETS, bundled_settings
+from ..latentsync.sample.cast import CAST_VAD_POLICY, lipsync_cast
+from ..latentsync.sample.presets import BUNDLED, PRESET, bundled_settings
 from ..latentsync.sample.sampler import lipsync
 from ..latentsync.sample.settings import SETTINGS, SamplerSettings, Setting
 from ._comfy import io, load_for_compute, model_management, override, progress_reporter
-from .base import LatentSyncNode
+from .base import LatentSyncNode, option_input
 from .data_types import AudioFeatures, Cast, Faces, LatentSyncModel, Speech
 
 
@@ -57,23 +57,17 @@ def refuse_meta_batches(prompt: dict | None, node_id: str | None) -> None:
         pending.extend(upstream.get("inputs", {}).values())
 
 
-def setting_input(setting: Setting) -> io.Input:
+def setting_input(setting: Setting, **extra) -> io.Input:
     """The node input of a sampler setting: its name, default, range and help from the library's table."""
-    if setting.choices:
-        return io.Combo.Input(setting.name, options=list(setting.choices), default=setting.default,
-                              tooltip=setting.help)
-    if isinstance(setting.default, float):
-        return io.Float.Input(setting.name, default=setting.default, min=setting.low, max=setting.high,
-                              step=setting.step, tooltip=setting.help)
-    extra = {"control_after_generate": True} if setting.name == "seed" else {}
-    return io.Int.Input(setting.name, default=setting.default, min=setting.low, max=setting.high,
-                        tooltip=setting.help, **extra)
+    if setting.name == "seed":
+        extra.setdefault("control_after_generate", True)
+    return option_input(setting, **extra)
 
 
 def preset_input() -> io.Input:
     """The optional preset, last so saved workflows keep their widgets' positions; "custom" is the widgets."""
-    return io.Combo.Input("preset", options=["custom", *PRESETS], default="custom", optional=True,
-                          tooltip=f"custom: the widgets; a preset sets {', '.join(BUNDLED)} (see the help page).")
+    return option_input(PRESET, optional=True,
+                        tooltip=f"custom: the widgets; a preset sets {', '.join(BUNDLED)} (see the help page).")
 
 
 def apply_preset(values: dict, preset: str) -> dict:
@@ -128,14 +122,11 @@ class LatentSyncSampler(LatentSyncNode):
         if abs(features.fps - fps) > 1e-3:
             raise ValueError(f"the audio features were made for {features.fps:g} fps but the images are at "
                              f"{fps:g} fps; give Whisper Encode the video's fps")
-        if settings.vad_policy != "off" and speech is None:
-            raise ValueError(f"vad_policy {settings.vad_policy!r} needs speech segments: connect the VAD node's "
-                             "speech")
         if faces is not None and faces.resolution != model.resolution:
             raise ValueError(f"the faces were aligned at {faces.resolution} px but the model makes "
                              f"{model.resolution} px faces; set Detect Faces' resolution to {model.resolution}")
         device = load_for_compute(model.patcher)
-        result = lipsync(images, features, model.patcher.model, ComfyFaceVAE(vae), settings, speech=speech,
+        result = lipsync(images, features.with_speech(speech), model.patcher.model, ComfyFaceVAE(vae), settings,
                          faces=faces, resolution=model.resolution, device=device, progress=progress_reporter())
         out = model_management.intermediate_device()
         generated = result.generated.to(torch.float32).view(-1, 1, 1)
@@ -147,11 +138,7 @@ class LatentSyncSampler(LatentSyncNode):
 
 def cast_setting_input(setting: Setting) -> io.Input:
     """As `setting_input`, but a face rests while its speaker is silent unless the user says otherwise."""
-    if setting.name == "vad_policy":
-        return io.Combo.Input(setting.name, options=list(setting.choices), default="silence",
-                              tooltip="While a face's speaker is silent: silence rests the mouth, skip leaves it "
-                                      "untouched; off: its own audio throughout.")
-    return setting_input(setting)
+    return setting_input(CAST_VAD_POLICY if setting.name == CAST_VAD_POLICY.name else setting)
 
 
 class LatentSyncSpeakersSampler(LatentSyncNode):

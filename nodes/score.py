@@ -9,16 +9,14 @@ import torch
 from ..latentsync.score.crops import pack_face_detector
 from ..latentsync.score.s3fd import load_s3fd
 from ..latentsync.score.plot import render_distances
-from ..latentsync.score.evaluate import score_sync, wants_jpeg
+from ..latentsync.score.evaluate import CROPS, FPS, JPEG, MIN_TRACK_FRAMES, score_sync, wants_jpeg
 from ..latentsync.score.sharpness import compare_sharpness
 from ..latentsync.score.syncnet import load_syncnet
 from ._comfy import folder_paths, io, model_management, override, ui
-from .base import LatentSyncNode
+from .base import LatentSyncNode, option_input
 from .data_types import Faces
 
-CROPS = ("pack", "s3fd", "input")
 NO_MODEL = "none"
-JPEG = ("auto", "on", "off")
 
 
 class SyncNetScore(LatentSyncNode):
@@ -36,24 +34,17 @@ class SyncNetScore(LatentSyncNode):
             inputs=[
                 io.Image.Input("images", tooltip="The lip-synced frames."),
                 io.Audio.Input("audio", tooltip="The voice they should be in sync with."),
-                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
-                               tooltip="Frame rate of the images; the metric takes frames at 25 fps."),
+                option_input(FPS),
                 io.Combo.Input("syncnet_model", options=models,
                                tooltip="SyncNet weights (LatentSync's checkpoints/auxiliary/syncnet_v2.model) in "
                                        "models/syncnet/."),
-                io.Combo.Input("crops", options=list(CROPS), default="pack",
-                               tooltip="Face crops from the pack's detector, the reference's S3FD (paper-"
-                                       "comparable), or the input as is."),
+                option_input(CROPS),
                 io.Combo.Input("s3fd_model", options=[NO_MODEL, *models], default=NO_MODEL,
                                tooltip="crops=s3fd: sfd_face.pth (LatentSync's checkpoints/auxiliary/) in "
                                        "models/syncnet/."),
-                io.Int.Input("min_track", default=50, min=5, max=1000,
-                             tooltip="Shortest face track counted, in frames at 25 fps (reference: 50); lower "
-                                     "it for short clips."),
+                option_input(MIN_TRACK_FRAMES),
                 # Optional and last: saved workflows and API prompts from before them still load and validate.
-                io.Combo.Input("jpeg_round_trip", options=list(JPEG), default="auto", optional=True,
-                               tooltip="JPEG-encode each face crop before SyncNet, as the reference does; auto: "
-                                       "on with crops=s3fd."),
+                option_input(JPEG, optional=True),
                 Faces.Input("faces", optional=True,
                             tooltip="The sampler's faces: adds the mouth sharpness (Laplacian variance) to the "
                                     "report."),

@@ -5,10 +5,12 @@ import importlib.util
 
 import torch
 
+from ..latentsync.audio import diarize
 from ..latentsync.catalogue import CATALOGUE
 from ..latentsync.audio.vad_pyannote import INSTALL_HINT
 
 from ..latentsync.media.audio import to_mono_16k
+from ..latentsync.score.syncnet import load_syncnet
 from ..latentsync.speakers.cast import (AUTO, Speaker, auto_mapping, cast_payload, make_cast, preview_frame,
                                         timeline_payload, unique_speakers)
 from ._comfy import folder_paths, io, model_management, override, progress_reporter, ui
@@ -106,8 +108,6 @@ class AssignFaces(LatentSyncNode):
         speakers = unique_speakers(list(speakers))
         automatic, how = None, ""
         if mapping.strip().lower() in ("", AUTO) and syncnet_model != NO_MODEL:
-            from ..latentsync.score.syncnet import load_syncnet
-
             syncnet = load_syncnet(folder_paths.get_full_path_or_raise("syncnet", syncnet_model),
                                    device=model_management.get_torch_device())
             automatic, how = auto_mapping(images, fps, tracks, speakers, syncnet)
@@ -179,8 +179,6 @@ class DiarizeSpeakers(LatentSyncNode):
     @classmethod
     @override
     def execute(cls, audio, features, source: str, pipeline: str, num_speakers: int, rttm: str) -> io.NodeOutput:
-        from ..latentsync.audio import diarize
-
         audio16k = to_mono_16k(audio["waveform"], audio["sample_rate"])
         duration = audio16k.shape[-1] / 16000
         if source == "rttm":

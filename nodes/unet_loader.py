@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..latentsync.unet.compile import MODES as COMPILE_MODES, compile_mode, compile_unet
+from ..latentsync.core.precision import DTYPE
+from ..latentsync.unet.compile import COMPILE, compile_mode, compile_unet
 from ..latentsync.unet.files import OFFICIAL, VERSIONS, choose_config, download_official, where_to_get
-from ..latentsync.unet.loading import QUANTIZATIONS, load_unet
+from ..latentsync.unet.loading import QUANTIZATION, load_unet
 from ..latentsync.unet.quantize import weight_bytes
-from ._comfy import PRECISIONS, compute_dtype, folder_paths, io, managed, model_management, override
-from .base import LatentSyncNode
+from ._comfy import compute_dtype, folder_paths, io, managed, model_management, override
+from .base import LatentSyncNode, option_input
 from .data_types import LatentSyncModel
 
 DOWNLOAD = {f"download {version}": version for version in OFFICIAL}
@@ -47,15 +48,12 @@ class UNetLoader(LatentSyncNode):
                 io.Combo.Input("version", options=list(VERSIONS), default="auto",
                                tooltip="1.5 makes 256 px faces, 1.6 makes 512 px; auto reads it from a config "
                                        "or the file's path."),
-                io.Combo.Input("dtype", options=PRECISIONS, default="auto",
-                               tooltip="Weights and compute precision; auto is fp16 on CUDA, fp32 on CPU."),
-                io.Combo.Input("quantization", options=list(QUANTIZATIONS), default="none",
-                               tooltip="Weight-only quantization: int8 (CPU or CUDA) or int4 (CUDA and bf16) to "
-                                       "save memory."),
+                option_input(DTYPE, tooltip="Weights and compute precision; auto is fp16 on CUDA, fp32 on CPU."),
+                option_input(QUANTIZATION, tooltip="Weight-only quantization: int8 (CPU or CUDA) or int4 (CUDA and "
+                                                   "bf16) to save memory."),
                 # Optional and last: saved workflows and API prompts from before it still load and validate.
-                io.Combo.Input("compile", options=["off", *COMPILE_MODES], default="off", optional=True,
-                               tooltip="torch.compile the UNet (CUDA): the first window of each shape compiles "
-                                       "(minutes), later ones run faster."),
+                option_input(COMPILE, optional=True, tooltip="torch.compile the UNet (CUDA): the first window of "
+                                                             "each shape compiles (minutes), later ones run faster."),
             ],
             outputs=[LatentSyncModel.Output(display_name="model",
                                             tooltip="The UNet, managed by ComfyUI like a core model, for the "

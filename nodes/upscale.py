@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import torch
 
-from ..latentsync.upscale.resize import INTERPOLATION_MODES
 from ..latentsync.face.align import face_fit_side
 from ..latentsync.upscale.frames import upscale_frames, upscale_mouth_region
 from ..latentsync.upscale.models import check_upscale_model, load_upscale_model
+from ..latentsync.upscale.options import (CHUNK, HEIGHT, METHOD, OVERLAP, PRECISION, RESTORE_OPTIONS, SCALE, TILE,
+                                          WIDTH)
 from ..latentsync.upscale.restore import check_face_restorer, load_face_restorer, restore_mouths
 from ..latentsync.upscale.tiling import estimate_activation_bytes, model_device_bytes
-from ._comfy import PRECISIONS, compute_dtype, folder_paths, io, model_management, override, progress_reporter
-from .base import LatentSyncNode
+from ._comfy import compute_dtype, folder_paths, io, model_management, override, progress_reporter
+from .base import LatentSyncNode, option_input
 from .data_types import Faces
 
 NO_MODEL = "none"
-METHODS = ("model", *INTERPOLATION_MODES)
 
 
 class Upscale(LatentSyncNode):
@@ -31,27 +31,11 @@ class Upscale(LatentSyncNode):
                         "processed in chunks and large images in tiles.",
             inputs=[
                 io.Image.Input("images", tooltip="Face crops or frames to upscale."),
-                io.Combo.Input("method", options=list(METHODS), default="model",
-                               tooltip="model: the upscale model below or the one connected; the others "
-                                       "interpolate."),
+                option_input(METHOD),
                 io.Combo.Input("model_name", options=[NO_MODEL, *folder_paths.get_filename_list("upscale_models")],
                                default=NO_MODEL,
                                tooltip="A Real-ESRGAN-family .pth in models/upscale_models/."),
-                io.Float.Input("scale", default=2.0, min=0.05, max=16.0, step=0.05,
-                               tooltip="Output size as a multiple of the input size, unless width and height "
-                                       "are set."),
-                io.Int.Input("width", default=0, min=0, max=16384, step=1,
-                             tooltip="Exact output width in pixels; 0 = from scale."),
-                io.Int.Input("height", default=0, min=0, max=16384, step=1,
-                             tooltip="Exact output height in pixels; 0 = from scale."),
-                io.Int.Input("tile", default=512, min=32, max=4096, step=32,
-                             tooltip="Tile size in input pixels for the model; halved when memory runs out."),
-                io.Int.Input("overlap", default=32, min=0, max=256, step=8,
-                             tooltip="Overlap between tiles (input pixels), cross-faded to hide seams."),
-                io.Int.Input("chunk", default=8, min=1, max=256,
-                             tooltip="Frames on the device at once; memory stays flat however long the clip."),
-                io.Combo.Input("precision", options=PRECISIONS, default="auto",
-                               tooltip="Model precision; auto is fp16 on GPU, fp32 on CPU."),
+                *(option_input(option) for option in (SCALE, WIDTH, HEIGHT, TILE, OVERLAP, CHUNK, PRECISION)),
                 io.UpscaleModel.Input("upscale_model", optional=True,
                                       tooltip="A model from ComfyUI's Load Upscale Model; overrides model_name."),
                 Faces.Input("faces", optional=True,
@@ -128,18 +112,7 @@ class RestoreMouths(LatentSyncNode):
                                default=NO_MODEL,
                                tooltip="GFPGANv1.4.pth, RestoreFormer.pth or codeformer.pth in "
                                        "models/facerestore_models/."),
-                io.Float.Input("strength", default=0.7, min=0.0, max=1.0, step=0.05,
-                               tooltip="How far the mouth moves toward the restored face; 0 leaves the crops as "
-                                       "they are."),
-                io.Float.Input("feather", default=0.03, min=0.0, max=0.5, step=0.005,
-                               tooltip="Softness of the mouth edge, as a fraction of the crop side."),
-                io.Int.Input("size", default=0, min=0, max=4096, step=8,
-                             tooltip="Output crop side in pixels; 0 = the larger of the crop side and 512."),
-                io.Int.Input("chunk", default=4, min=1, max=64,
-                             tooltip="Crops on the device at once; halved automatically when memory runs out."),
-                io.Combo.Input("precision", options=PRECISIONS, default="auto",
-                               tooltip="Model precision; auto is fp32 (these models are not fp16-safe), bf16 "
-                                       "saves memory."),
+                *(option_input(option) for option in RESTORE_OPTIONS),  # strength ... precision
                 io.UpscaleModel.Input("restore_model", optional=True,
                                       tooltip="A face restorer from ComfyUI's Load Upscale Model; overrides "
                                               "model_name."),

@@ -11,7 +11,7 @@ from ..latentsync.audio import vad
 from ..latentsync.media.audio import to_mono_16k
 from ..latentsync.audio.vad_pyannote import INSTALL_HINT, MODEL_HINT
 from ._comfy import folder_paths, io, override, progress_reporter, ui
-from .base import LatentSyncNode
+from .base import LatentSyncNode, option_input
 from .data_types import Speech
 
 TIMELINE_BINS = 800  # points of waveform/probability sent to the editor's timeline widget
@@ -31,17 +31,7 @@ class VoiceActivityDetection(LatentSyncNode):
             is_output_node=True,
             inputs=[
                 io.Audio.Input("audio", tooltip="The voice track, at any sample rate and channel count."),
-                io.Float.Input("threshold", default=0.5, min=0.05, max=0.95, step=0.01,
-                               tooltip="Speech probability above which a 32 ms frame counts as speech."),
-                io.Int.Input("min_speech_ms", default=250, min=0, max=10000, step=10,
-                             tooltip="Speech shorter than this (ms) is dropped as a click or breath."),
-                io.Int.Input("min_silence_ms", default=100, min=0, max=10000, step=10,
-                             tooltip="Pauses shorter than this (ms) do not split a speech segment."),
-                io.Int.Input("padding_ms", default=30, min=0, max=2000, step=10,
-                             tooltip="Each segment is widened by this (ms) on both sides, to keep word onsets."),
-                io.Combo.Input("backend", options=list(vad.BACKENDS), default="jit",
-                               tooltip="silero-vad via TorchScript (jit) or ONNX Runtime (onnx), or pyannote "
-                                       "with the checkpoint below."),
+                *(option_input(option) for option in vad.VAD_OPTIONS),  # threshold ... backend
                 io.Combo.Input("pyannote_model", options=[NO_MODEL, *folder_paths.get_filename_list("pyannote")],
                                default=NO_MODEL, optional=True,
                                tooltip="pyannote backend only: a segmentation checkpoint in models/pyannote/."),

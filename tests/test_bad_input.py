@@ -238,13 +238,11 @@ VAD_FLAGS = expand("vad {r}/voice.wav", {
     "--threshold": {"0": error("threshold"), "-1": error("threshold"), "nan": error("threshold"),
                     HUGE_FLOAT: error("threshold")},
     "--min-speech-ms": {"0": SPEECH, "-1": error("min_speech_ms"), "nan": error("--min-speech-ms"),
-                        HUGE_INT: Ok("no speech stretch is that long: zero segments, as asked",
-                                     lambda j: j["speech"] == [])},
+                        HUGE_INT: error("--min-speech-ms", "10000")},  # the VAD node's range
     "--min-silence-ms": {"0": SPEECH, "-1": error("min_silence_ms"), "nan": error("--min-silence-ms"),
-                         HUGE_INT: Ok("no pause splits the speech: one segment", lambda j: len(j["speech"]) == 1)},
+                         HUGE_INT: error("--min-silence-ms", "10000")},
     "--padding-ms": {"0": SPEECH, "-1": error("padding_ms"), "nan": error("--padding-ms"),
-                     HUGE_INT: Ok("segments are clipped to the audio",
-                                  lambda j: j["speech"] == [[0.0, j["duration"]]])},
+                     HUGE_INT: error("--padding-ms", "2000")},
 })
 
 FEATURES = "features {r}/voice.wav --whisper {r}/tiny.pt --out {r}/out/features.safetensors"
@@ -279,7 +277,7 @@ FEATURES_FLAGS = expand(FEATURES, {
 FEATURES_FLAGS += expand(FEATURES + " --speech-policy silence", {
     "--vad-threshold": {"nan": error("--vad-threshold")},
     "--crossfade-frames": {"0": Ok("no fade", frames_for(25)), "-1": error("crossfade_frames"),
-                           HUGE_INT: Ok("silence fades in over the whole clip", frames_for(25))},
+                           HUGE_INT: error("--crossfade-frames", "25")},  # the sampler setting's range
 })
 
 NO_FACE = Ok("no face: every frame flagged (null) and passed through",
@@ -308,13 +306,16 @@ FACES_CASES = [
 ]
 FACES_FLAGS = expand("faces {r}/one_frame.mp4 --select index", {
     "--index": {"0": Ok("the only face", lambda j: j["frames_with_face"] == 1), "-1": error("index"),
-                "nan": error("--index"), HUGE_INT: Ok("no 10^12-th face: the frame is flagged", NO_FACE.check)},
+                "32": Ok("no 33rd face: the frame is flagged", NO_FACE.check),
+                "nan": error("--index"), HUGE_INT: error("--index", "32")},  # the node's range
 })
 FACES_FLAGS += expand("faces {r}/one_frame.mp4", {
     "--threshold": {"0": Ok("dlib's default", lambda j: j["frames_with_face"] == 1),
-                    "-1": Ok("dlib's HOG threshold may be negative (more detections)",
-                             lambda j: j["frames_with_face"] == 1),
-                    "nan": error("threshold"), HUGE_FLOAT: Ok("nothing scores that high: flagged", NO_FACE.check)},
+                    "-1": Ok("the detector's default", lambda j: j["frames_with_face"] == 1),
+                    "-0.5": Ok("dlib's HOG threshold may be negative (more detections)",
+                               lambda j: j["frames_with_face"] == 1),
+                    "5": Ok("nothing scores that high: flagged", NO_FACE.check),
+                    "nan": error("--threshold"), HUGE_FLOAT: error("--threshold", "5")},  # the node's range
     "--resolution": {"0": error("--resolution"), "-1": error("--resolution"), "nan": error("--resolution"),
                      HUGE_INT: error("--resolution")},
 })
@@ -350,8 +351,8 @@ SCORE_CASES = [
          "60 fps"),
 ]
 SCORE_FLAGS = expand("score {r}/talk.mp4 --syncnet {r}/syncnet_v2.model", {
-    "--min-track": {"0": SCORED, "-1": error("min_track"), "nan": error("--min-track"),
-                    HUGE_INT: error("track")},
+    "--min-track": {"0": SCORED, "-1": error("--min-track"), "nan": error("--min-track"),
+                    HUGE_INT: error("--min-track", "1000")},  # the node's range
 })
 
 UPSCALE = "upscale {r}/odd_33x47.png --out {r}/out/up.png"
@@ -386,16 +387,18 @@ UPSCALE_CASES = [
 UPSCALE_FLAGS = expand(UPSCALE + " --mode bicubic", {
     "--scale": {"0": error("scale"), "-1": error("scale"), "nan": error("scale"), HUGE_FLOAT: error("scale")},
     "--size": {"0x0": error("--size"), "-1x5": error("--size"), "nanxnan": error("--size"),
-               f"{10**6}x{10**6}": error("output size", "GiB")},
+               f"{10**6}x{10**6}": error("--size", "16384")},  # the Upscale node's width and height
 })
 UPSCALE_FLAGS += expand(UPSCALE + " --model {r}/tiny_x2plus.pth", {
-    "--tile": {"0": error("tile"), "-1": error("tile"), "nan": error("--tile"),
-               HUGE_INT: Ok("one tile for the whole image", lambda j: j["output_size"] == [66, 94])},
+    "--tile": {"0": error("tile"), "-1": error("tile"), "nan": error("--tile"),  # the Upscale node's ranges
+               "4096": Ok("one tile for the whole image", lambda j: j["output_size"] == [66, 94]),
+               HUGE_INT: error("--tile", "4096")},
     "--overlap": {"0": Ok("tiles without overlap", lambda j: j["output_size"] == [66, 94]),
                   "-1": error("overlap"), "nan": error("--overlap"),
-                  HUGE_INT: Ok("overlap is capped by the tile", lambda j: j["output_size"] == [66, 94])},
+                  "256": Ok("overlap is capped by the tile", lambda j: j["output_size"] == [66, 94]),
+                  HUGE_INT: error("--overlap", "256")},
     "--chunk": {"0": error("chunk"), "-1": error("chunk"), "nan": error("--chunk"),
-                HUGE_INT: Ok("one chunk", lambda j: j["output_size"] == [66, 94])},
+                "256": Ok("one chunk", lambda j: j["output_size"] == [66, 94]), HUGE_INT: error("--chunk", "256")},
 })
 UPSCALE_FLAGS += expand("upscale {r}/one_frame.mp4 --out {r}/out/crf.mp4 --mode area --scale 0.5", {
     "--crf": {"0": Ok("lossless H.264", lambda j: j["frames"] == 1), "-1": error("crf"), "nan": error("--crf"),
@@ -418,7 +421,7 @@ LIPSYNC_CASES = [
          "still image at 10^12 fps"),
 ]
 LIPSYNC_FLAGS = expand(LIPSYNC, {
-    "--steps": {"0": error("steps"), "-1": error("steps"), "nan": error("--steps"), "1000": error("DDIM", "999"),
+    "--steps": {"0": error("steps"), "-1": error("steps"), "nan": error("--steps"), "1000": error("steps", "200"),
                 HUGE_INT: error("steps")},
     "--fast-steps": {"0": error("fast_steps"), "-1": error("fast_steps"), HUGE_INT: error("fast_steps")},
     "--guidance": {"-1": error("guidance"), "nan": error("guidance"), "inf": error("guidance"),
@@ -634,7 +637,7 @@ COMFY_MATRIX = [
     ("unet: hostile file", unet("bad_input_hostile.pt"),
      fails("LatentSyncUNetLoader", "bad_input_hostile.pt", "nothing was loaded")),
     ("score: fps NaN", score(fps=NAN), refused("3", "fps")),
-    ("score: min_track 0", score(min_track=0), refused("3", "min_track")),
+    ("score: min_track -1", score(min_track=-1), refused("3", "min_track")),
     ("score: no face", score(), fails("LatentSyncSyncNetScore", "no face")),
 ]
 

@@ -47,11 +47,13 @@ def clip_file(tmp_path_factory):
 
 def run_file(models, clip, out, cluster=None):
     from latentsync.face.detect import make_detector
-    from latentsync.run.pipeline import ModelSet, UNetSpec, lipsync_video_file
+    from latentsync.run.job import FaceChoice, Job
+    from latentsync.run.pipeline import ModelSet, UNetSpec
+    from latentsync.run.stream import lipsync_video_file
 
-    return lipsync_video_file(clip, clip, out, ModelSet(torch.device("cpu")), UNetSpec(models["unet"]),
-                              models["whisper"], models["vae"], SamplerSettings(**SETTINGS),
-                              detector=make_detector("dlib"), cluster=cluster)
+    job = Job(clip, clip, out, UNetSpec(models["unet"]), models["whisper"], models["vae"],
+              FaceChoice(make_detector("dlib")), SamplerSettings(**SETTINGS))
+    return lipsync_video_file(job, ModelSet(torch.device("cpu")), cluster=cluster)
 
 
 @pytest.fixture(scope="module")
@@ -151,12 +153,14 @@ import sys, torch
 torch.set_num_threads(1)
 from latentsync.run.cluster import RayCluster
 from latentsync.face.detect import make_detector
-from latentsync.run.pipeline import ModelSet, UNetSpec, lipsync_video_file
+from latentsync.run.job import FaceChoice, Job
+from latentsync.run.pipeline import ModelSet, UNetSpec
+from latentsync.run.stream import lipsync_video_file
 from latentsync.sample.sampler import SamplerSettings
 clip, out, unet, whisper, vae = sys.argv[1:6]
-lipsync_video_file(clip, clip, out, ModelSet(torch.device("cpu")), UNetSpec(unet), whisper, vae,
-                   SamplerSettings(steps=2, window=4, seed=5), detector=make_detector("dlib"),
-                   cluster=RayCluster("local", workers=1))
+job = Job(clip, clip, out, UNetSpec(unet), whisper, vae, FaceChoice(make_detector("dlib")),
+          SamplerSettings(steps=2, window=4, seed=5))
+lipsync_video_file(job, ModelSet(torch.device("cpu")), cluster=RayCluster("local", workers=1))
 """
 CONTROL = """
 import socket

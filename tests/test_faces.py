@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from conftest import shared_path
+from sampler_fixtures import face_boxes, outside_boxes
 from latentsync.cli.faces import add_faces_parser, faces_command
 from latentsync.media.video import decode_frames
 from latentsync.face.align import (FILL, align, anchors_in_frame, crop_displacement, crop_geometry, motion_stats,
@@ -24,10 +25,22 @@ from latentsync.face.align import (FILL, align, anchors_in_frame, crop_displacem
 from latentsync.face.detect import (DetectedFace, FaceModelMissing, FaceTracker, check_selection, choose_face,
                                     detect_faces, make_detector, points3_from_dlib5, selection_problem,
                                     track_from_faces)
-from latentsync.face.mask import latent_mask, mouth_masks, pixel_mask
-from latentsync.face.paste import blend_mouth, paste_back, restore_frame
+from latentsync.face.mask import latent_mask, pixel_mask
+from latentsync.face.paste import _write, blend_mouth, paste_back, restore_region
+from latentsync.upscale.resize import resize_nchw
 
 CLIPS = ("latentsync_demo1_video.mp4", "latentsync_demo3_video.mp4")
+
+
+def restore_frame(frame: np.ndarray, face: torch.Tensor, matrix: torch.Tensor, crop_wh: tuple[int, int]) -> np.ndarray:
+    """One frame `[H, W, C]` with `face` (`[3, h, w]` in [-1, 1], any crop size) blended in, as `paste_back`
+    blends each frame; a new array."""
+    out = frame.copy()
+    view = torch.from_numpy(out)
+    result = restore_region(view, torch.as_tensor(face), matrix, crop_wh)
+    if result is not None:
+        _write(view, *result, view.shape[-1])
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +79,8 @@ def small_frames() -> np.ndarray:
 def test_masks_equal_the_reference(golden):
     """Pixel masks exactly (256 from the shipped PNG, 512 by the Lanczos4 upscale), latent masks by nearest."""
     for resolution in (256, 512):
-        pixels, latent = mouth_masks(resolution)
+        pixels = pixel_mask(resolution)
+        latent = latent_mask(pixels)
         assert torch.equal((pixels * 255).round().to(torch.uint8),
                            torch.from_numpy(golden[f"mask.pixel_{resolution}_uint8"]))
         assert torch.equal(latent, torch.from_numpy(golden[f"mask.latent_{resolution}"]))
@@ -75,7 +89,7 @@ def test_masks_equal_the_reference(golden):
     assert mask[:64].min() == 1 and mask[200:230, 100:156].max() == 0
     assert abs(float(mask.mean()) - 0.5930023193359375) < 1e-6
     assert latent_mask(mask[None]).shape == (1, 32, 32)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"resolution\b.*\b250\b"):
         pixel_mask(250)
 
 
@@ -226,14 +240,12 @@ def test_aligned_faces_subset_takes_rows_in_order(clip_tracks):
 def test_upscaled_crops_are_pasted_at_their_own_detail(clip_tracks):
     """A crop upscaled 2x (as the upscaler node makes it) lands where the 256 px crop lands and is warped from
     its own pixels: the result is as close to the source as the 256 px paste, and differs from it."""
-    from latentsync.upscale.resize import resize_frames
-
     track, kept = clip_tracks["latentsync_demo1_video.mp4"]
     indices = sorted(kept)
     frames = np.stack([kept[i] for i in indices])
     faces = align(frames, track.subset(indices), 256)
     crops = faces.images()
-    large = resize_frames(crops, (512, 512), "bicubic")
+    large = resize_nchw(crops.permute(0, 3, 1, 2), (512, 512), "bicubic").permute(0, 2, 3, 1)
     plain = paste_back(frames, faces, crops).astype(int)
     upscaled = paste_back(frames, faces, large).astype(int)
     assert np.abs(upscaled - frames.astype(int)).mean() <= np.abs(plain - frames.astype(int)).mean() + 0.05
@@ -301,7 +313,7 @@ def test_two_faces_choice_and_tracking(small_frames, detector):
     assert followed.valid.all() and (followed.boxes[:, 0] > small_frames.shape[2]).all()
     assert choose_face([], "largest", 0, None, (10, 10)) is None
     assert choose_face(found, "index", 5, None, (10, 10)) is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"selection\b.*'nearest'"):
         detect_faces(frames, detector, select="nearest")
 
 
@@ -398,18 +410,23 @@ def test_grey_rgba_float_and_odd_sizes(small_frames, detector):
         faces = align(frames, track, 256)
         out = paste_back(frames, faces, faces.images())
         assert type(out) is type(frames) and out.shape == frames.shape and out.dtype == frames.dtype
-    rgba_out = paste_back(rgba, align(rgba, detect_faces(rgba, detector), 256),
-                          torch.zeros(3, 256, 256, 3))
+    rgba_faces = align(rgba, detect_faces(rgba, detector), 256)
+    rgba_out = paste_back(rgba, rgba_faces, torch.zeros(3, 256, 256, 3))
     assert torch.equal(rgba_out[..., 3], rgba[..., 3])
-    # float frames: pixels the blend does not reach are bit-identical
-    assert (rgba_out[..., :3] != rgba[..., :3]).any(dim=-1).sum() > 0
+    # float frames: pixels outside the crop's footprint are bit-identical; inside it the black crop shows
+    for j, box in enumerate(face_boxes(rgba_faces)):
+        assert box is not None, j
+        keep = outside_boxes(tuple(rgba.shape[1:3]), box)
+        assert torch.equal(rgba_out[j][keep], rgba[j][keep]), j
+        changed = (rgba_out[j][~keep][:, :3] != rgba[j][~keep][:, :3]).any(dim=-1)
+        assert changed.float().mean() > 0.3, (j, float(changed.float().mean()))
     tiny = np.zeros((2, 7, 5, 3), np.uint8)
     assert not detect_faces(tiny, detector).valid.any()
     empty = detect_faces(np.zeros((0, 64, 64, 3), np.uint8), detector)
     assert len(empty) == 0 and len(align(np.zeros((0, 64, 64, 3), np.uint8), empty, 256)) == 0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"frames\b.*\(64, 64, 3\)"):
         detect_faces(np.zeros((64, 64, 3), np.uint8), detector)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"\b2 frames\b.*\b3 aligned faces\b"):
         paste_back(small_frames[:2], align(small_frames[:3], detect_faces(small_frames[:3], detector), 256),
                    torch.zeros(3, 3, 256, 256))
 
@@ -449,7 +466,7 @@ def test_insightface_without_models_names_the_files(tmp_path):
     (tmp_path / "2d106det.onnx").write_bytes(b"not an onnx model")
     with pytest.raises(FaceModelMissing, match="det_10g.onnx"):
         make_detector("insightface", models_dir=tmp_path)
-    with pytest.raises(ValueError, match="unknown face detector"):
+    with pytest.raises(ValueError, match="face detector must be one of dlib, insightface"):
         make_detector("mediapipe")
 
 
@@ -550,7 +567,7 @@ def test_faces_cli(tmp_path, small_frames):
     assert [f["frame"] for f in result["faces"]] == list(range(8))
     assert [f["box"] is None for f in result["faces"]] == [False] * 4 + [True] * 2 + [False] * 2
     assert all(len(f["box"]) == 4 for f in result["faces"] if f["box"] is not None)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=r"missing\.mp4"):
         faces_command(parser.parse_args(["faces", str(tmp_path / "missing.mp4")]))
     with pytest.raises(FaceModelMissing):
         faces_command(parser.parse_args(["faces", str(path), "--detector", "insightface",

@@ -57,13 +57,3 @@ def test_paste_back_refuses_a_copy_beyond_memory(one_mib_free):
                                                       r"RAM and only 1.0 MiB is available; lower the number"):
         paste_back(frames, faces, faces.crops)
     assert paste_back(frames, faces, faces.crops, inplace=True) is frames  # in place needs no copy
-
-
-def test_a_resize_beyond_memory_is_refused():
-    from latentsync.upscale.resize import resize_frames
-
-    start = time.perf_counter()
-    with pytest.raises(InsufficientMemoryError, match=r"resizing 1 frames of 4x4 to 1000000x1000000 \(lanczos\) "
-                                                      r"needs [\d.]+ GiB .*lower the output size"):
-        resize_frames(torch.rand(1, 4, 4, 3), (10**6, 10**6), "lanczos")
-    assert time.perf_counter() - start < 5

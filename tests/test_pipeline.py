@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import shared_path
-from latentsync.run.pipeline import ModelSet, UNetSpec, lipsync_files, read_clip, resolve_device, resolve_dtype
+from latentsync.run.pipeline import ModelFiles, ModelSet, UNetSpec, lipsync_files, read_clip, resolve_device, resolve_dtype
 from latentsync.sample.settings import SamplerSettings
 
 
@@ -13,7 +13,7 @@ def test_device_and_precision():
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
     assert resolve_dtype("auto", torch.device("cuda")) == torch.float16  # a choice, not a CUDA call
     assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
-    with pytest.raises(ValueError, match="dtype must be auto or one of fp32, fp16, bf16"):
+    with pytest.raises(ValueError, match="dtype must be one of auto, fp32, fp16, bf16"):
         resolve_dtype("fp8", torch.device("cpu"))
 
 
@@ -41,8 +41,8 @@ def test_every_model_loads_before_the_faces_and_the_sampler(tmp_path, tiny_unet_
                      cut_voice(shared_path("media/latentsync_demo1_audio.wav"), tmp_path / "a.wav", 0.08))
     looked_for_faces = []
     with pytest.raises(FileNotFoundError, match="missing_vae.safetensors.*sd-vae-ft-mse-original"):
-        lipsync_files(clip, ModelSet(torch.device("cpu")),
-                      UNetSpec(write_tiny_unet(tmp_path / "unet.pt", tiny_unet_config)),
-                      write_whisper_checkpoint(tmp_path / "tiny.pt"), tmp_path / "missing_vae.safetensors",
-                      SamplerSettings(steps=1), track=looked_for_faces.append)
+        files = ModelFiles(UNetSpec(write_tiny_unet(tmp_path / "unet.pt", tiny_unet_config)),
+                           write_whisper_checkpoint(tmp_path / "tiny.pt"), tmp_path / "missing_vae.safetensors")
+        lipsync_files(clip, ModelSet(torch.device("cpu")), files, SamplerSettings(steps=1),
+                      track=looked_for_faces.append)
     assert not looked_for_faces and [k for k in clip.cache if k[0] == "features"]

@@ -17,9 +17,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from latentsync.cli.lipsync import add_lipsync_parser, run_choices
-from latentsync.sample.presets import (PRESETS, RUN_OPTIONS, VAE_PARAMETERS, dtype_name, estimate_vram,
-                                       format_estimate, resolve, unet_weight_bytes, whisper_weight_bytes)
+from latentsync.sample.presets import PRESETS, RUN_OPTIONS, dtype_name, resolve
 from latentsync.sample.settings import SETTINGS
+from latentsync.sample.vram import (VAE_PARAMETERS, estimate_vram, format_estimate, unet_activation_bytes,
+                                    unet_weight_bytes, whisper_weight_bytes)
 
 DEFAULTS = {setting.name: setting.default for setting in SETTINGS}
 TODAY = {"dtype": "auto", "quantization": "none", "vae_batch": 8, "vae_tiling": False, "offload": False}
@@ -250,7 +251,6 @@ class LiveTensors(TorchDispatchMode):
 def test_unet_activation_estimate_is_close_to_the_live_tensor_peak(tiny_unet_config):
     """The tiny UNet on the CPU, one guided window of 8 frames at 128 px: the analytical count within 15 % of the
     peak of what one forward really holds (0.95x when written; 0.97x at 256 px and 16 frames)."""
-    from latentsync.sample.presets import unet_activation_bytes
     from latentsync.unet.model import build_unet
 
     unet = build_unet(tiny_unet_config, device="cpu").requires_grad_(False)

@@ -65,8 +65,9 @@ def settings(**changes) -> SamplerSettings:
 
 def run(unet, clip, track, features, frames=None, **options):
     frames = round(features.duration * features.fps) if frames is None else frames
-    kwargs = {"track": track.subset(slice(0, frames)), "resolution": RESOLUTION, **options}
+    kwargs = {"faces": track.subset(slice(0, frames)), "resolution": RESOLUTION, **options}
     config = kwargs.pop("settings", settings())
+    features = features.with_speech(kwargs.pop("speech", None))
     return lipsync(clip[:frames], features, unet, PoolVAE(), config, **kwargs)
 
 
@@ -110,7 +111,7 @@ def test_sampler_builds_the_reference_unet_batch(unet, clip, track):
     frames' chunks. DDIM visits the reference's timesteps."""
     recorder = RecordingUNet(unet)
     features = fake_features(16)
-    lipsync(clip[:16], features, recorder, PoolVAE(), settings(steps=2, seed=7), track=track.subset(slice(0, 16)),
+    lipsync(clip[:16], features, recorder, PoolVAE(), settings(steps=2, seed=7), faces=track.subset(slice(0, 16)),
             resolution=RESOLUTION)
     assert [int(t) for _, t, _ in recorder.calls] == [501, 1]
     sample, _, context = recorder.calls[0]
@@ -130,7 +131,7 @@ def test_sampler_builds_the_reference_unet_batch(unet, clip, track):
 
     recorder.calls.clear()
     lipsync(clip[:4], fake_features(4), recorder, PoolVAE(), settings(steps=1, guidance=1.0),
-            track=track.subset(slice(0, 4)), resolution=RESOLUTION)
+            faces=track.subset(slice(0, 4)), resolution=RESOLUTION)
     assert recorder.calls[0][0].shape[0] == 1 and recorder.calls[0][2].shape[0] == 4  # no CFG half
 
 
@@ -153,17 +154,30 @@ def test_equal_lengths_keep_frame_count_fps_and_background(unet, clip, track):
     assert not torch.equal(result.frames, clip[:24])
 
 
-@pytest.mark.parametrize("fps", [30.0, 24.0])
+@pytest.mark.parametrize("fps", [30.0, 24.0, 60.0])
 def test_other_frame_rates_are_kept(unet, clip, track, fps):
-    result = run(unet, clip, track, fake_features(12, fps=fps), frames=12)
+    """At any frame rate output frame j is driven by the audio at its own time: the ten feature rows (50 per
+    second) centred on the row boundary nearest to (j + 0.5) / fps, which is not the 25 fps layout 2j - 4 ... 2j + 5."""
+    recorder = RecordingUNet(unet)
+    features = fake_features(12, fps=fps)
+    result = run(recorder, clip, track, features, frames=12)
     assert len(result.frames) == 12 and result.fps == fps
+    assert result.generated.all() and result.source_index.tolist() == list(range(12))
+    frames, last = np.arange(12), len(features.features) - 1
+    centre = np.floor((frames + 0.5) * 50 / fps + 0.5).astype(int)
+    rows = np.clip(centre[:, None] - 5 + np.arange(10), 0, last)
+    assert not np.array_equal(rows, np.clip(2 * frames[:, None] - 4 + np.arange(10), 0, last))
+    expected = features.features[torch.from_numpy(rows)].reshape(12, 50, 384)
+    assert len(recorder.calls) == 3  # one window of 12 frames, 3 steps
+    for _, _, context in recorder.calls:  # the conditional half, after the unconditional zeros
+        assert torch.equal(context[12:], expected)
 
 
 def test_frames_without_a_face_pass_through(unet, clip, track):
     cut = track.subset(slice(0, 12))
     cut.valid = cut.valid.copy()
     cut.valid[[4, 5]] = False
-    result = lipsync(clip[:12], fake_features(12), unet, PoolVAE(), settings(), track=cut, resolution=RESOLUTION)
+    result = lipsync(clip[:12], fake_features(12), unet, PoolVAE(), settings(), faces=cut, resolution=RESOLUTION)
     assert result.generated.tolist() == [True] * 4 + [False] * 2 + [True] * 6
     assert torch.equal(result.frames[4:6], clip[4:6]) and not result.faces.valid[4:6].any()
     assert result.stats["windows"] == 2  # windows never span the cut-away
@@ -188,7 +202,7 @@ def test_audio_shorter_than_the_video(unet, clip, track, shorter):
 
 def test_still_image_is_repeated_for_the_audio(unet, clip, track):
     still = (clip[:1] * 255).round().to(torch.uint8)  # uint8 input is accepted too
-    result = lipsync(still, fake_features(10), unet, PoolVAE(), settings(), track=track.subset(slice(0, 1)),
+    result = lipsync(still, fake_features(10), unet, PoolVAE(), settings(), faces=track.subset(slice(0, 1)),
                      resolution=RESOLUTION)
     assert len(result.frames) == 10 and (result.source_index == 0).all() and result.generated.all()
     assert_background_unchanged(result, still.float() / 255)
@@ -256,14 +270,14 @@ def test_fast_and_silence_condition_pauses_on_silence(unet, clip, track):
     features = fake_features(40, speech_mask=speech_mask_40())
     recorder = RecordingUNet(unet)
     result = lipsync(clip[:40], features, recorder, PoolVAE(), settings(vad_policy="fast", fast_steps=1),
-                     track=track.subset(slice(0, 40)), resolution=RESOLUTION)
+                     faces=track.subset(slice(0, 40)), resolution=RESOLUTION)
     assert result.generated.all() and len(recorder.calls) == 3 + 1 + 1 + 3
     pause_context = recorder.calls[3][2]  # frames 10-19: unconditional zeros, then their chunks
     torch.testing.assert_close(pause_context[10 + 3:], features.silence_chunks(np.arange(13, 20)))
 
     recorder.calls.clear()
     lipsync(clip[:40], features, recorder, PoolVAE(), settings(vad_policy="silence", steps=1),
-            track=track.subset(slice(0, 40)), resolution=RESOLUTION)
+            faces=track.subset(slice(0, 40)), resolution=RESOLUTION)
     first_window = recorder.calls[0][2][16:]  # frames 0-15 conditioned: speech, ramp, silence
     assert torch.equal(first_window[:10], features.chunks[:10])
     torch.testing.assert_close(first_window[13:], features.silence_chunks(np.arange(13, 16)))
@@ -352,6 +366,8 @@ def test_deepcache_interval_three_runs_a_third_of_full_passes(unet, clip, track)
 
 
 def test_settings_are_validated(unet, clip, track):
-    for bad in ({"scheduler": "plms"}, {"window": 25}, {"steps": 0}, {"vad_policy": "mute"}, {"guidance": -1.0}):
-        with pytest.raises(ValueError):
+    for bad, message in (({"scheduler": "plms"}, r"\bscheduler\b.*'plms'"), ({"window": 25}, r"\bwindow\b.*\b25\b"),
+                         ({"steps": 0}, r"\bsteps\b.*\b0\b"), ({"vad_policy": "mute"}, r"\bvad_policy\b.*'mute'"),
+                         ({"guidance": -1.0}, r"\bguidance\b.*-1\b")):
+        with pytest.raises(ValueError, match=message):
             run(unet, clip, track, fake_features(4), settings=settings(**bad))

@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import shared_path
 
-from latentsync.sample.schedulers import SCHEDULERS, alphas_cumprod, make_scheduler
+from latentsync.sample.schedulers import SCHEDULERS, _alphas_cumprod, make_scheduler
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def ddim_golden() -> dict[str, torch.Tensor]:
 def test_ddim_matches_reference_schedule(ddim_golden):
     scheduler = make_scheduler("ddim", 20)
     assert scheduler.timesteps.tolist() == ddim_golden["ddim.timesteps_20"].tolist()  # 951, 901, ..., 1
-    assert torch.equal(alphas_cumprod(), ddim_golden["ddim.alphas_cumprod"])
+    assert torch.equal(_alphas_cumprod(), ddim_golden["ddim.alphas_cumprod"])
     assert scheduler.alpha_bars[-1] == pytest.approx(0.9991499781608582)  # set_alpha_to_one=False
 
 

@@ -117,10 +117,10 @@ def test_overlap_drives_both_mouths_and_faces_are_pasted_in_label_order(unet, cl
     config = settings(vad_policy="silence")
     result = lipsync_cast(clip, cast, unet, PoolVAE(), config, resolution=RESOLUTION)
     # The same as A's pass and then B's pass over A's frames: the later face goes on top, every run.
-    first = lipsync(clip, speakers[0].features, unet, PoolVAE(), config, speech=speakers[0].speech,
-                    track=tracks.by_label("A"), resolution=RESOLUTION)
-    second = lipsync(first.frames, speakers[1].features, unet, PoolVAE(), config, speech=speakers[1].speech,
-                     track=tracks.by_label("B"), resolution=RESOLUTION)
+    first = lipsync(clip, speakers[0].features.with_speech(speakers[0].speech), unet, PoolVAE(), config,
+                    faces=tracks.by_label("A"), resolution=RESOLUTION)
+    second = lipsync(first.frames, speakers[1].features.with_speech(speakers[1].speech), unet, PoolVAE(), config,
+                     faces=tracks.by_label("B"), resolution=RESOLUTION)
     assert torch.equal(result.frames, second.frames)
     again = lipsync_cast(clip, cast, unet, PoolVAE(), config, resolution=RESOLUTION)
     assert torch.equal(again.frames, result.frames)

@@ -1,5 +1,5 @@
 """The streamed lip-sync (sample/stream.py, media/frame_reader.py, media/segments.py, media/partial.py,
-`pipeline.lipsync_video_file`, `python -m latentsync lipsync`).
+`run/stream.lipsync_video_file`, `python -m latentsync lipsync`).
 
 Frames read from the file window by window must give exactly the in-memory sampler's frames, for the ping-pong
 loop (reads that go back) and for skip's pass-through stretches and fades; any window redone alone must give
@@ -120,7 +120,7 @@ def test_streamed_frames_equal_the_in_memory_run(clip_file, decoded, unet, optio
     speech[10:22] = False  # a 0.48 s pause: skip leaves it out, fading at its edges
     features = fake_features(40, speech_mask=speech)
     settings = SamplerSettings(steps=2, window=6, seed=3, **options)
-    whole = lipsync(frames, features, unet, NoisyPoolVAE(), settings, track=track, resolution=RESOLUTION,
+    whole = lipsync(frames, features, unet, NoisyPoolVAE(), settings, faces=track, resolution=RESOLUTION,
                     output_dtype=torch.uint8)
     # A cache of 3 frames: the loop's backward windows seek and decode again.
     out, plan, segments = streamed(clip_file, features, unet, settings, track, cache_bytes=3 * 640 * 360 * 3)
@@ -225,13 +225,15 @@ def test_a_failing_read_stops_the_run_with_its_own_error(clip_file, decoded, une
 # ----------------------------------------------------------------------------------- files, resume, bad input
 
 
-def run_file(models, clip, out, settings=None, resume=False, audio=None, **kwargs):
+def run_file(models, clip, out, settings=None, resume=False, audio=None):
     from latentsync.face.detect import make_detector
-    from latentsync.run.pipeline import ModelSet, UNetSpec, lipsync_video_file
+    from latentsync.run.job import FaceChoice, Job
+    from latentsync.run.pipeline import ModelSet, UNetSpec
+    from latentsync.run.stream import lipsync_video_file
 
-    return lipsync_video_file(clip, audio or clip, out, ModelSet(torch.device("cpu")), UNetSpec(models["unet"]),
-                              models["whisper"], models["vae"], settings or SamplerSettings(steps=2, window=8),
-                              detector=make_detector("dlib"), resume=resume, **kwargs)
+    job = Job(clip, audio or clip, out, UNetSpec(models["unet"]), models["whisper"], models["vae"],
+              FaceChoice(make_detector("dlib")), settings or SamplerSettings(steps=2, window=8), resume=resume)
+    return lipsync_video_file(job, ModelSet(torch.device("cpu")))
 
 
 @pytest.fixture(scope="module")

@@ -56,7 +56,7 @@ def test_per_frame_face_loops_run_on_one_thread(two_threads, monkeypatch):
     assert warps == [1] * FRAMES and transforms == [1] * FRAMES and torch.get_num_threads() == 2
 
     crops = recording(monkeypatch, window_faces, "warp_face")
-    clip = window_faces.clip_faces(torch.from_numpy(frames), track=small_track())
+    clip = window_faces.clip_faces(torch.from_numpy(frames), small_track())
     clip.select(torch.from_numpy(frames), np.arange(FRAMES))
     assert crops == [1] * FRAMES and torch.get_num_threads() == 2
 

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from latentsync.cli.upscale import add_upscale_parser
-from latentsync.upscale.resize import INTERPOLATION_MODES, resize_frames
+from latentsync.upscale.resize import INTERPOLATION_MODES, resize_nchw
 from latentsync.face.align import face_box_sizes
-from latentsync.upscale.frames import rescale_crop_matrices, upscale_frames, upscale_mouth_region, upscale_to_sizes
+from latentsync.upscale.frames import upscale_frames, upscale_mouth_region
 from latentsync.upscale.models import UpscaleModelError, check_upscale_model, load_upscale_model
 from latentsync.upscale.tiling import UpscaleMemoryError, tile_spans
 from tests.upscale_model_files import build_realesrgan, write_not_an_upscaler, write_realesrgan
@@ -49,6 +49,11 @@ def smooth_image(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 def as_uint8(frame: torch.Tensor) -> np.ndarray:
     return (frame * 255).round().clamp(0, 255).to(torch.uint8).numpy().astype(int)
+
+
+def resize_frames(frames: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """`[N, H, W, C]` frames through `resize_nchw`."""
+    return resize_nchw(frames.permute(0, 3, 1, 2), size, mode).permute(0, 2, 3, 1)
 
 
 # --- model files -------------------------------------------------------------------------------------------
@@ -124,7 +129,7 @@ def test_files_that_are_not_checkpoints(model_dir):
     onnx.write_bytes(b"onnx")
     with pytest.raises(UpscaleModelError, match=r"model\.onnx is neither.*nothing was loaded"):
         load_upscale_model(onnx)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=r"missing\.pth"):
         load_upscale_model(model_dir / "missing.pth")
 
 
@@ -289,17 +294,6 @@ def test_lanczos_on_saturated_noise_stays_close_to_pil():
 
 # --- face crops --------------------------------------------------------------------------------------------
 
-def test_fit_to_box_gives_each_crop_its_size(models):
-    crops = torch.rand(3, 16, 16, 3)
-    boxes = [(40, 52), (16, 16), (7, 9)]
-    for method in (models["animevideov3"], "lanczos"):
-        out = upscale_to_sizes(crops, method, boxes)
-        assert [tuple(o.shape) for o in out] == [(52, 40, 3), (16, 16, 3), (9, 7, 3)]
-    assert [tuple(o.shape) for o in upscale_to_sizes(crops, "bicubic", (30, 20))] == [(20, 30, 3)] * 3
-    with pytest.raises(ValueError, match="2 box sizes for 3 crops"):
-        upscale_to_sizes(crops, "bicubic", [(8, 8), (8, 8)])
-
-
 @pytest.mark.parametrize("kind, size", [("animevideov3", (128, 128)), ("x2plus", (150, 170)), ("x2plus", (64, 64))])
 def test_mouth_only_mode_uses_the_model_only_in_the_mouth(models, kind, size):
     crops = torch.from_numpy(np.stack([smooth_image(64, 64, seed) for seed in range(3)])).float() / 255
@@ -380,7 +374,7 @@ def test_cli_upscales_a_video_and_keeps_its_audio(tmp_path, model_dir):
     assert summary["output_size"] == [46, 34]
 
 
-def test_face_box_sizes_and_matrices_for_upscaled_crops():
+def test_face_box_sizes_follow_the_face_in_the_frame():
     # A face 2.5x larger in the frame than in its 210x280 crop, rotated by 10 degrees.
     angle, scale = math.radians(10), 1 / 2.5
     linear = scale * torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
@@ -388,15 +382,6 @@ def test_face_box_sizes_and_matrices_for_upscaled_crops():
     matrices = torch.stack([matrix, torch.full((2, 3), float("nan"), dtype=torch.float64)])
     sizes = face_box_sizes(matrices, (210, 280))
     assert sizes == [(525, 700), (210, 280)]
-    rescaled = rescale_crop_matrices(matrices, (210, 280), sizes).double()
-    # A pixel centre of the resized crop and the matching point of the original crop come from one frame point.
-    k = torch.tensor([525 / 210, 700 / 280], dtype=torch.float64)
-    for crop_point in torch.tensor([[0.0, 0.0], [104.5, 139.5], [209.0, 279.0]], dtype=torch.float64):
-        resized_point = k * (crop_point + 0.5) - 0.5
-        frame_from_crop = torch.linalg.solve(matrix[:, :2], crop_point - matrix[:, 2])
-        frame_from_resized = torch.linalg.solve(rescaled[0, :, :2], resized_point - rescaled[0, :, 2])
-        assert torch.allclose(frame_from_crop, frame_from_resized, atol=1e-3)
-    assert torch.isnan(rescaled[1]).all()
 
 
 # --- memory guards -----------------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ def test_progress_is_reported_and_can_cancel(spoken):
 @pytest.mark.parametrize("kwargs, message", [
     ({"threshold": 1.5}, "threshold"), ({"threshold": 0.0}, "threshold"),
     ({"min_speech_ms": -1}, "min_speech_ms"), ({"padding_ms": -5}, "padding_ms"),
-    ({"backend": "pyannote-typo"}, "unknown VAD backend"),
+    ({"backend": "pyannote-typo"}, "backend must be one of jit, onnx, pyannote"),
 ])
 def test_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -115,7 +115,7 @@ def test_lipsync_end_to_end_with_the_full_sd_vae(vae, tmp_path):
     features = extract_features(waveform, rate, encoder, fps=25.0)
     config = json.loads(shared_path("reference/latentsync/unet_tiny_config.json").read_text())["unet_config"]
     unet = load_unet(write_tiny_unet(tmp_path / "unet.pt", config), config)
-    result = lipsync(frames, features, unet, vae, SamplerSettings(steps=2), detector="dlib", resolution=RESOLUTION)
+    result = lipsync(frames, features, unet, vae, SamplerSettings(steps=2), faces="dlib", resolution=RESOLUTION)
     assert result.frames.shape == frames.shape and result.generated.all()
     assert torch.isfinite(result.frames).all() and torch.isfinite(result.crops).all()
     for j, box in enumerate(face_boxes(result.faces)):

@@ -10,7 +10,7 @@ log-mel domain, 5 hidden states without `ln_post`, 10 feature rows per frame) an
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -204,6 +204,11 @@ class AudioFeatures:
     duration: float  # seconds of audio
     seamless: bool
     speech: SpeechSegments | None = None  # the VAD's segments the features were made with, if any
+
+    def with_speech(self, speech: SpeechSegments | None) -> "AudioFeatures":
+        """These features with the VAD's `speech` segments, which the sampler's policies read (the chunks do not
+        depend on them); None keeps the features' own."""
+        return self if speech is None else replace(self, speech=speech)
 
     @property
     def frames(self) -> int:

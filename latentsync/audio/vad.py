@@ -18,10 +18,26 @@ import torch
 
 from ..media.audio import SAMPLE_RATE, AudioError, to_mono_16k
 from ..onnx_runtime import import_onnxruntime
+from ..core.options import Option, check_all
 from ..core.threads import single_threaded
+from .vad_pyannote import load_segmentation, pyannote_speech
 
 BACKENDS = ("jit", "onnx", "pyannote")  # silero TorchScript, silero ONNX, pyannote.audio (optional extra)
 FRAME = 512  # silero's window at 16 kHz: 32 ms
+
+# What a user sets: the VAD node's inputs, the `vad` command's flags (the threshold also `--vad-threshold` of
+# `features` and `lipsync`), in milliseconds as silero counts them.
+THRESHOLD = Option("threshold", 0.5, "Speech probability above which a 32 ms frame counts as speech.", 0.05, 0.95,
+                   step=0.01)
+MIN_SPEECH_MS = Option("min_speech_ms", 250, "Speech shorter than this (ms) is dropped as a click or breath.", 0,
+                       10000, step=10)
+MIN_SILENCE_MS = Option("min_silence_ms", 100, "Pauses shorter than this (ms) do not split a speech segment.", 0,
+                        10000, step=10)
+PADDING_MS = Option("padding_ms", 30, "Each segment is widened by this (ms) on both sides, to keep word onsets.", 0,
+                    2000, step=10)
+BACKEND = Option("backend", "jit", "silero-vad via TorchScript (jit) or ONNX Runtime (onnx), shipped in its wheel, "
+                 "or pyannote (optional extra) with a local segmentation checkpoint.", choices=BACKENDS)
+VAD_OPTIONS = (THRESHOLD, MIN_SPEECH_MS, MIN_SILENCE_MS, PADDING_MS, BACKEND)
 
 Progress = Callable[[int, int], None]
 
@@ -62,11 +78,11 @@ def detect_speech(
     waveform: torch.Tensor | np.ndarray,
     sample_rate: int,
     *,
-    threshold: float = 0.5,
-    min_speech_ms: int = 250,
-    min_silence_ms: int = 100,
-    padding_ms: int = 30,
-    backend: str = "jit",
+    threshold: float = THRESHOLD.default,
+    min_speech_ms: int = MIN_SPEECH_MS.default,
+    min_silence_ms: int = MIN_SILENCE_MS.default,
+    padding_ms: int = PADDING_MS.default,
+    backend: str = BACKEND.default,
     model_path: str | Path | None = None,
     progress: Progress | None = None,
 ) -> SpeechSegments:
@@ -76,21 +92,15 @@ def detect_speech(
     shorter than `min_speech_ms` are dropped, pauses shorter than `min_silence_ms` do not split a
     segment, and each segment is widened by `padding_ms` on both sides. The `pyannote` backend needs
     `model_path`, a local segmentation checkpoint. `progress(done, total)` is called as the audio is
-    scored; it may raise to cancel.
+    scored; it may raise to cancel. Each option is checked against its declaration (`VAD_OPTIONS`).
     """
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
-    for name, value in (("min_speech_ms", min_speech_ms), ("min_silence_ms", min_silence_ms),
-                        ("padding_ms", padding_ms)):
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
+    check_all(VAD_OPTIONS, {"threshold": threshold, "min_speech_ms": min_speech_ms, "min_silence_ms": min_silence_ms,
+                            "padding_ms": padding_ms, "backend": backend})
     audio = to_mono_16k(waveform, sample_rate)
     duration = audio.numel() / SAMPLE_RATE
     if backend == "pyannote":
         if model_path is None:
             raise ValueError("the pyannote backend needs model_path, a local segmentation checkpoint")
-        from .vad_pyannote import pyannote_speech
-
         found = pyannote_speech(audio, _pyannote_model(model_path), threshold=threshold,
                                 min_speech_s=min_speech_ms / 1000, min_silence_s=min_silence_ms / 1000,
                                 progress=progress)
@@ -151,8 +161,6 @@ _MODEL_LOCK = threading.Lock()  # silero models carry recurrent state between ca
 
 
 def _pyannote_model(path: str | Path):
-    from .vad_pyannote import load_segmentation
-
     stat = Path(path).stat() if Path(path).exists() else None
     key = ("pyannote", str(path), stat and stat.st_mtime_ns)
     with _MODEL_LOCK:

@@ -151,7 +151,7 @@ def load_pyannote_model(path: str | Path, architectures: dict[str, tuple[str, st
     return model.eval()
 
 
-def pyannote_speech(audio16k: torch.Tensor, model, *, threshold: float = 0.5, min_speech_s: float = 0.0,
+def pyannote_speech(audio16k: torch.Tensor, model, *, threshold: float, min_speech_s: float = 0.0,
                     min_silence_s: float = 0.0,
                     progress: Callable[[int, int], None] | None = None) -> list[tuple[float, float]]:
     """Speech regions found by pyannote's voice-activity pipeline on 16 kHz mono audio, in seconds.

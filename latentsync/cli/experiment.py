@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..run.cluster import RayCluster
+from ..run.experiment import run_experiment
+
 
 def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -34,12 +37,8 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
 
 def experiment_command(args: argparse.Namespace) -> tuple[dict, int]:
     """Run the `experiment` command; returns the JSON summary and the exit code (1 if a configuration failed)."""
-    from ..run.experiment import run_experiment
-
     cluster = None
     if args.ray:
-        from ..run.cluster import RayCluster
-
         if args.workers is not None and args.workers < 1:
             raise ValueError(f"--workers must be at least 1, got {args.workers}")
         cluster = RayCluster(args.ray, args.workers)

@@ -5,26 +5,33 @@ import argparse
 
 from ..face.align import crop_geometry
 from ..face.types import no_face_found
-from ..face.detect import DETECTORS, SELECTIONS, FaceTracker, check_selection, make_detector, track_from_faces
+from ..face.detect import (DETECTOR, INDEX, POSITION_X, POSITION_Y, SELECT, THRESHOLD, FaceTracker, check_selection,
+                           detector_threshold, make_detector, track_from_faces)
+from ..face.mask import RESOLUTION
 from ..media.video import decode_frames, file_orientation
+from .options import add_option
 
 
 def parse_position(text: str) -> tuple[float, float]:
+    """`X,Y`, each checked against the nodes' position_x and position_y (`detect.POSITION_X`/`POSITION_Y`)."""
     try:
         x, y = (float(v) for v in text.split(","))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected X,Y as fractions of the frame, e.g. 0.5,0.3; got {text!r}") from exc
+    problem = POSITION_X.problem(x) or POSITION_Y.problem(y)
+    if problem:
+        raise argparse.ArgumentTypeError(f"X,Y must be fractions of the frame {POSITION_X.bounds()}, got {text!r}")
     return x, y
 
 
 def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
-    """--select, --index and --position, as `faces` and `lipsync` both take them."""
-    parser.add_argument("--select", choices=SELECTIONS, default="largest",
-                        help="which face to follow when there are several (then tracked from frame to frame)")
-    parser.add_argument("--index", type=int, default=0,
-                        help="with --select index: the n-th face from the left, 0 = the leftmost")
+    """--select, --index and --position, as `faces` and `lipsync` both take them (`detect.SELECT`, ...)."""
+    add_option(parser, SELECT)
+    add_option(parser, INDEX)
     parser.add_argument("--position", type=parse_position, default=None,
-                        help="with --select position: X,Y as fractions of the frame from 0 to 1, e.g. 0.5,0.4")
+                        help=f"with --select position: X,Y as fractions of the frame {POSITION_X.bounds()} (the "
+                             f"nodes' position_x and position_y). Default: {POSITION_X.default:g},"
+                             f"{POSITION_Y.default:g}.")
 
 
 def add_faces_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -33,15 +40,12 @@ def add_faces_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                       '"faces": [{"frame": i, "box": [x1, y1, x2, y2] | null}, ...]} (null: no usable face, '
                       "the frame passes through)")
     parser.add_argument("video", help="video file (mp4, mov, mkv, ...)")
-    parser.add_argument("--detector", choices=DETECTORS, default="dlib",
-                        help="dlib: offline default; insightface: the reference's buffalo_l models (user-supplied)")
+    add_option(parser, DETECTOR)
     parser.add_argument("--insightface-dir", default=None,
                         help="folder with det_10g.onnx and 2d106det.onnx (default: the usual buffalo_l folders)")
-    parser.add_argument("--resolution", type=int, choices=(256, 512), default=256,
-                        help="crop resolution: 256 for LatentSync 1.5, 512 for 1.6 (sets the reported crop size)")
+    add_option(parser, RESOLUTION, help=f"{RESOLUTION.help} It sets the reported crop size.")
     add_selection_arguments(parser)
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="detection threshold (dlib HOG score, default 0; insightface probability, default 0.5)")
+    add_option(parser, THRESHOLD)
     parser.add_argument("--json", action="store_true", help="print JSON (the only output format)")
     parser.set_defaults(run=faces_command)
     return parser
@@ -51,7 +55,7 @@ def faces_command(args: argparse.Namespace) -> dict:
     """Run the `faces` command; returns the JSON the CLI prints."""
     check_selection(args.select, args.index, args.position)  # before the detector loads and frames decode
     options = {"models_dir": args.insightface_dir} if args.detector == "insightface" else {}
-    detector = make_detector(args.detector, args.threshold, **options)
+    detector = make_detector(args.detector, detector_threshold(args.threshold), **options)
     tracker = FaceTracker(detector, args.select, args.index, args.position)
     frames, fps, _ = decode_frames(args.video)
     turned = file_orientation(args.video).warning(args.video)  # the frames come upright; say so

@@ -12,8 +12,11 @@ import torch
 from ..media.audio import load_audio
 from ..media.outputs import check_output
 from ..audio.features import extract_features
+from ..audio.vad import THRESHOLD, detect_speech
 from ..audio.whisper import load_whisper_encoder
 from ..sample.frame_plan import speech_weights
+from ..sample.settings import SETTING
+from .options import add_option
 
 SPEECH_POLICIES = ("keep", "silence")
 
@@ -29,18 +32,6 @@ def parse_fps(text: str) -> float:
     return fps
 
 
-def parse_probability(text: str) -> float:
-    """A speech probability threshold, refused by argparse (which names the flag) when not strictly between 0
-    and 1, as `detect_speech` would refuse it later under its own name."""
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
 def add_features_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "features", help="whisper features [L, 5, 384] and per-frame chunks [N, 50, 384] of an audio file, "
@@ -54,10 +45,8 @@ def add_features_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     parser.add_argument("--speech-policy", choices=SPEECH_POLICIES, default="keep",
                         help="keep: the reference; silence: frames outside speech (silero VAD) get the "
                              "features of digital silence")
-    parser.add_argument("--vad-threshold", type=parse_probability, default=0.5,
-                        help="speech probability threshold (0-1)")
-    parser.add_argument("--crossfade-frames", type=int, default=3,
-                        help="frames over which silence fades in at the edges of speech")
+    add_option(parser, THRESHOLD, flag="--vad-threshold")
+    add_option(parser, SETTING["crossfade_frames"], help="Frames over which silence fades in at the edges of speech.")
     parser.add_argument("--seamless", action="store_true",
                         help="overlap the 30 s whisper spans so the features do not jump every 30 s")
     parser.add_argument("--device", default="cpu", help="torch device for the encoder, e.g. cpu or cuda")
@@ -74,12 +63,8 @@ def features_command(args: argparse.Namespace) -> dict:
     waveform, sample_rate = load_audio(args.audio)
     segments = None
     if args.speech_policy == "silence":
-        from ..audio.vad import detect_speech
-
         segments = detect_speech(waveform, sample_rate, threshold=args.vad_threshold)
     encoder = load_whisper_encoder(args.whisper, device=args.device)
-    if args.crossfade_frames < 0:
-        raise ValueError(f"crossfade_frames must be >= 0, got {args.crossfade_frames}")
     result = extract_features(waveform, sample_rate, encoder, fps=args.fps, frames=args.frames,
                               segments=segments, seamless=args.seamless)
     # The file holds the chunks a sampler would be given: with "silence", blended as the frame plan's

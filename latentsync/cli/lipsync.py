@@ -1,7 +1,7 @@
 """`python -m latentsync lipsync`: lip-sync a video (or a still image) to an audio file, written as an mp4.
 
 The same library path as the nodes: audio -> (VAD) -> whisper features at the video's own frame rate; frames ->
-faces; sampler; the output with the original soundtrack. Streamed (`pipeline.lipsync_video_file`): frames are
+faces; sampler; the output with the original soundtrack. Streamed (`run/stream.lipsync_video_file`): frames are
 decoded when a window needs them and written as it finishes, so a long clip takes no more memory than a short
 one; `--resume` continues a run that stopped. `--preset` (`sample/presets.py`) gives defaults that the flags
 typed on the command line override, and the VRAM the run will need is said before it starts.
@@ -11,17 +11,24 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from .faces import add_selection_arguments
-from .features import parse_fps, parse_probability
-from ..face.detect import DETECTORS
+from ..audio.vad import THRESHOLD
+from .features import parse_fps
+from ..face.detect import DETECTORS, check_selection, make_detector
 from ..media.outputs import check_output
-from ..run.pipeline import DTYPES
-from ..sample.presets import PRESETS, RUN_OPTIONS, dtype_name, format_estimate, resolve
-from ..sample.settings import SETTINGS, SamplerSettings, flag, old_flags
-from ..unet.loading import QUANTIZATIONS
-from ..unet.compile import MODES as COMPILE_MODES
+from ..media.video import check_crf
+from ..run.cluster import RayCluster
+from ..run.job import FaceChoice, Job, MemoryOptions
+from ..run.pipeline import DEVICE, ModelSet, UNetSpec, estimate_run_vram, resolve_device, resolve_dtype
+from ..run.stream import Hooks, lipsync_video_file
+from ..sample.presets import PRESET, PRESETS, RUN_OPTION, RUN_OPTIONS, dtype_name, resolve
+from ..sample.settings import SETTINGS, SamplerSettings, old_flags
+from ..sample.vram import format_estimate
+from ..unet.compile import COMPILE
+from .options import add_option
 
 
 class Typed(argparse.Action):
@@ -45,10 +52,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per sampler setting, named, defaulted and explained by the library's table (earlier spellings,
     e.g. --vad for --vad-policy, still work)."""
     for setting in SETTINGS:
-        kind = str if setting.choices else type(setting.default)
-        parser.add_argument(flag(setting.name), *old_flags(setting.name), dest=setting.name, type=kind,
-                            choices=setting.choices, default=setting.default, action=Typed,
-                            help=f"{setting.help} Default: {setting.default}.")
+        add_option(parser, setting, *old_flags(setting.name), action=Typed)
 
 
 def add_lipsync_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -65,8 +69,7 @@ def add_lipsync_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     parser.add_argument("--config", default="auto",
                         help="1.5 (256 px), 1.6 (512 px), a JSON config, or auto: a JSON beside the checkpoint, "
                              "else guessed from its path")
-    parser.add_argument("--vad-threshold", type=parse_probability, default=0.5,
-                        help="speech probability threshold (0-1)")
+    add_option(parser, THRESHOLD, flag="--vad-threshold")
     add_settings_arguments(parser)
     parser.add_argument("--fps", type=parse_fps, default=25.0, help="frame rate for a still image")
     parser.add_argument("--seamless", action="store_true", help="overlap whisper's 30 s spans (long audio)")
@@ -74,24 +77,13 @@ def add_lipsync_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     parser.add_argument("--insightface-dir", default=None, help="folder with det_10g.onnx and 2d106det.onnx")
     add_selection_arguments(parser)
     bundles = "; ".join(f"{preset.name}: {preset.help.rstrip('.')}" for preset in PRESETS.values())
-    parser.add_argument("--preset", choices=tuple(PRESETS), default=None,
-                        help=f"a bundle of settings: {bundles}. Flags typed beside it win. Default: none (the "
-                             "flags' defaults, as quality)")
-    parser.add_argument("--dtype", choices=("auto", *DTYPES), default="auto", action=Typed,
-                        help="model precision (auto: fp16 on CUDA, fp32 on the CPU)")
-    parser.add_argument("--quantization", choices=QUANTIZATIONS, default="none", action=Typed,
-                        help="UNet weights: none, int8 (CPU or CUDA) or int4 (CUDA, with --dtype bf16)")
-    parser.add_argument("--vae-batch", type=int, default=8, action=Typed,
-                        help="images per VAE call (1: the least memory; 16: a window's frames, as the reference)")
-    parser.add_argument("--vae-tiling", default=False, action=TypedSwitch,
-                        help="VAE in 256 px tiles (acts on 1.6's 512 px crops; less memory, faint tile blending)")
-    parser.add_argument("--offload", default=False, action=TypedSwitch,
-                        help="whisper to the CPU once the features are made; the VAE on the device only for its "
-                             "calls")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES,
-                        help="torch.compile the UNet (CUDA; once per window shape): default, max-autotune, or "
-                             "reduce-overhead (CUDA graphs); a bare --compile is default")
+    add_option(parser, PRESET, default=None,  # none: the flags' defaults, as quality (and custom)
+               help=f"A bundle of settings: {bundles}; custom: the flags. Flags typed beside it win.")
+    for option in RUN_OPTION.values():  # dtype, quantization, vae_batch; --vae-tiling and --offload: switches
+        add_option(parser, option, action=TypedSwitch if option.kind is bool else Typed)
+    add_option(parser, DEVICE)
+    add_option(parser, COMPILE, nargs="?", const="default", default=None,
+               help=f"{COMPILE.help} A bare --compile is default.")
     parser.add_argument("--crf", type=int, default=18, help="x264 quality (lower = better, larger)")
     parser.add_argument("--resume", action="store_true",
                         help="continue a run that stopped (killed, out of memory, Ctrl-C, full disk): finished "
@@ -109,10 +101,6 @@ def add_lipsync_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
 
 def lipsync_command(args: argparse.Namespace) -> dict:
     """Run the `lipsync` command, streamed (memory does not grow with the clip); returns the JSON summary."""
-    from ..face.detect import check_selection, make_detector
-    from ..media.video import check_crf
-    from ..run.pipeline import ModelSet, UNetSpec, estimate_run_vram, lipsync_video_file, resolve_device, resolve_dtype
-
     started = time.perf_counter()
     check_output(args.out, {"--video": args.video, "--audio": args.audio, "--unet": args.unet,
                             "--whisper": args.whisper, "--vae": args.vae, "--config": args.config})
@@ -121,12 +109,10 @@ def lipsync_command(args: argparse.Namespace) -> dict:
     settings.validate()
     check_selection(args.select, args.index, args.position)
     check_crf(args.crf)
-    if chosen["vae_batch"] < 1:
-        raise ValueError(f"--vae-batch must be at least 1, got {chosen['vae_batch']}")
     device = resolve_device(args.device)
     dtype = resolve_dtype(dtype_name(chosen["dtype"], device), device)
     unet = UNetSpec(Path(args.unet), args.config, chosen["quantization"])
-    memory = {name: chosen[name] for name in ("vae_batch", "vae_tiling", "offload")}
+    memory = MemoryOptions(chosen["vae_batch"], chosen["vae_tiling"], chosen["offload"])
     options = {"models_dir": args.insightface_dir} if args.detector == "insightface" else {}
     detector = make_detector(args.detector, **options)
 
@@ -149,32 +135,30 @@ def lipsync_command(args: argparse.Namespace) -> dict:
         if frames % 25 == 0:
             say(f"faces in {frames} frames")
 
-    estimate = estimate_run_vram(unet, settings, dtype, **memory)
+    estimate = estimate_run_vram(unet, settings, dtype, **asdict(memory))
 
     def ready() -> None:  # inputs checked and models loaded (an error before it stays one line); the run next
         say(f"{args.preset or 'no'} preset; {format_estimate(estimate)}", "\n")
 
     cluster = None
     if args.ray:
-        from ..run.cluster import RayCluster
-
         if args.workers is not None and args.workers < 1:
             raise ValueError(f"--workers must be at least 1, got {args.workers}")
         cluster = RayCluster(args.ray, args.workers)
     try:
-        summary = lipsync_video_file(
-            args.video, args.audio, args.out, ModelSet(device, dtype), unet,
-            args.whisper, args.vae, settings, detector=detector,
-            selection={"select": args.select, "index": args.index, "position": args.position},
-            vad_threshold=args.vad_threshold, seamless=args.seamless, still_fps=args.fps, crf=args.crf,
-            resume=args.resume, progress=progress, face_progress=face_progress, cluster=cluster,
-            compile_mode=args.compile, on_ready=ready, **memory)
+        job = Job(args.video, args.audio, args.out, unet, args.whisper, args.vae,
+                  FaceChoice(detector, args.select, args.index, args.position), settings, device, dtype, memory,
+                  compile_mode=None if args.compile == "off" else args.compile, crf=args.crf,
+                  vad_threshold=args.vad_threshold, seamless=args.seamless,
+                  still_fps=args.fps, resume=args.resume)
+        hooks = Hooks(progress=progress, face_progress=face_progress, on_ready=ready)
+        summary = lipsync_video_file(job, ModelSet(device, dtype), hooks=hooks, cluster=cluster)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"what was finished (the face track once found, then every finished window) is "
                                 f"kept in {args.out}.partial: run again with --resume to continue") from None
     return {"out": str(args.out), **summary, "fps": round(summary["fps"], 6), "device": str(device),
             "dtype": str(dtype).removeprefix("torch."), "settings": vars(settings), "preset": args.preset,
-            "quantization": unet.quantization, **memory, "vram_estimate": estimate,
+            "quantization": unet.quantization, **asdict(memory), "vram_estimate": estimate,
             "seconds": round(time.perf_counter() - started, 3)}
 
 
@@ -182,6 +166,6 @@ def run_choices(args: argparse.Namespace) -> dict:
     """The sampler settings and run options of `args`: without a preset, the flags as parsed (today's behaviour);
     with one, its values under the flags the user typed (`sample/presets.resolve`)."""
     names = [setting.name for setting in SETTINGS] + list(RUN_OPTIONS)
-    if args.preset is None:
+    if args.preset in (None, "custom"):
         return {name: getattr(args, name) for name in names}
     return resolve(args.preset, {name: getattr(args, name) for name in getattr(args, "typed_flags", ())})

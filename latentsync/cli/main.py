@@ -24,6 +24,7 @@ from .experiment import add_experiment_parser
 from .faces import add_faces_parser
 from .features import add_features_parser
 from .lipsync import add_lipsync_parser
+from .options import add_options
 from .score import add_score_parser
 from .upscale import add_upscale_parser
 
@@ -57,12 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     vad = commands.add_parser("vad", help="find speech in an audio file; prints "
                                           '{"duration": s, "speech": [[start_s, end_s], ...]}')
     vad.add_argument("audio", help="audio or video file (wav, flac, mp3, m4a, mp4, ...)")
-    vad.add_argument("--threshold", type=float, default=0.5, help="speech probability threshold (0-1)")
-    vad.add_argument("--min-speech-ms", type=int, default=250, help="drop speech shorter than this")
-    vad.add_argument("--min-silence-ms", type=int, default=100, help="pauses shorter than this do not split speech")
-    vad.add_argument("--padding-ms", type=int, default=30, help="widen each segment by this on both sides")
-    vad.add_argument("--backend", choices=vad_lib.BACKENDS, default="jit",
-                     help="silero-vad (jit or onnx, shipped in its wheel) or pyannote (optional extra)")
+    add_options(vad, vad_lib.VAD_OPTIONS)  # --threshold, --min-speech-ms, ... as the VAD node's inputs
     vad.add_argument("--model", help="pyannote backend: a local segmentation checkpoint (pytorch_model.bin)")
     vad.set_defaults(run=_vad)
 

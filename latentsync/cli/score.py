@@ -7,6 +7,10 @@ from pathlib import Path
 from ..media.audio import AudioError, load_audio
 from ..media.video import decode_frames, video_info
 from ..score.crops import pack_face_detector
+from ..score.evaluate import JPEG, MIN_TRACK_FRAMES, score_video, wants_jpeg
+from ..score.s3fd import load_s3fd
+from ..score.syncnet import load_syncnet
+from .options import add_option
 
 
 def add_score_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -25,11 +29,11 @@ def add_score_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                         help="the video already is a face crop (resized to 224x224), as in the reference's "
                              "per-crop evaluation")
     parser.add_argument("--jpeg", action=argparse.BooleanOptionalAction, default=None,
-                        help="send every face-crop frame through a JPEG round trip before SyncNet, as the "
-                             "reference's evaluation reads its crops from JPEG files (default: on with --s3fd, to "
-                             "compare with papers; off otherwise, to measure the frames as they are)")
-    parser.add_argument("--min-track", type=int, default=50,
-                        help="face tracks need more than this many frames (the reference: 50, i.e. 2 s)")
+                        help=f"send every face-crop frame through a JPEG round trip before SyncNet, as the "
+                             f"reference's evaluation reads its crops from JPEG files (the node's {JPEG.name}; "
+                             f"default: on with --s3fd, to compare with papers; off otherwise, to measure the frames "
+                             f"as they are)")
+    add_option(parser, MIN_TRACK_FRAMES)
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--json", action="store_true",
                         help="print JSON (the only output format; accepted for clarity)")
@@ -51,9 +55,6 @@ def crop_mode(args: argparse.Namespace) -> str:
 
 def score_command(args: argparse.Namespace) -> dict:
     """Run the `score` command; returns the JSON dict the CLI prints."""
-    from ..score.evaluate import score_video, wants_jpeg
-    from ..score.syncnet import load_syncnet
-
     fps = video_fps(args.video)
     if args.already_cropped and args.s3fd:
         raise ValueError("--already-cropped and --s3fd exclude each other")
@@ -65,8 +66,6 @@ def score_command(args: argparse.Namespace) -> dict:
         raise
     crops, extra = crop_mode(args), {}
     if crops == "s3fd":
-        from ..score.s3fd import load_s3fd
-
         extra = {"s3fd": load_s3fd(args.s3fd, device=args.device)}
     elif crops == "pack":
         extra = {"face_boxes": pack_face_detector()}

@@ -13,27 +13,30 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
+from ..core.precision import DTYPES
+from ..upscale.options import CHUNK, HEIGHT, OVERLAP, PRECISION, RESIZE_MODE, SCALE, TILE, WIDTH
 from ..upscale.resize import INTERPOLATION_MODES, scaled_size
 from ..upscale.frames import upscale_frames, upscale_mouth_region
 from ..upscale.models import load_upscale_model, model_summary
 from ..upscale.tiling import default_device, default_dtype
 from ..media.outputs import check_output
-from ..media.video import NoVideoStream, check_crf, file_orientation, read_frames
+from ..media.video import CRF, NoVideoStream, check_crf, file_orientation, read_frames
 from ..media.video_stream import VideoChunkReader, VideoChunkWriter
+from .options import add_option
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """`WxH`, e.g. 512x512."""
+    """`WxH`, e.g. 512x512: each side from 1 to the Upscale node's width and height's most (`options.WIDTH`)."""
     try:
         width, height = (int(part) for part in text.lower().split("x"))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"a size is WIDTHxHEIGHT, e.g. 512x512; got {text!r}") from exc
-    if width < 1 or height < 1:
-        raise argparse.ArgumentTypeError(f"a size must be at least 1x1, got {text}")
+    if width < 1 or height < 1 or WIDTH.problem(width) or HEIGHT.problem(height):
+        raise argparse.ArgumentTypeError(f"a size must be from 1x1 to {WIDTH.high}x{HEIGHT.high}, got {text}")
     return width, height
 
 
@@ -49,20 +52,16 @@ def add_upscale_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
                                         "realesr-animevideov3.pth")
     method.add_argument("--mode", choices=INTERPOLATION_MODES, help="interpolation instead of a model")
     target = parser.add_mutually_exclusive_group()
-    target.add_argument("--scale", type=float, help="output size as a multiple of the input (default: the "
-                                                    "model's own scale)")
+    add_option(target, SCALE, default=None, help="Output size as a multiple of the input size. Default: the model's "
+                                                 "own scale.")
     target.add_argument("--size", type=parse_size, help="output size WIDTHxHEIGHT")
     parser.add_argument("--mouth-mask", help="face-only mode for face crops: a mask image (white = keep, black = "
                                              "mouth); the model is used only in the mouth, interpolation elsewhere")
-    parser.add_argument("--resize-mode", choices=INTERPOLATION_MODES, default="bicubic",
-                        help="how a model's result is brought to the requested size, when they differ")
-    parser.add_argument("--tile", type=int, default=512, help="tile size in input pixels (halved on out-of-memory)")
-    parser.add_argument("--overlap", type=int, default=32, help="overlap between tiles in input pixels")
-    parser.add_argument("--chunk", type=int, default=8, help="frames on the device at once")
+    for option in (RESIZE_MODE, TILE, OVERLAP, CHUNK):
+        add_option(parser, option)
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
-                        help="model precision (auto: fp16 on CUDA, fp32 on CPU)")
-    parser.add_argument("--crf", type=int, default=18, help="H.264 quality for videos (lower is better)")
+    add_option(parser, PRECISION, flag="--dtype")  # the Upscale node's precision
+    add_option(parser, CRF)  # for videos
     parser.set_defaults(run=upscale_command)
     return parser
 
@@ -106,15 +105,11 @@ def upscale_command(args: argparse.Namespace) -> dict:
 
 
 def _load_mask(path: str) -> torch.Tensor:
-    from PIL import Image
-
     with Image.open(path) as image:
         return torch.from_numpy(np.array(image.convert("L"), dtype=np.float32) / 255)
 
 
 def _upscale_image(src: Path, out: Path, upscale) -> dict:
-    from PIL import Image
-
     # Alpha and palettes are dropped (the models and the pack's IMAGE type are RGB); EXIF orientation applied.
     pixels = read_frames(src)[0]
     result = upscale(pixels)

@@ -20,12 +20,38 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from PIL import Image
 
+from ..core.options import Option
+from .insightface import THRESHOLD as INSIGHTFACE_THRESHOLD, InsightFaceDetector
 from .types import DetectedFace, FaceDetector, FaceModelMissing, FaceTrack  # noqa: F401 (re-exported)
 from .warp import Frames, frame_to_rgb_uint8
 
 SELECTIONS = ("largest", "index", "position")
 DETECTORS = ("dlib", "insightface")
+
+# What a user sets to choose the face (the nodes' inputs, the `faces`/`lipsync` flags; core/options.py).
+DETECTOR = Option("detector", "dlib", "dlib: offline, ships with the pack; insightface: the reference's buffalo_l "
+                  "(non-commercial).", choices=DETECTORS)
+SELECT = Option("select", "largest", "Which face to follow: the largest, the index-th from the left, or the one "
+                "nearest a position.", choices=SELECTIONS)
+INDEX = Option("index", 0, "select=index: 0 is the leftmost face.", 0, 32)
+POSITION_X = Option("position_x", 0.5, "select=position: horizontal position as a fraction of the width.", 0.0, 1.0,
+                    step=0.01)
+POSITION_Y = Option("position_y", 0.4, "select=position: vertical position as a fraction of the height.", 0.0, 1.0,
+                    step=0.01)
+# The threshold means each detector's own score: dlib's HOG score (0 by default; below 0 finds more faces, and
+# more false ones) and insightface's probability (`insightface.THRESHOLD`).
+DLIB_THRESHOLD = Option("threshold", 0.0, "dlib's HOG score a detection must reach; higher ignores faint faces, "
+                        "below 0 finds more (and more false ones).", -1.0, 5.0, step=0.05)
+THRESHOLDS = {"dlib": DLIB_THRESHOLD, "insightface": INSIGHTFACE_THRESHOLD}
+# As the node and the flag take it: one number for either detector, with -1 for the detector's own default.
+DEFAULT_THRESHOLD = -1.0
+THRESHOLD = Option("threshold", DEFAULT_THRESHOLD,
+                   f"Detection threshold; {DEFAULT_THRESHOLD:g} is the detector's default (dlib's HOG score "
+                   f"{DLIB_THRESHOLD.default:g}, insightface's probability {INSIGHTFACE_THRESHOLD.default:g}), higher "
+                   "ignores faint faces.", DLIB_THRESHOLD.low, DLIB_THRESHOLD.high, step=0.05)
+FACE_OPTIONS = (DETECTOR, SELECT, INDEX, POSITION_X, POSITION_Y, THRESHOLD)  # the nodes' order
 
 Progress = Callable[[int, int], None]
 
@@ -139,8 +165,6 @@ class DlibFaceDetector:
 
 def _resized(image: np.ndarray, scale: float) -> np.ndarray:
     """`image` scaled by `scale`: PIL's box reduction for whole factors (fast, no aliasing), else bilinear."""
-    from PIL import Image
-
     if abs(scale - 1.0) < 1e-6:
         return np.ascontiguousarray(image)
     picture = Image.fromarray(np.ascontiguousarray(image))
@@ -151,17 +175,21 @@ def _resized(image: np.ndarray, scale: float) -> np.ndarray:
     return np.asarray(picture.resize(size, Image.BILINEAR))
 
 
+def detector_threshold(threshold: float | None) -> float | None:
+    """The threshold a user gave (`THRESHOLD`: -1 or None is the detector's default) as `make_detector` takes it."""
+    return None if threshold is None or threshold == DEFAULT_THRESHOLD else THRESHOLD.check(threshold)
+
+
 def make_detector(name: str = "dlib", threshold: float | None = None, **options) -> FaceDetector:
-    """A detector by name (see `DETECTORS`); `options` go to its constructor (e.g. `models_dir` for insightface)."""
-    if threshold is not None and not np.isfinite(threshold):  # NaN would pass no face and look like a faceless clip
-        raise ValueError(f"the face detection threshold must be a finite number, got {threshold}")
+    """A detector by name (see `DETECTORS`); `options` go to its constructor (e.g. `models_dir` for insightface).
+    `threshold` (None: the detector's default) is checked against that detector's meaning (`THRESHOLDS`): a NaN
+    would pass no face and look like a clip without faces."""
+    DETECTOR.check(name, "the face detector")
+    if threshold is not None:
+        THRESHOLDS[name].check(threshold, f"the {name} face threshold")
     if name == "dlib":
         return DlibFaceDetector(threshold=threshold, **options)
-    if name == "insightface":
-        from .insightface import InsightFaceDetector
-
-        return InsightFaceDetector(threshold=threshold, **options)
-    raise ValueError(f"unknown face detector {name!r}; choose one of {', '.join(DETECTORS)}")
+    return InsightFaceDetector(threshold=threshold, **options)
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -176,19 +204,21 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def selection_problem(select: str, index: int = 0, position: tuple[float, float] | None = None) -> str | None:
-    """What is wrong with a face selection, or None. Checked before any frame is read: a NaN position or a
-    negative index would otherwise match no face in any frame and look like a clip without faces."""
+    """What is wrong with a face selection (against `SELECT`, `INDEX`, `POSITION_X`/`POSITION_Y`), or None.
+    Checked before any frame is read: a NaN position or a negative index would otherwise match no face in any
+    frame and look like a clip without faces."""
     if select not in SELECTIONS:
         return f"unknown face selection {select!r}; choose one of {', '.join(SELECTIONS)}"
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
-        return f"face index must be a whole number from 0 (the leftmost face) up, got {index!r}"
+    problem = INDEX.problem(int(index) if isinstance(index, np.integer) else index)
+    if problem:
+        return f"face index {problem} (0 is the leftmost face)"
     if position is not None:
-        try:
-            x, y = (float(v) for v in position)
-        except (TypeError, ValueError):
+        if isinstance(position, (str, bytes)) or not hasattr(position, "__len__") or len(position) != 2:
             return f"face position must be (x, y) fractions of the frame, got {position!r}"
-        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):  # also False for NaN
-            return f"face position must be (x, y) fractions of the frame from 0 to 1, got ({x:g}, {y:g})"
+        x, y = (float(v) if isinstance(v, np.floating) else v for v in position)
+        problem = POSITION_X.problem(x) or POSITION_Y.problem(y)
+        if problem:
+            return f"face position must be (x, y) fractions of the frame from 0 to 1, got {position!r}"
     return None
 
 
@@ -210,7 +240,7 @@ def choose_face(faces: list[DetectedFace], select: str, index: int, position: tu
     if select == "index":  # faces counted left to right, by box centre
         ordered = sorted(faces, key=lambda f: f.centre[0])
         return ordered[index] if index < len(ordered) else None
-    px, py = position if position is not None else (0.5, 0.5)
+    px, py = position if position is not None else (POSITION_X.default, POSITION_Y.default)
     x, y = px * frame_hw[1], py * frame_hw[0]
     inside = [f for f in faces if f.box[0] <= x <= f.box[2] and f.box[1] <= y <= f.box[3]]
     pool = inside or faces

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ..catalogue import CATALOGUE
 from ..checkpoint import check_onnx
+from ..core.options import Option
 from .types import DetectedFace, FaceModelMissing
 from .warp import warp_affine
 from ..onnx_runtime import import_onnxruntime
@@ -26,6 +27,9 @@ from ..onnx_runtime import import_onnxruntime
 FILES = ("det_10g.onnx", "2d106det.onnx")
 DETECT_SIZE = 512
 NMS_IOU = 0.4
+# The face probability a detection must reach (the reference's 0.5): what `threshold` means for this detector.
+THRESHOLD = Option("threshold", 0.5, "insightface's face probability a detection must reach; higher ignores "
+                   "faint faces.", 0.0, 1.0, step=0.05)
 STRIDES = (8, 16, 32)
 ANCHORS_PER_CELL = 2
 LANDMARK_SIZE = 192
@@ -146,7 +150,7 @@ class InsightFaceDetector:
             folder = find_model_dir(models_dir)
             sessions = tuple(_session(folder / name, providers) for name in FILES)
         self._detector, self._landmarks = sessions
-        self.threshold = 0.5 if threshold is None else float(threshold)
+        self.threshold = THRESHOLD.default if threshold is None else float(threshold)
 
     def detect(self, frame: np.ndarray, around=None) -> list[DetectedFace]:
         # `around` is ignored: the reference detects on the whole frame, and SCRFD at 512 px is cheap.

@@ -13,18 +13,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
+from ..core.options import Option
 from .warp import resize_lanczos4_uint8
 
 MASK_PATH = Path(__file__).resolve().parents[1] / "assets" / "mask.png"
 RESOLUTIONS = (256, 512)
+RESOLUTION = Option("resolution", 256, "Face crop size: 256 for LatentSync 1.5, 512 for 1.6 (match the UNet).",
+                    choices=RESOLUTIONS, kind=int)
 LATENT_SCALE = 8  # the SD VAE's downsampling factor
 
 
 def load_mask_image(path: str | Path = MASK_PATH) -> np.ndarray:
     """A mask image as `[H, W]` uint8 (channel 0 of a colour image), 255 = keep."""
-    from PIL import Image
-
     with Image.open(path) as image:
         array = np.array(image)
     if array.ndim == 3:
@@ -55,8 +57,3 @@ def latent_mask(mask: torch.Tensor) -> torch.Tensor:
     flat = mask.reshape(-1, 1, *mask.shape[-2:]).to(torch.float32)[:1]
     return F.interpolate(flat, size=(size, size), mode="nearest")[0]
 
-
-def mouth_masks(resolution: int, path: str | Path = MASK_PATH) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(pixel [R, R], latent [1, R/8, R/8])` masks for a crop resolution; 1 = keep, 0 = regenerate."""
-    pixels = pixel_mask(resolution, path)
-    return pixels, latent_mask(pixels)

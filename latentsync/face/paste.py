@@ -94,17 +94,6 @@ def restore_region(frame: Frames, face: torch.Tensor, matrix: torch.Tensor, crop
     return box, blended.permute(1, 2, 0), soft > 0
 
 
-def restore_frame(frame: Frames, face: torch.Tensor, matrix: torch.Tensor, crop_wh: tuple[int, int]) -> Frames:
-    """One frame `[H, W, C]` with `face` (`[3, h, w]` or `[3, R, R]`, in [-1, 1]) blended in; a new array of
-    the frame's type and dtype."""
-    out = frame.copy() if isinstance(frame, np.ndarray) else frame.clone()
-    view = torch.from_numpy(out) if isinstance(out, np.ndarray) else out
-    result = restore_region(view, torch.as_tensor(face), matrix, crop_wh)
-    if result is not None:
-        _write(view, *result, view.shape[-1] if view.ndim == 3 else 1)
-    return out
-
-
 def paste_back(frames: Frames, faces: AlignedFaces, generated: Frames, inplace: bool = False,
                progress: Progress | None = None) -> Frames:
     """Put generated crops back into `[N, H, W, C]` frames (C = 1, 3 or 4; uint8 or float 0-1; torch or

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from ..media.shots import SHOT_THRESHOLD, ShotDetector
 from .describe import SAME_PERSON_DISTANCE, FaceDescriber, descriptor_distance
@@ -252,8 +253,6 @@ def keyframe_index(tracks: FaceTracks) -> int:
 def label_keyframe(frame: Frames, tracks: FaceTracks, index: int) -> np.ndarray:
     """`[H, W, 3]` uint8: `frame` (frame `index` of the clip) with each track's box in its colour and its label
     in a tag inside the box's top-left corner; the preview where the user tells the people apart."""
-    from PIL import Image, ImageDraw, ImageFont
-
     if not 0 <= index < len(tracks):
         raise ValueError(f"frame {index} is outside the clip's {len(tracks)} frames")
     picture = Image.fromarray(frame_to_rgb_uint8(frame))

@@ -59,11 +59,12 @@ class ClipFaces:
                             crop_wh=self.crop_wh, frame_hw=self.frame_hw, mask=mask, latent_mask=latent_mask(mask))
 
 
-def clip_faces(frames: torch.Tensor, *, faces: AlignedFaces | None = None, track: FaceTrack | None = None,
-               detector: str | FaceDetector | None = None, resolution: int | None = None) -> ClipFaces:
-    """The clip's alignment: from `faces` (crops included), else from `track`, else by detecting faces."""
+def clip_faces(frames: torch.Tensor, faces: AlignedFaces | FaceTrack | str | FaceDetector | None = None,
+               resolution: int | None = None) -> ClipFaces:
+    """The clip's alignment, from where `faces` says the faces come from: aligned faces (crops included), a face
+    track, or a detector (a name or a `FaceDetector`; None: dlib) run on the frames here."""
     frame_hw = (int(frames.shape[1]), int(frames.shape[2]))
-    if faces is not None:
+    if isinstance(faces, AlignedFaces):
         if len(faces) != len(frames):
             raise ValueError(f"{len(faces)} aligned faces for {len(frames)} frames; align the same frames")
         if tuple(faces.frame_hw) != frame_hw:
@@ -73,8 +74,7 @@ def clip_faces(frames: torch.Tensor, *, faces: AlignedFaces | None = None, track
         return ClipFaces(matrices=faces.matrices.to(torch.float32), valid=faces.valid.numpy().astype(bool),
                          resolution=faces.resolution, crop_wh=tuple(faces.crop_wh), frame_hw=frame_hw,
                          crops=faces.crops)
-    if track is None:
-        track = detect_faces(frames, detector if detector is not None else "dlib")
+    track = faces if isinstance(faces, FaceTrack) else detect_faces(frames, faces if faces is not None else "dlib")
     if len(track) != len(frames):
         raise ValueError(f"a face track of {len(track)} frames for {len(frames)} frames")
     return faces_from_track(track, frame_hw, 256 if resolution is None else int(resolution))

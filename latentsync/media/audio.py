@@ -5,9 +5,11 @@ and whisper were trained at. Resampling is polyphase (scipy), in memory; no ffmp
 """
 from __future__ import annotations
 
+import wave
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import torch
 
@@ -52,8 +54,6 @@ def to_mono_16k(waveform: torch.Tensor | np.ndarray, sample_rate: int) -> torch.
 
 def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
     """Decode the first audio stream of a file (wav, flac, mp3, m4a, mp4, ...) to `[C, T]` float32."""
-    import av
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"audio file not found: {path}")
@@ -116,8 +116,6 @@ def _wav_truncation(path: Path) -> str | None:
 
 def _planar_float(frames):
     """Convert decoded frames to planar float32 (`[C, n]` arrays), whatever the source format."""
-    import av
-
     resampler = None
     for frame in frames:
         if resampler is None:
@@ -129,8 +127,6 @@ def _planar_float(frames):
 
 def write_wav(path: str | Path, waveform: torch.Tensor | np.ndarray, sample_rate: int) -> Path:
     """`[C, T]` float samples (-1 to 1) as a 16-bit PCM WAV, e.g. to mux a ComfyUI AUDIO into a video."""
-    import wave
-
     samples = np.asarray(torch.as_tensor(waveform, dtype=torch.float32).cpu(), dtype=np.float32)
     if samples.ndim == 1:
         samples = samples[None]

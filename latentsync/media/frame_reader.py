@@ -14,6 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
+import av
 import numpy as np
 
 from .video import (IMAGE_SUFFIXES, NoVideoStream, Orientation, VideoDecodeError, demux_decode, file_orientation,
@@ -44,8 +45,6 @@ class VideoFrames:
             self.height, self.width = self._image.shape[:2]
             self.rate: Fraction | None = None
             return
-        import av
-
         with av.open(str(self.path)) as container:
             if not container.streams.video:
                 raise NoVideoStream(self.path)
@@ -92,8 +91,6 @@ class VideoFrames:
 
     # -- decoding ------------------------------------------------------------------------------------------
     def _open(self, seek_pts: int | None = None) -> None:
-        import av
-
         self.close()
         self._container = av.open(str(self.path))
         stream = self._container.streams.video[0]
@@ -131,8 +128,6 @@ class VideoFrames:
         self.pts = np.asarray(pts, np.int64)
         self.truncated = truncated
         if not self.still:
-            import av
-
             with av.open(str(self.path)) as container:
                 base = float(container.streams.video[0].time_base or 0)
             self.times = (self.pts - self.pts[0]) * base

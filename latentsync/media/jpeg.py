@@ -16,7 +16,9 @@ from __future__ import annotations
 import io
 from fractions import Fraction
 
+import av
 import numpy as np
+from PIL import Image
 
 DEFAULT_QSCALE = 3
 _FPS = 25  # the encoder needs a time base; with a fixed quantiser it does not change the output
@@ -25,9 +27,6 @@ _FPS = 25  # the encoder needs a time base; with a fixed quantiser it does not c
 def jpeg_round_trip(frames: np.ndarray, qscale: int = DEFAULT_QSCALE) -> np.ndarray:
     """`[T, H, W, 3]` uint8 RGB frames, each JPEG-encoded by libavcodec's mjpeg at a fixed `qscale` (yuvj420p,
     as `ffmpeg -f image2` writes) and decoded by Pillow's libjpeg-turbo (as `cv2.imread`). Same shape and dtype."""
-    import av
-    from PIL import Image
-
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"expected uint8 RGB frames shaped [T, H, W, 3], got {frames.dtype} {frames.shape}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
+import av
 import numpy as np
 
 # EXIF orientation (tag 0x0112) -> (quarter turns counter-clockwise, then mirrored), as image viewers show it.
@@ -80,8 +81,6 @@ def video_orientation(path: str | Path) -> Orientation:
     each decoded frame (frame side data), so the first frame is decoded; an older FFmpeg that exports the
     `rotate` tag instead (clockwise degrees) is read from the header. A file that cannot say is upright here:
     the decode that follows names what is wrong with it."""
-    import av
-
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:

@@ -13,9 +13,10 @@ from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 
-from .video import SoundTrack, _video_stream, check_crf, encode_frames
+from .video import CRF, SoundTrack, _video_stream, check_crf, encode_frames
 
 
 class DiskFull(OSError):
@@ -44,11 +45,9 @@ def frame_rate(fps: float | Fraction) -> Fraction:
     return fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(100_000)
 
 
-def write_segment(path: str | Path, frames: np.ndarray, fps: float | Fraction, crf: int = 18) -> Path:
+def write_segment(path: str | Path, frames: np.ndarray, fps: float | Fraction, crf: int = CRF.default) -> Path:
     """Encode `[n, H, W, 3]` uint8 frames as the segment file `path` (odd sizes lose their last row/column).
     The file appears whole or not at all; a full disk is a `DiskFull` that names it."""
-    import av
-
     check_crf(crf)
     path = Path(path)
     height, width = (int(frames.shape[1]) // 2) * 2, (int(frames.shape[2]) // 2) * 2
@@ -62,8 +61,6 @@ def write_segment(path: str | Path, frames: np.ndarray, fps: float | Fraction, c
 
 def segment_frames(path: str | Path) -> int:
     """How many frames a segment file holds (from its index; nothing is decoded)."""
-    import av
-
     with av.open(str(path)) as container:
         return int(container.streams.video[0].frames)
 
@@ -71,8 +68,6 @@ def segment_frames(path: str | Path) -> int:
 def join_segments(paths: list[Path], out: str | Path, fps: float | Fraction, audio: str | Path | None = None) -> Path:
     """One mp4 at `out`: the video packets of `paths` in order (each segment starts where the one before ended),
     then the first audio stream of `audio` cut at the video's end. Written under a temporary name and renamed."""
-    import av
-
     if not paths:
         raise ValueError("no segments to join")
     out = Path(out)

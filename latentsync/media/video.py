@@ -16,19 +16,23 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
+import av
 import numpy as np
 import torch
+from PIL import Image
 
+from ..core.options import Option
 from .orientation import Orientation, image_orientation, video_orientation
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 COPYABLE_AUDIO = {"aac", "mp3"}
 MAX_CRF = 51  # x264's scale for 8-bit video; it clamps anything outside 0-51 without a word
+CRF = Option("crf", 18, "x264 quality: lower is better and larger (0 is lossless).", 0, MAX_CRF)
 
 
 def check_crf(crf: int) -> None:
-    """Raise `ValueError` for an H.264 quality outside 0 (lossless) to 51 (worst)."""
-    if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= crf <= MAX_CRF:
+    """Raise `ValueError` for an H.264 quality outside `CRF`'s 0 (lossless) to 51 (worst)."""
+    if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not CRF.low <= crf <= CRF.high:
         raise ValueError(f"crf must be a whole number from 0 (lossless) to {MAX_CRF}, got {crf!r}")
 
 
@@ -50,8 +54,6 @@ def file_orientation(path: str | Path) -> Orientation:
     """How players or viewers turn the pixels of `path`: a still image's EXIF orientation, a video's display
     matrix (`orientation.video_orientation`); what `read_frames` and `decode_frames` apply."""
     if Path(path).suffix.lower() in IMAGE_SUFFIXES:
-        from PIL import Image
-
         try:
             with Image.open(path) as image:
                 return image_orientation(image)
@@ -64,8 +66,6 @@ def video_info(path: str | Path) -> VideoInfo:
     """The frame rate, frame count and size shown (the file's rotation applied: `video_orientation`) of a video's
     first video stream, read from its header and first frame. A file FFmpeg cannot open is a `ValueError` naming
     it."""
-    import av
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video file not found: {path}")
@@ -89,12 +89,9 @@ def read_frames(path: str | Path, max_frames: int | None = None) -> tuple[torch.
     if not path.is_file():
         raise FileNotFoundError(f"video file not found: {path}")
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        from PIL import Image
-
         with Image.open(path) as image:
             pixels = np.asarray(image.convert("RGB"))
             return torch.from_numpy(image_orientation(image).apply(pixels).copy())[None], None
-    import av
 
     orientation = video_orientation(path)
     with av.open(str(path)) as container:
@@ -149,8 +146,6 @@ def decode_rgb(container, stream, path: str | Path, orientation: Orientation) ->
 def demux_decode(container, stream, path: str | Path, *others) -> Iterator:
     """The decoded `av.VideoFrame`s of `stream`, in file order with the undecoded packets of the streams
     `others` (e.g. audio to copy as it comes, without buffering); errors as in `decode_rgb`."""
-    import av
-
     packets = frames = 0
     try:
         for packet in container.demux(stream, *others):
@@ -169,8 +164,6 @@ def demux_decode(container, stream, path: str | Path, *others) -> Iterator:
 def decode_frames(path: str | Path) -> tuple[Iterator[np.ndarray], float, int]:
     """RGB uint8 frames of a video's first video stream as players show them, one at a time; also its fps and
     frame count (0 if the container does not say). A still image is one frame at 0 fps."""
-    import av
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video file not found: {path}")
@@ -201,8 +194,6 @@ def _uint8(frame: torch.Tensor) -> np.ndarray:
 def _video_stream(container, fps: float | Fraction, width: int, height: int, crf: int, b_frames: bool = True):
     """An H.264 (libx264, else mpeg4) yuv420p stream; a `Fraction` rate (a source's own) is kept exactly.
     `b_frames=False` makes every packet's decode time its presentation time, so files join by copying packets."""
-    import av
-
     rate = fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(100_000)
     if "libx264" in av.codecs_available:
         stream = container.add_stream("libx264", rate=rate)
@@ -217,8 +208,6 @@ def _video_stream(container, fps: float | Fraction, width: int, height: int, crf
 
 def encode_frames(container, video, frames) -> None:
     """Encode `[n, H, W, 3]` frames (float 0-1 or uint8; cut to the stream's even size) into `video`."""
-    import av
-
     for frame in frames:
         array = _uint8(torch.as_tensor(frame))[:video.height, :video.width]
         container.mux(video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")))
@@ -229,8 +218,6 @@ class SoundTrack:
     one an mp4 carries as is, else encoded to AAC. `write(duration)` puts in the audio up to the video's end."""
 
     def __init__(self, container, audio: str | Path):
-        import av
-
         self.source = av.open(str(audio))
         try:
             if not self.source.streams.audio:
@@ -264,11 +251,9 @@ class SoundTrack:
 
 
 def write_video(path: str | Path, frames: torch.Tensor, fps: float, audio: str | Path | None = None,
-                crf: int = 18) -> Path:
+                crf: int = CRF.default) -> Path:
     """Write `[M, H, W, 3]` frames (float 0-1 or uint8) as an mp4 at `fps`, with the first audio stream of the
     file `audio` (cut at the video's end). Odd frame sizes lose their last row/column (yuv420p needs even)."""
-    import av
-
     check_crf(crf)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -309,8 +294,6 @@ def copy_audio_packet(packet, audio_out, container, start: float = 0.0) -> None:
 
 
 def _encode_audio(source, audio_in, audio_out, container, duration: float) -> None:
-    import av
-
     resampler = av.AudioResampler(format=audio_out.codec_context.format, layout=audio_out.layout,
                                   rate=audio_out.rate)
     written, limit = 0, int(round(duration * audio_out.rate))

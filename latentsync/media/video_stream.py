@@ -12,9 +12,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
+import av
 import numpy as np
 
-from .video import NoVideoStream, _video_stream, check_crf, copy_audio_packet, demux_decode, video_orientation
+from .video import CRF, NoVideoStream, _video_stream, check_crf, copy_audio_packet, demux_decode, video_orientation
 
 # Audio codecs the MP4/MOV muxer accepts without transcoding.
 MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "opus", "alac", "flac"}
@@ -26,8 +27,6 @@ class VideoChunkReader:
     time are known before the frames are decoded."""
 
     def __init__(self, path: str | Path):
-        import av
-
         self.path = Path(path)
         self.container = av.open(str(self.path))
         if not self.container.streams.video:
@@ -49,8 +48,6 @@ class VideoChunkReader:
         """`[n, H, W, 3]` uint8 RGB frames, `size` at a time (the last may be fewer), with each frame's time in
         seconds. The audio packets go to `audio_to` as they are read, when it took the audio. A damaged or
         truncated file is a `VideoDecodeError` naming it."""
-        import av
-
         copy = audio_to is not None and audio_to.audio is not None
         others = [self.audio] if copy else []
         frames: list[np.ndarray] = []
@@ -84,9 +81,7 @@ class VideoChunkWriter:
     when the container takes it unchanged; `audio` says what became of it ("copied (aac)", "dropped (...)",
     "none"). Closing flushes the encoder (unless an error is under way) and finishes the file."""
 
-    def __init__(self, path: str | Path, source: VideoChunkReader, size: tuple[int, int], crf: int = 18):
-        import av
-
+    def __init__(self, path: str | Path, source: VideoChunkReader, size: tuple[int, int], crf: int = CRF.default):
         check_crf(crf)
         self.path = Path(path)
         self.rate, self.start = source.rate, source.start
@@ -110,8 +105,6 @@ class VideoChunkWriter:
 
     def write(self, frames: np.ndarray, times: list[float]) -> None:
         """Encode `[n, H, W, 3]` uint8 RGB frames shown at `times` (seconds on the source's clock)."""
-        import av
-
         for frame, when in zip(frames, times):
             picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             # Timestamps follow the source on the output's 1/rate clock, always increasing.

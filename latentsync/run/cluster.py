@@ -15,6 +15,7 @@ machines they must be on a filesystem every node mounts at the same path. The se
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import tempfile
 import time
@@ -22,6 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from ..core.errors import error_line
+from ..core.process_state import contained
+from ..media.frame_reader import RetimedFrames, VideoFrames
+from ..media.segments import write_segment
+from ..sample.sampler import WindowRunner
+from ..sample.stream import run_segments
+from .pipeline import ModelSet, UNetSpec
 
 
 @dataclass
@@ -30,7 +40,7 @@ class WindowJob:
 
     video: str
     retime: np.ndarray | None  # the constant-rate view of a variable-rate video (`RetimedFrames`), if any
-    unet: object  # pipeline.UNetSpec
+    unet: UNetSpec
     vae: str
     settings: object  # SamplerSettings
     plan: object  # FramePlan
@@ -74,12 +84,6 @@ def _make_worker_class(ray, device: str):
         """Loads the models of `job` once; makes groups of its segments and returns them encoded."""
 
         def __init__(self, job: WindowJob):
-            import torch
-
-            from ..media.frame_reader import RetimedFrames, VideoFrames
-            from .pipeline import ModelSet
-            from ..sample.sampler import WindowRunner
-
             self.job = job
             dtype = getattr(torch, job.dtype)  # "float32", "float16", "bfloat16"
             models = ModelSet(torch.device(job.device), dtype)
@@ -96,9 +100,6 @@ def _make_worker_class(ray, device: str):
 
         def make(self, segments: list) -> tuple[list[tuple[str, bytes]], float]:
             """The segments encoded, `(name, mp4 bytes)` each, and the seconds this took here."""
-            from ..media.segments import write_segment
-            from ..sample.stream import run_segments
-
             started = time.perf_counter()
             made: list[tuple[str, bytes]] = []
             with tempfile.TemporaryDirectory() as folder:
@@ -114,10 +115,15 @@ def _make_worker_class(ray, device: str):
     return SegmentWorker
 
 
+def _import_ray():
+    """Ray, the one optional import here (the pack's `ray` extra), imported when a cluster is first joined."""
+    import ray
+
+    return ray
+
+
 def _cause(exc: Exception) -> str:
     """The worker's own error in a Ray error (its first line), else Ray's."""
-    from ..core.errors import error_line
-
     cause = getattr(exc, "cause", None)
     return error_line(cause) if isinstance(cause, BaseException) else str(exc).strip().splitlines()[0]
 
@@ -145,8 +151,6 @@ class RayCluster:
     else per CPU)."""
 
     def __init__(self, address: str = "auto", workers: int | None = None):
-        import importlib.util
-
         if importlib.util.find_spec("ray") is None:
             raise ImportError("--ray needs Ray: pip install ray (the pack's `ray` extra)")
         if not address:
@@ -157,10 +161,8 @@ class RayCluster:
         """Join or start the cluster (inside `process_state.contained`: what Ray sets in this process is undone
         afterwards). A local cluster starts without the dashboard and, unless the user chose otherwise, with Ray's
         usage statistics off and in a private home (see `_private_home`)."""
-        import ray
-
-        self.ray = ray
-        package = str(Path(__file__).resolve().parent)
+        ray = self.ray = _import_ray()
+        package = str(Path(__file__).resolve().parents[1])  # latentsync/, which the workers import
         runtime_env = {"py_modules": [package]}
         options = dict(include_dashboard=False, configure_logging=False, log_to_driver=False)
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # read by the cluster processes ray.init starts
@@ -196,16 +198,13 @@ class RayCluster:
     def _disconnect(self) -> None:
         self.ray.shutdown()
 
-    def run(self, job: WindowJob | dict, todo: list, keep, on_window=None, on_workers=None) -> int:
-        """Make the segments `todo` of `job` (a `WindowJob` or its fields) on the cluster; `keep(name, data)`
+    def run(self, job: WindowJob, todo: list, keep, on_window=None, on_workers=None) -> int:
+        """Make the segments `todo` of `job` on the cluster; `keep(name, data)`
         stores each encoded segment as it arrives;
         `on_window(segment)` after each window, `on_workers(actors)` once they exist (tests kill one). Returns
         how many segments were made; `timings` then holds the seconds to connect and to start the workers (models
         loaded), and over all groups the workers' own seconds ("compute") and the rest of each group's round trip
         ("overhead")."""
-        from ..core.process_state import contained
-
-        job = job if isinstance(job, WindowJob) else WindowJob(**job)
         with contained():  # Ray sets variables (RAY_AUTH_MODE, PYTHONBREAKPOINT ...) and loggers in this process
             return self._run(job, todo, keep, on_window, on_workers)
 
@@ -260,8 +259,6 @@ class RayCluster:
     def map(self, function, items: list[tuple], device: str, on_result) -> None:
         """Run `function(*item)` for every item as a Ray task (one GPU or one CPU each; a task whose worker dies is
         run again), calling `on_result(index, result)` here as each finishes."""
-        from ..core.process_state import contained
-
         with contained():
             count = self._connect(device)
             ray = self.ray

@@ -1,10 +1,10 @@
-"""The PoC experiment: one clip through a matrix of configurations (VAD policy, 256 vs 1.6@512 vs 256 +
-upscale vs 256 + mouth restoration, quantization, scheduler and steps, guidance, DeepCache), each scored with SyncNet, on one library
-path. Writes `README.md` (a table: config, LSE-C, LSE-D, offset, mouth sharpness and its ratio to the source
-frames, seconds, peak memory), `results.csv`,
-`chart.png` and one mp4 per configuration. The report is rewritten after every configuration, and a
-configuration that fails (int4 without CUDA, out of memory) is a row with its error while the run goes on, and
-every model file is checked before the first one: an hour of results is not lost to the last configuration.
+"""The PoC experiment: one clip through a matrix of configurations (VAD policy, 256 vs 1.6@512 vs 256 + upscale
+vs 256 + mouth restoration, quantization, scheduler and steps, guidance, DeepCache), each scored with SyncNet, on
+one library path. Writes `README.md` (a table: config, LSE-C, LSE-D, offset, mouth sharpness and its ratio to the
+source frames, seconds, peak memory), `results.csv`, `chart.png` and one mp4 per configuration. The report is
+rewritten after every configuration, and a configuration that fails (int4 without CUDA, out of memory) is a row
+with its error while the run goes on, and every model file is checked before the first one: an hour of results is
+not lost to the last configuration. Every value is checked against its declaration when the file is read.
 
 The configs file (JSON):
     {"models": {"unet_1.5": PATH, "unet_1.6": PATH, "whisper": PATH, "vae": PATH, "syncnet": PATH,
@@ -25,25 +25,40 @@ import json
 import math
 import os
 import re
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import torch
 
 from ..catalogue import CATALOGUE
+from ..core.errors import error_line
+from ..face.align import face_fit_side
+from ..face.paste import paste_back
 from ..media.outputs import check_output_folder
-from .pipeline import Clip, ModelSet, UNetSpec, lipsync_files, read_clip, resolve_device, resolve_dtype
+from ..media.video import write_video
+from ..score.crops import pack_face_detector
+from ..score.evaluate import CROPS, MIN_TRACK_FRAMES, SCORE_OPTIONS, score_sync, wants_jpeg
+from ..score.sharpness import compare_sharpness
+from ..upscale.frames import upscale_frames
+from ..upscale.models import load_upscale_model
+from ..upscale.restore import load_face_restorer, restore_mouths
+from .pipeline import Clip, ModelFiles, ModelSet, UNetSpec, lipsync_files, read_clip, resolve_device, resolve_dtype
+from ..core.options import Option, check_all
+from ..core.precision import DTYPE
 from ..sample.settings import SETTINGS, SamplerSettings, one_spelling
+from ..unet.loading import QUANTIZATION
 
 REPORT_FILES = ("README.md", "results.csv", "chart.png")  # rewritten after each configuration
-# Every sampler setting under its one name (sample/settings.py), and what only the experiment varies.
-DEFAULTS = {"version": "1.5", "dtype": "auto", "quantization": "none",
-            **{setting.name: setting.default for setting in SETTINGS}, "upscale": "none", "upscale_scale": 2.0,
-            "restore": "none", "restore_strength": 0.7}
-# The models a configs file names (paths under --models), by default where the catalogue puts them; the
-# optional ones only when named.
+# Every sampler setting (sample/settings.py), the run's dtype and quantization and what only the experiment varies.
+RESTORE = (Option("restore", "none", "The face restorer on the mouth, before any upscale.", choices=("none", "model")),
+           Option("restore_strength", 0.7, "How much of the restored mouth replaces the generated one.", 0.0, 1.0))
+KEYS = (DTYPE, QUANTIZATION, *SETTINGS, *RESTORE)
+DEFAULTS = {"version": "1.5", **{key.name: key.default for key in KEYS}, "upscale": "none", "upscale_scale": 2.0}
+# The models a configs file names (under --models), by default where the catalogue puts them (optional: if named).
 MODEL_DEFAULTS = {key: CATALOGUE[key].path for key in ("unet_1.5", "unet_1.6", "whisper", "vae", "syncnet")} | \
     {"s3fd": None, "upscaler": None, "face_restorer": None}
 
@@ -70,14 +85,12 @@ def load_plan(path: str | Path, models_dir: str | Path | None = None) -> tuple[d
     unknown = {k for c in configs for k in c} - set(DEFAULTS) - {"name"}
     if unknown:
         raise ValueError(f"{path}: unknown config settings {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    for config in configs:
-        if config["restore"] not in ("none", "model") or not 0 <= config["restore_strength"] <= 1:
-            raise ValueError(f'{path}: "restore" is "none" or "model" and "restore_strength" from 0 to 1, got '
-                             f'{config["restore"]!r} and {config["restore_strength"]!r} in {config.get("name")!r}')
+    configs = [check_all(KEYS, c, lambda name, c=c: f"{path}: {name} in {c.get('name')!r}") for c in configs]
     names = [c.get("name") for c in configs]
     if None in names or len(set(names)) != len(names):
         raise ValueError(f"{path}: every config needs a unique name")
-    score = {"crops": "pack", "min_track": 50, "jpeg": "auto"} | plan.get("score", {})
+    score = {"crops": CROPS.default, "min_track": MIN_TRACK_FRAMES.default, "jpeg": "auto"} | plan.get("score", {})
+    score = check_all(SCORE_OPTIONS, score, lambda name: f"{path}: score.{name}")
     if score["jpeg"] not in ("auto", True, False):
         raise ValueError(f'{path}: score.jpeg must be "auto", true or false, got {score["jpeg"]!r}')
     return models, configs, score
@@ -103,8 +116,6 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
-            import psutil
-
             process = psutil.Process()
 
             def sample():
@@ -127,9 +138,6 @@ class PeakMemory:
 def run_config(config: dict, clip: Clip, models: dict, model_set: ModelSet, video: Path,
                score_settings: dict) -> dict:
     """Lip-sync and score one configuration, writing its mp4 to `video`; returns its result row."""
-    from ..face.paste import paste_back
-    from ..media.video import write_video
-
     device = model_set.device
     dtype = resolve_dtype(config["dtype"], device)
     settings = SamplerSettings.from_mapping(config)
@@ -138,8 +146,8 @@ def run_config(config: dict, clip: Clip, models: dict, model_set: ModelSet, vide
     unet = UNetSpec(_need(models, f"unet_{version}"), version, config["quantization"])
     started = time.perf_counter()
     with PeakMemory(device) as memory:
-        run = lipsync_files(clip, model_set, unet, _need(models, "whisper"), _need(models, "vae"), settings,
-                            dtype=dtype)
+        files = ModelFiles(unet, _need(models, "whisper"), _need(models, "vae"))
+        run = lipsync_files(clip, model_set, files, settings, dtype=dtype)
         result = run.result
         frames = result.frames
         if config["restore"] != "none" or config["upscale"] != "none":
@@ -195,8 +203,6 @@ def run_experiment(video: str | Path, audio: str | Path, configs_file: str | Pat
 def config_task(config: dict, file_name: str, clip: Clip, models: dict, device: str,
                 score_settings: dict) -> tuple[dict, bytes | None]:
     """One configuration on a cluster's worker: its row, and its mp4's bytes (None when it failed)."""
-    import tempfile
-
     with tempfile.TemporaryDirectory() as folder:
         video = Path(folder) / file_name
         row = _run_or_record(config, clip, models, ModelSet(torch.device(device)), video, score_settings)
@@ -225,8 +231,6 @@ def _run_on_cluster(cluster, configs: list[dict], names: list[str], clip: Clip, 
 def _run_or_record(config: dict, clip: Clip, models: dict, model_set: ModelSet, video: Path,
                    score_settings: dict) -> dict:
     """`run_config`'s row, or a row with the error: one configuration's failure is a result, not the end."""
-    from ..core.errors import error_line
-
     video.unlink(missing_ok=True)  # an mp4 left by an earlier run must not pass for this one's
     started = time.perf_counter()
     try:
@@ -357,17 +361,11 @@ def _restore(crops, result, config, models, device):
     """The generated crops with their mouths restored by the face restorer (`"restore": "model"`), or as they are."""
     if config["restore"] == "none":
         return crops
-    from ..upscale.restore import load_face_restorer, restore_mouths
-
     model = load_face_restorer(_need(models, "face_restorer"), device=device)
     return restore_mouths(crops, result.faces.mask, model, strength=config["restore_strength"], device=device)
 
 
 def _upscale(crops, result, config, models, device):
-    from ..face.align import face_fit_side
-    from ..upscale.frames import upscale_frames
-    from ..upscale.models import load_upscale_model
-
     method = config["upscale"]
     if method == "none":
         return crops
@@ -379,9 +377,6 @@ def _upscale(crops, result, config, models, device):
 
 
 def _score(frames, clip: Clip, models: dict, model_set: ModelSet, settings: dict):
-    from ..score.crops import pack_face_detector
-    from ..score.evaluate import score_sync, wants_jpeg
-
     syncnet = model_set.syncnet(_need(models, "syncnet"))
     extra = {"face_boxes": pack_face_detector()}
     if settings["crops"] == "s3fd":
@@ -394,7 +389,5 @@ def _score(frames, clip: Clip, models: dict, model_set: ModelSet, settings: dict
 def _sharpness(frames, clip: Clip, result) -> dict:
     """Mouth sharpness of the output and of the source frames it was made from, through the same faces; the
     source frames are taken one at a time (no second copy of the clip)."""
-    from ..score.sharpness import compare_sharpness
-
     source = (clip.frames[int(i)] for i in result.source_index)
     return compare_sharpness(frames, source, result.faces)

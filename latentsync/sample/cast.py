@@ -9,6 +9,8 @@ those frames untouched; where two speakers overlap, both mouths move. The first 
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -16,8 +18,13 @@ from torch import Tensor
 from ..speakers.cast import Cast
 from .frame_plan import audio_frame_count
 from .sampler import LipSyncResult, Progress, lipsync, plan_lipsync
-from .settings import SamplerSettings
+from .settings import SETTING, SamplerSettings
 from .denoise import FaceVAE
+
+# With several speakers a face rests while its own speaker is silent, unless the user says otherwise.
+CAST_VAD_POLICY = replace(SETTING["vad_policy"], default="silence",
+                          help="While a face's speaker is silent: silence rests the mouth, skip leaves it untouched; "
+                               "off: its own audio throughout.")
 
 
 def check_cast(cast: Cast, settings: SamplerSettings) -> list:
@@ -46,8 +53,8 @@ def check_cast(cast: Cast, settings: SamplerSettings) -> list:
 @torch.no_grad()
 def lipsync_cast(frames: Tensor | np.ndarray, cast: Cast, unet: torch.nn.Module, vae: FaceVAE,
                  settings: SamplerSettings = SamplerSettings(), *, resolution: int = 256,
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-                 progress: Progress | None = None, output_dtype: torch.dtype = torch.float32) -> LipSyncResult:
+                 device: torch.device | str | None = None, progress: Progress | None = None,
+                 output_dtype: torch.dtype = torch.float32) -> LipSyncResult:
     """Lip-sync every face of `cast` that has a speaker, each to its speaker (see the module's docstring).
 
     `frames` are the clip the cast's face tracks were found in. The result's `generated` marks frames where any
@@ -78,8 +85,8 @@ def lipsync_cast(frames: Tensor | np.ndarray, cast: Cast, unet: torch.nn.Module,
 
     current, source_index, generated, stats, result = frames, np.arange(count), None, [], None
     for number, role in enumerate(roles):
-        result = lipsync(current, role.speaker.features, unet, vae, settings, speech=role.speaker.speech,
-                         track=role.track.subset(source_index), resolution=resolution, device=device, dtype=dtype,
+        result = lipsync(current, role.speaker.features.with_speech(role.speaker.speech), unet, vae, settings,
+                         faces=role.track.subset(source_index), resolution=resolution, device=device,
                          progress=report(sum(totals[:number])), output_dtype=output_dtype)
         source_index = source_index[result.source_index]
         generated = result.generated if generated is None else generated | result.generated

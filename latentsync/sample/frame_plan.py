@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..face.types import no_face_found
-from .settings import AUDIO_LONGER, AUDIO_SHORTER, VAD_POLICIES, SamplerSettings
+from .settings import AUDIO_LONGER, AUDIO_SHORTER, SamplerSettings
 
 
 @dataclass(frozen=True)
@@ -156,8 +156,6 @@ def plan_frames(input_frames: int, audio_frames: int, face_valid: np.ndarray, se
     """
     vad_policy, window, steps = settings.vad_policy, settings.window, settings.steps
     crossfade_frames, min_silence_frames = settings.crossfade_frames, round(settings.min_silence_s * fps)
-    if vad_policy not in VAD_POLICIES:
-        raise ValueError(f"vad_policy must be one of {VAD_POLICIES}, got {vad_policy!r}")
     source = plan_length(input_frames, audio_frames, settings.audio_longer, settings.audio_shorter)
     frames = len(source)
     audible = np.arange(frames) < audio_frames
@@ -168,7 +166,8 @@ def plan_frames(input_frames: int, audio_frames: int, face_valid: np.ndarray, se
 
     if vad_policy != "off":
         if speech_mask is None:
-            raise ValueError(f"vad_policy {vad_policy!r} needs to know where the speech is")
+            raise ValueError(f"vad_policy {vad_policy!r} needs to know where the speech is: pass the speech "
+                             "segments (the VAD node's output), or features extracted with them")
         talk = np.zeros(frames, bool)
         talk[:audio_frames] = np.asarray(speech_mask, bool)[:audio_frames]
     if vad_policy in ("off", "silence"):

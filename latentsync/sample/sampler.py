@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ..audio.features import AudioFeatures
+from ..unet.config import max_window
 from ..unet.deepcache import DeepCache
 from .denoise import LATENT_SCALE, FaceVAE, decode_faces, denoise, encode_conditioning
 from ..face.align import AlignedFaces
@@ -74,10 +75,7 @@ def _speech_mask(features: AudioFeatures, speech: SpeechSegments | None, audio_f
     if policy == "off":
         return None
     speech = speech if speech is not None else features.speech
-    if speech is None:
-        raise ValueError(f"vad_policy {policy!r} needs to know where the speech is: pass the speech segments "
-                         "(the VAD node's output), or features extracted with them")
-    return speech.speech_mask(features.fps, audio_frames)
+    return None if speech is None else speech.speech_mask(features.fps, audio_frames)  # the plan says it lacks
 
 
 def plan_lipsync(input_frames: int, features: AudioFeatures, face_valid: np.ndarray,
@@ -86,14 +84,6 @@ def plan_lipsync(input_frames: int, features: AudioFeatures, face_valid: np.ndar
     audio_frames = audio_frame_count(features.duration, features.fps, features.frames)
     talk = _speech_mask(features, speech, audio_frames, settings.vad_policy)
     return plan_frames(input_frames, audio_frames, face_valid, settings, fps=features.fps, speech_mask=talk)
-
-
-def _max_window(unet: torch.nn.Module) -> int:
-    config = getattr(unet, "config", None)
-    motion = getattr(config, "motion_module_kwargs", None)
-    if getattr(config, "use_motion_module", False) and getattr(motion, "temporal_position_encoding", False):
-        return int(motion.temporal_position_encoding_max_len)
-    return 1 << 30
 
 
 def _check_output_memory(input_frames: int, features: AudioFeatures, settings: SamplerSettings,
@@ -192,34 +182,33 @@ class WindowRunner:
 
 @torch.no_grad()
 def lipsync(frames: Tensor | np.ndarray, features: AudioFeatures, unet: torch.nn.Module, vae: FaceVAE,
-            settings: SamplerSettings = SamplerSettings(), *, speech: SpeechSegments | None = None,
-            faces: AlignedFaces | None = None, resolution: int | None = None,
-            detector: str | FaceDetector | None = None, track: FaceTrack | None = None,
-            device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-            progress: Progress | None = None, output_dtype: torch.dtype = torch.float32) -> LipSyncResult:
+            settings: SamplerSettings = SamplerSettings(), *,
+            faces: AlignedFaces | FaceTrack | str | FaceDetector | None = None, resolution: int | None = None,
+            device: torch.device | str | None = None, progress: Progress | None = None,
+            output_dtype: torch.dtype = torch.float32) -> LipSyncResult:
     """Lip-sync `frames` (`[N, H, W, 3]`, float 0-1 or uint8) to `features` (taken at the video's frame times).
 
-    Faces come from `faces` (aligned crops of the input frames), else `track`, else `detector` (default dlib)
-    run here; `resolution` is the crop size (default: the faces', else 256; 512 for LatentSync 1.6).
-    `speech` gives the VAD policies their segments (else the features' own speech mask). `device` defaults to
-    the UNet's; `dtype` is the latents' dtype (default float32; the models cast to their own).
+    `features.speech` gives the VAD policies their segments (`features.with_speech(segments)` attaches the VAD
+    node's). Faces come from `faces`: aligned crops of the input frames, a `FaceTrack`, or a detector (a name or
+    a `FaceDetector`; default dlib) run here; `resolution` is the crop size (default: the faces', else 256; 512
+    for LatentSync 1.6). `device` defaults to the UNet's; the latents are float32 (the models cast to their own).
     `output_dtype=torch.uint8` returns uint8 frames (a quarter of the memory; pasted faces are truncated to
     whole grey levels as in the reference) instead of float32 0-1.
     `progress(done, total)` is called after every UNet step (total = all steps planned) and may raise to
     cancel: the exception propagates and nothing is returned. (`sample/stream.py` runs the same windows on
     frames decoded from a file as they are needed.)
     """
-    settings.validate(_max_window(unet))
+    settings.validate(max_window(getattr(unet, "config", None)))
     if output_dtype not in (torch.float32, torch.uint8):
         raise ValueError(f"output_dtype must be torch.float32 or torch.uint8, got {output_dtype}")
     frames = _as_frames(frames)
     _check_output_memory(len(frames), features, settings, frames.shape[1:3],
                          resolution or getattr(faces, "resolution", None) or 256, output_dtype)
     clock = time.perf_counter()
-    source = clip_faces(frames, faces=faces, track=track, detector=detector, resolution=resolution)
-    plan = plan_lipsync(len(frames), features, source.valid, settings, speech)
+    source = clip_faces(frames, faces, resolution)
+    plan = plan_lipsync(len(frames), features, source.valid, settings)
     runner = WindowRunner(unet, vae, settings, plan, features, source.resolution, _model_device(unet, device),
-                          dtype or torch.float32, output_dtype, progress)
+                          torch.float32, output_dtype, progress)
 
     out = torch.empty((plan.frames, *frames.shape[1:]), dtype=output_dtype)
     for start in range(0, plan.frames, 256):  # converted a slice at a time: no full-size temporary

@@ -39,11 +39,6 @@ def _alphas_cumprod(train_steps: int = TRAIN_STEPS) -> Tensor:
     return torch.cumprod(1.0 - betas, dim=0)
 
 
-def alphas_cumprod() -> Tensor:
-    """alpha_bar for t = 0 ... 999, float32 `[1000]` (a copy)."""
-    return _alphas_cumprod().clone()
-
-
 def _sigma_table() -> np.ndarray:
     """sigma = sqrt((1 - alpha_bar) / alpha_bar) per train step, float64."""
     alpha_bar = _alphas_cumprod().double().numpy()

@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
-import numpy as np
-
-from .schedulers import SCHEDULERS, TRAIN_STEPS, make_scheduler
+from ..core.options import Option
+from .schedulers import SCHEDULERS, make_scheduler
 
 VAD_POLICIES = ("off", "silence", "skip", "fast")
 AUDIO_LONGER = ("loop", "freeze")
@@ -24,15 +23,7 @@ MAX_GUIDANCE = 10.0
 MAX_WINDOW = 24  # the motion modules' position table
 
 
-@dataclass(frozen=True)
-class Setting:
-    name: str
-    default: Any
-    help: str  # one line: a node tooltip and a flag's help
-    low: float | None = None  # the range a user is offered (the node's min/max)
-    high: float | None = None
-    choices: tuple[str, ...] | None = None
-    step: float | None = None  # a float input's increment in the editor
+Setting = Option  # a sampler setting is an option like any other (core/options.py)
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -101,31 +92,17 @@ class SamplerSettings:
         names = {f.name for f in fields(cls)}
         return cls(**{name: value for name, value in one_spelling(values).items() if name in names})
 
-    def validate(self, max_window: int = MAX_WINDOW) -> None:
-        """Raise `ValueError` naming the first bad setting."""
+    def validate(self, max_window: int = MAX_WINDOW) -> "SamplerSettings":
+        """Raise `ValueError` naming the first bad setting: each against its declaration (`SETTINGS`: the same
+        ranges and choices the node and the flags offer), then what is not a range. Returns the settings."""
         for setting in SETTINGS:
-            if setting.choices and getattr(self, setting.name) not in setting.choices:
-                raise ValueError(f"{setting.name} must be one of {', '.join(setting.choices)}, "
-                                 f"got {getattr(self, setting.name)!r}")
-        for name, low in (("steps", 1), ("fast_steps", 1), ("window", 1), ("deepcache_interval", 0),
-                          ("crossfade_frames", 0)):
-            value = getattr(self, name)
-            if int(value) != value or value < low:
-                raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
-        for name in ("steps", "fast_steps"):
-            value = getattr(self, name)
-            if value > TRAIN_STEPS:  # more would repeat timesteps (and a huge count fills memory)
-                raise ValueError(f"{name} must be at most {TRAIN_STEPS}, the schedule's length; got {value}")
-            make_scheduler(self.scheduler, value)  # its own limits (DDIM: 999), before any model runs
+            setattr(self, setting.name, setting.check(getattr(self, setting.name)))
+        for steps in (self.steps, self.fast_steps):
+            make_scheduler(self.scheduler, steps)  # its own limits (DDIM: 999), before any model runs
         if self.window > max_window:
             raise ValueError(f"window must be at most {max_window} frames (the motion modules' position table), "
                              f"got {self.window}")
-        if not 0 <= self.guidance <= MAX_GUIDANCE:  # also False for NaN
-            raise ValueError(f"guidance must be a number from 0 to {MAX_GUIDANCE:g}, got {self.guidance!r}")
-        if not np.isfinite(self.min_silence_s) or self.min_silence_s < 0:
-            raise ValueError(f"min_silence_s must be >= 0, got {self.min_silence_s!r}")
-        if int(self.seed) != self.seed or not 0 <= self.seed < 2**64:  # torch.Generator's range
-            raise ValueError(f"seed must be a whole number from 0 to 2**64 - 1, got {self.seed!r}")
+        return self
 
 
 def flag(name: str) -> str:

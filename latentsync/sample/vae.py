@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ..catalogue import CATALOGUE
 from ..checkpoint import CheckpointError, read_checkpoint
+from ..core.options import Option
 from ..core.process_state import hushed
 
 CONFIG_PATH = Path(__file__).resolve().parents[1] / "assets" / "sd_vae_ft_mse.json"
@@ -27,6 +28,13 @@ OFFICIAL_FILE = CATALOGUE["vae"].source_file
 WHERE_TO_GET = CATALOGUE["vae"].where_to_get()
 # Training leftovers some LDM files carry; they are not part of the autoencoder.
 _IGNORED_PREFIXES = ("model_ema.", "loss.")
+# How the VAE runs (the run options a preset bundles; ComfyUI's own VAE manages itself).
+VAE_BATCH = Option("vae_batch", 8, "Images per VAE call (1: the least memory; 16: a window's frames, as the "
+                   "reference).", low=1)
+VAE_TILING = Option("vae_tiling", False, "VAE in 256 px tiles (acts on 1.6's 512 px crops; less memory, faint "
+                    "tile blending).")
+OFFLOAD = Option("offload", False, "Whisper to the CPU once the features are made; the VAE on the device only "
+                 "for its calls.")
 
 
 class VAECheckpointError(CheckpointError):
@@ -128,8 +136,8 @@ class DiffusersFaceVAE:
     decode only (the low-VRAM preset: the UNet's activations then have the device to themselves).
     """
 
-    def __init__(self, model, sample_posterior: bool = True, batch_size: int = 8, seed: int = 0,
-                 device: torch.device | str | None = None, offload: bool = False):
+    def __init__(self, model, sample_posterior: bool = True, batch_size: int = VAE_BATCH.default, seed: int = 0,
+                 device: torch.device | str | None = None, offload: bool = OFFLOAD.default):
         self.model = model
         self.sample_posterior = sample_posterior
         self.batch_size = max(int(batch_size), 1)
@@ -179,8 +187,8 @@ class DiffusersFaceVAE:
 
 
 def load_vae(path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-             sample_posterior: bool = True, batch_size: int = 8, tiling: bool = False,
-             offload: bool = False) -> DiffusersFaceVAE:
+             sample_posterior: bool = True, batch_size: int = VAE_BATCH.default, tiling: bool = VAE_TILING.default,
+             offload: bool = OFFLOAD.default) -> DiffusersFaceVAE:
     """Load sd-vae-ft-mse from `path` (see the module docstring) as a `DiffusersFaceVAE` running on `device`.
 
     `batch_size`: images per call; `tiling`: diffusers' tiled encode and decode, which acts on crops larger

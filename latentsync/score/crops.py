@@ -17,6 +17,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from ..face.detect import make_detector
 from ..media.shots import ShotDetector, resize_linear
 from .metric import CROP_SIZE, FPS, median_filter
 
@@ -176,8 +177,6 @@ def pack_face_detector(name: str = "dlib"):
 
     Its boxes are tighter than S3FD's, so "pack" scores are labelled as such and not comparable with papers.
     """
-    from ..face.detect import make_detector  # late: the metric itself needs no face detector
-
     detector = make_detector(name)
 
     def boxes(batch):

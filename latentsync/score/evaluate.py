@@ -20,15 +20,28 @@ from typing import Callable, Iterable, Iterator, Sequence, Union
 import numpy as np
 import torch
 
+from ..core.options import Option
 from ..media.audio import to_mono_16k
 from ..media.jpeg import jpeg_round_trip
 from .crops import (MIN_FACE_SIZE, MIN_TRACK, ShotDetector, as_boxes, build_tracks, crop_tracks,
                          frames_at_25fps, resize_linear)
 from .metric import (CROP_SIZE, MIN_FRAMES, SAMPLE_RATE, SAMPLES_PER_FRAME, SyncScore, SyncScoreError,
                           check_audio, check_frame_count, combine_tracks, evaluate_clip, pcm16)
+from .s3fd import detect_faces, load_s3fd
 from .syncnet import SyncNet, load_syncnet
 
 CROP_MODES = ("pack", "s3fd", "input")
+JPEG_CHOICES = ("auto", "on", "off")
+
+# What a user sets for a score (the SyncNet Score node's inputs, the `score` flags, an experiment's "score" keys).
+CROPS = Option("crops", "pack", "Face crops from the pack's detector, the reference's S3FD (paper-comparable), or "
+               "the input as is.", choices=CROP_MODES)
+MIN_TRACK_FRAMES = Option("min_track", MIN_TRACK, f"Shortest face track counted, in frames at 25 fps (reference: "
+                          f"{MIN_TRACK}); lower it for short clips.", 0, 1000)
+JPEG = Option("jpeg_round_trip", "auto", "JPEG-encode each face crop before SyncNet, as the reference does; auto: on "
+              "with crops=s3fd.", choices=JPEG_CHOICES)
+FPS = Option("fps", 25.0, "Frame rate of the images; the metric takes frames at 25 fps.", 1.0, 240.0, step=0.001)
+SCORE_OPTIONS = (CROPS, MIN_TRACK_FRAMES)  # an experiment's "score" keys, as named (its "jpeg" is true/false/auto)
 DETECTOR_BATCH = 16
 
 BoxesPerFrame = Sequence[Union[np.ndarray, Sequence[float], None]]
@@ -54,13 +67,10 @@ def as_uint8_rgb(frame: np.ndarray | torch.Tensor) -> np.ndarray:
 def wants_jpeg(choice: str | bool | None, crops: str) -> bool:
     """The JPEG round trip setting of the node ("auto"/"on"/"off"), the CLI (None/True/False) and configs files:
     auto is on exactly with the reference's S3FD crops, the path whose numbers are compared with papers."""
-    if choice in (None, "auto"):
-        return crops == "s3fd"
-    if choice in (True, "on"):
-        return True
-    if choice in (False, "off"):
-        return False
-    raise ValueError(f'the JPEG round trip is "auto", "on" or "off", got {choice!r}')
+    if choice is None or isinstance(choice, bool):
+        choice = "auto" if choice is None else "on" if choice else "off"
+    choice = JPEG.check(choice, "the JPEG round trip")
+    return crops == "s3fd" if choice == "auto" else choice == "on"
 
 
 def score_sync(frames: np.ndarray | torch.Tensor | Sequence[np.ndarray], audio: np.ndarray | torch.Tensor,
@@ -90,8 +100,7 @@ def score_video(open_frames: Callable[[], Iterable[np.ndarray]], audio: np.ndarr
                 min_face_size: float = MIN_FACE_SIZE, batch_size: int = 20, jpeg: bool = False) -> SyncScore:
     """`score_sync` over a frame stream: `open_frames()` starts a new pass (the face paths take two), so a
     long video can be decoded twice instead of held in memory."""
-    if crops not in CROP_MODES:
-        raise ValueError(f"crops must be one of {', '.join(CROP_MODES)}, got {crops!r}")
+    CROPS.check(crops)
     if crops == "pack" and face_boxes is None:
         raise SyncScoreError('crops="pack" needs face boxes: pass face_boxes (one [K, 4] array per frame, or a '
                              'detector callable); or use crops="s3fd" with sfd_face.pth, or "input" for face crops')
@@ -149,8 +158,6 @@ Detect = Callable[[list[np.ndarray], list[int]], BoxesPerFrame]
 
 
 def _s3fd_detector(s3fd: torch.nn.Module | str | Path) -> Detect:
-    from .s3fd import detect_faces, load_s3fd
-
     net = load_s3fd(s3fd) if isinstance(s3fd, (str, Path)) else s3fd
     return lambda frames, indices: [detect_faces(net, frame) for frame in frames]
 

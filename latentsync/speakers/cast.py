@@ -23,8 +23,10 @@ import torch
 
 from ..audio.features import AudioFeatures
 from ..audio.vad import SpeechSegments
-from ..face.tracks import FaceTracks
+from ..face.tracks import FaceTracks, keyframe_index, label_keyframe, track_colour
 from ..face.types import FaceTrack
+from ..score.metric import SyncScoreError
+from .match import explain, match_speakers, sync_pairs
 
 AUTO = "auto"
 NOBODY = ("none", "-", "nobody")
@@ -166,9 +168,6 @@ def auto_mapping(frames, fps: float, tracks: FaceTracks, speakers: list[Speaker]
                  syncnet: torch.nn.Module) -> tuple[dict[str, str | None] | None, str]:
     """Each speaker's face by SyncNet (`match.py`): label -> speaker name, and a report of how it was decided.
     (None, why) when it cannot be measured: no speaker carries its audio."""
-    from ..score.metric import SyncScoreError
-    from .match import explain, match_speakers, sync_pairs
-
     heard = [s for s in speakers if s.audio16k is not None]
     if not heard:
         return None, ("auto: the speakers carry no audio (connect it to Speaker / Diarize Speakers) so SyncNet "
@@ -193,10 +192,8 @@ def auto_mapping(frames, fps: float, tracks: FaceTracks, speakers: list[Speaker]
 
 def preview_frame(frames, cast: Cast) -> np.ndarray:
     """A keyframe with every face track's box and letter, `[H, W, 3]` uint8 (`face.tracks.label_keyframe`)."""
-    from ..face.tracks import FaceTracks as Tracks, keyframe_index, label_keyframe
-
-    tracks = Tracks(tracks=[r.track for r in cast.roles], labels=[r.label for r in cast.roles],
-                    frame_hw=cast.roles[0].track.frame_hw if cast.roles else tuple(frames.shape[1:3]))
+    tracks = FaceTracks(tracks=[r.track for r in cast.roles], labels=[r.label for r in cast.roles],
+                         frame_hw=cast.roles[0].track.frame_hw if cast.roles else tuple(frames.shape[1:3]))
     index = keyframe_index(tracks) if cast.roles else 0
     frame = frames[index]
     if isinstance(frame, torch.Tensor):
@@ -209,8 +206,6 @@ def preview_frame(frames, cast: Cast) -> np.ndarray:
 def timeline_payload(speakers, roles=(), mapping: str = "", how: str = "") -> dict:
     """What the editor's speaker timeline draws (js/cast_view.js): each speaker's speech in a lane coloured like
     the face track it drives (the keyframe's colours), and the mapping in words."""
-    from ..face.tracks import track_colour
-
     faces_of: dict[str, list[str]] = {}
     for role in roles:
         if role.speaker is not None:

@@ -33,9 +33,12 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from ..core.options import Option
 from ..core.process_state import contained
 
 MODES = ("default", "max-autotune", "reduce-overhead")
+COMPILE = Option("compile", "off", "torch.compile the UNet (CUDA; once per window shape): default, max-autotune, "
+                 "or reduce-overhead (CUDA graphs).", choices=("off", *MODES))
 CUDA_GRAPH_MODES = frozenset({"reduce-overhead", "max-autotune"})
 
 

@@ -8,7 +8,7 @@ describes a different network than the one that would be built.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -158,16 +158,22 @@ class UNetConfig:
         kwargs["motion_module_kwargs"] = MotionModuleConfig(**motion)
         return cls(**kwargs)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The reference-format dict (lists, not tuples), e.g. to save beside a converted checkpoint."""
-        return json.loads(json.dumps(asdict(self)))
-
 
 LATENTSYNC_1_5 = UNetConfig()
 LATENTSYNC_1_6 = UNetConfig()  # same network as 1.5, trained on 512 px faces (64x64 latents)
 NAMED_CONFIGS = {"1.5": LATENTSYNC_1_5, "1.6": LATENTSYNC_1_6}
 
 ConfigLike = str | Path | dict | UNetConfig
+NO_WINDOW_LIMIT = 1 << 30
+
+
+def max_window(config: UNetConfig | None) -> int:
+    """The most frames a UNet of `config` denoises together: its motion modules' position table
+    (`temporal_position_encoding_max_len`); no limit for a network without one (or no config at all)."""
+    motion = getattr(config, "motion_module_kwargs", None)
+    if getattr(config, "use_motion_module", False) and getattr(motion, "temporal_position_encoding", False):
+        return int(motion.temporal_position_encoding_max_len)
+    return NO_WINDOW_LIMIT
 
 
 def resolve_unet_config(config: ConfigLike) -> UNetConfig:

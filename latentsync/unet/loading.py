@@ -23,6 +23,7 @@ from torch import Tensor
 from . import quantize as unet_quantize
 from ..catalogue import CATALOGUE
 from ..checkpoint import CheckpointError, read_checkpoint_and_format
+from ..core.options import Option
 from .model import LatentSyncUNet, build_unet
 from .config import ConfigLike, UNetConfig, resolve_unet_config
 
@@ -37,6 +38,8 @@ _QUANTIZERS: dict[str, Callable[[LatentSyncUNet], LatentSyncUNet]] = {
     "int4": lambda unet: unet_quantize.quantize_int4(unet),
 }
 QUANTIZATIONS = tuple(_QUANTIZERS)
+QUANTIZATION = Option("quantization", "none", "UNet weights: none, int8 (CPU or CUDA) or int4 (CUDA, with "
+                      "dtype bf16) to save memory.", choices=QUANTIZATIONS)
 
 
 EXPECTED = "latentsync_unet.pt from ByteDance/LatentSync-1.5 or -1.6"

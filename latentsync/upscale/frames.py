@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 
 from ..core.memory import check_fits, format_bytes
+from .options import CHUNK, FEATHER, OVERLAP, RESIZE_MODE, TILE
 from .resize import INTERPOLATION_MODES, resize_nchw, scaled_size
 from .models import UpscaleModel, check_upscale_model
 from .tiling import (Progress, TiledRunner, UpscaleMemoryError, check_host_memory, default_device,
@@ -30,9 +31,10 @@ Size = tuple[int, int]
 
 
 def upscale_frames(frames: torch.Tensor, method: str | UpscaleModel, *, scale: float | None = None,
-                   size: Size | None = None, tile: int = 512, overlap: int = 32, chunk: int = 8,
-                   device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                   resize_mode: str = "bicubic", progress: Progress | None = None, max_memory: int | None = None,
+                   size: Size | None = None, tile: int = TILE.default, overlap: int = OVERLAP.default,
+                   chunk: int = CHUNK.default, device: str | torch.device | None = None,
+                   dtype: torch.dtype | None = None, resize_mode: str = RESIZE_MODE.default,
+                   progress: Progress | None = None, max_memory: int | None = None,
                    max_output_bytes: int | None = None) -> torch.Tensor:
     """Upscale `[N, H, W, 3]` frames with a model (a spandrel descriptor) or an interpolation mode name.
 
@@ -56,36 +58,9 @@ def upscale_frames(frames: torch.Tensor, method: str | UpscaleModel, *, scale: f
     return out
 
 
-def upscale_to_sizes(crops: torch.Tensor, method: str | UpscaleModel, sizes: Sequence[Size] | Size,
-                     **options) -> list[torch.Tensor]:
-    """"Fit to the face box": each crop upscaled to its own `(width, height)`; returns a list of `[h, w, 3]`.
-
-    A model runs once per crop at its own scale and each result is resized to its box, the size the paste-back
-    restores that crop to. `options` are `upscale_frames`' keywords (without `scale`/`size`).
-    """
-    crops = as_frames(crops)
-    sizes = [tuple(sizes)] * crops.shape[0] if _is_size(sizes) else [tuple(s) for s in sizes]
-    if len(sizes) != crops.shape[0]:
-        raise ValueError(f"got {len(sizes)} box sizes for {crops.shape[0]} crops")
-    for box in sizes:
-        _target_size(1, 1, None, box, method)
-    resize_mode = options.pop("resize_mode", "bicubic")
-    if isinstance(method, str):
-        resize_mode = method
-    max_output_bytes = options.pop("max_output_bytes", None)
-    largest = max(sizes, key=lambda s: s[0] * s[1])
-    result_bytes = sum(w * h for w, h in sizes) * crops.shape[3] * 4
-    check_host_memory(result_bytes, f"{len(sizes)} crops up to {largest[0]}x{largest[1]}", max_output_bytes)
-    results: list[torch.Tensor] = []
-    for start, upscaled in _upscaled_chunks(crops, method, largest, reserved=result_bytes, **options):
-        for i in range(upscaled.shape[0]):
-            results.append(resize_nchw(upscaled[i:i + 1], sizes[start + i], resize_mode)[0].permute(1, 2, 0).cpu())
-    return results
-
-
 def upscale_mouth_region(crops: torch.Tensor, mouth_mask: torch.Tensor, model: UpscaleModel, *,
                          scale: float | None = None, size: Size | None = None, base_mode: str = "bicubic",
-                         feather: float = 0.03, margin: int = 16, **options) -> torch.Tensor:
+                         feather: float = FEATHER.default, margin: int = 16, **options) -> torch.Tensor:
     """Face-only mode: the model's upscale where the mouth was regenerated, a cheap interpolation elsewhere.
 
     `mouth_mask` is LatentSync's mask, 1 = kept from the video and 0 = regenerated, as `[H, W]`, `[N, H, W]` or
@@ -115,24 +90,10 @@ def upscale_mouth_region(crops: torch.Tensor, mouth_mask: torch.Tensor, model: U
     return out
 
 
-def rescale_crop_matrices(matrices: torch.Tensor, crop_wh: Size, sizes: Sequence[Size] | Size) -> torch.Tensor:
-    """Frame -> crop matrices for crops resized from `crop_wh` to `sizes`, so the paste-back can warp upscaled
-    crops directly instead of shrinking them back to `crop_wh` first.
-
-    Pixel centres sit on integer coordinates (as in `face.warp.warp_affine`) and the resize is centre-aligned
-    (`align_corners=False`, as every mode here), so crop x maps to `k * x + (k - 1) / 2` with `k = new / old`.
-    """
-    matrices = torch.as_tensor(matrices, dtype=torch.float64)
-    sizes = [tuple(sizes)] * matrices.shape[0] if _is_size(sizes) else [tuple(s) for s in sizes]
-    k = torch.tensor([[w / crop_wh[0], h / crop_wh[1]] for w, h in sizes], dtype=torch.float64)
-    out = matrices * k[:, :, None]
-    out[:, :, 2] += (k - 1) / 2
-    return out.to(torch.float32)
-
-
-def _upscaled_chunks(frames: torch.Tensor, method: str | UpscaleModel, target: Size, *, tile: int = 512,
-                     overlap: int = 32, chunk: int = 8, device: str | torch.device | None = None,
-                     dtype: torch.dtype | None = None, progress: Progress | None = None,
+def _upscaled_chunks(frames: torch.Tensor, method: str | UpscaleModel, target: Size, *, tile: int = TILE.default,
+                     overlap: int = OVERLAP.default, chunk: int = CHUNK.default,
+                     device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+                     progress: Progress | None = None,
                      max_memory: int | None = None, reserved: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield `(first frame, [n, C, h, w] float32 on the device)`: the model's output at its own scale, or the
     input chunk itself when interpolating (so interpolation reads the source pixels once). `reserved` is the

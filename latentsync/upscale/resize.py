@@ -23,25 +23,14 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..core.memory import check_fits
-
 INTERPOLATION_MODES = ("nearest", "bilinear", "bicubic", "lanczos", "area")
 
 _LANCZOS_LOBES = 3
 
 
-def resize_frames(frames: torch.Tensor, size: tuple[int, int], mode: str = "bicubic") -> torch.Tensor:
-    """Resize `[N, H, W, C]` frames to `size = (width, height)`; returns float32 on the frames' device."""
-    if frames.ndim != 4:
-        raise ValueError(f"expected frames [N, H, W, C], got shape {tuple(frames.shape)}")
-    nchw = frames.permute(0, 3, 1, 2)
-    # Checked here, not in resize_nchw: the upscaler plans its chunks to fit and calls resize_nchw per chunk.
-    _check_resize_memory(nchw, *_check_size(size), mode)
-    return resize_nchw(nchw, size, mode).permute(0, 2, 3, 1)
-
-
 def resize_nchw(images: torch.Tensor, size: tuple[int, int], mode: str = "bicubic") -> torch.Tensor:
-    """`resize_frames` for channel-first `[N, C, H, W]` tensors (the layout models and tiles use)."""
+    """Resize channel-first `[N, C, H, W]` images (the layout models and tiles use) to `size = (width, height)`;
+    returns float32 on the images' device."""
     width, height = _check_size(size)
     if mode not in INTERPOLATION_MODES:
         raise ValueError(f"unknown interpolation mode {mode!r}; choose one of {', '.join(INTERPOLATION_MODES)}")
@@ -65,18 +54,6 @@ def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
     if not (scale > 0 and math.isfinite(scale)):
         raise ValueError(f"the scale must be a positive number, got {scale}")
     return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def _check_resize_memory(images: torch.Tensor, width: int, height: int, mode: str) -> None:
-    """Refuse an output size that cannot fit on the images' device before allocating it."""
-    count, channels, in_height, in_width = (int(v) for v in images.shape)
-    peak = count * channels * height * width * 4
-    if images.dtype != torch.float32:
-        peak += count * channels * in_height * in_width * 4
-    if mode == "lanczos":  # the width pass's result, then a tap's term beside the sum
-        peak += count * channels * in_height * width * 4 + count * channels * height * width * 4
-    check_fits(peak, f"resizing {count} frames of {in_width}x{in_height} to {width}x{height} ({mode})",
-               "the output size (scale, or width and height) or resize fewer frames at a time", images.device)
 
 
 def _check_size(size: tuple[int, int]) -> tuple[int, int]:

@@ -27,6 +27,7 @@ from ..checkpoint import CheckpointError
 from ..core.process_state import contained, hushed
 from .frames import as_frames, mouth_weight
 from .models import arch_name, import_spandrel, load_spandrel_descriptor
+from .options import FEATHER, RESTORE_CHUNK, STRENGTH
 from .resize import resize_nchw
 from .tiling import (Progress, TiledRunner, check_host_memory, default_device, default_dtype, placed, report)
 
@@ -130,7 +131,8 @@ def check_face_restorer(model: Any, name: str = "the model", fidelity: float = D
 
 
 def restore_mouths(crops: torch.Tensor, mouth_mask: torch.Tensor, model: FaceRestorer | Any, *,
-                   strength: float = 0.7, feather: float = 0.03, size: int | None = None, chunk: int = 4,
+                   strength: float = STRENGTH.default, feather: float = FEATHER.default, size: int | None = None,
+                   chunk: int = RESTORE_CHUNK.default,
                    device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                    progress: Progress | None = None, max_memory: int | None = None) -> torch.Tensor:
     """Restore the regenerated mouths of `crops` `[N, H, W, 3]` (0-1, the sampler's 256 or 512 px crops);
@@ -149,8 +151,7 @@ def restore_mouths(crops: torch.Tensor, mouth_mask: torch.Tensor, model: FaceRes
     count, height, width, channels = crops.shape
     if height != width or channels != 3:
         raise ValueError(f"face crops are square RGB images [N, S, S, 3], got {tuple(crops.shape)}")
-    if not 0 <= strength <= 1:
-        raise ValueError(f"strength is from 0 to 1, got {strength}")
+    strength = STRENGTH.check(strength)
     model = check_face_restorer(model)
     side = int(size) if size else max(width, model.size)
     if side < 1:

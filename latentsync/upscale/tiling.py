@@ -15,6 +15,7 @@ import torch
 
 from ..core.memory import InsufficientMemoryError, available_bytes, check_fits, format_bytes
 from .models import UpscaleModel
+from .options import CHUNK, OVERLAP, TILE
 
 Progress = Callable[[int, int], None]
 
@@ -71,8 +72,9 @@ class TiledRunner:
     """
 
     def __init__(self, model: UpscaleModel, frames: torch.Tensor, device: torch.device, dtype: torch.dtype, *,
-                 tile: int = 512, overlap: int = 32, chunk: int = 8, progress: Progress | None = None,
-                 max_memory: int | None = None, reserved: int = 0, min_tile: int = MIN_TILE):
+                 tile: int = TILE.default, overlap: int = OVERLAP.default, chunk: int = CHUNK.default,
+                 progress: Progress | None = None, max_memory: int | None = None, reserved: int = 0,
+                 min_tile: int = MIN_TILE):
         self.model, self.frames, self.device, self.dtype = model, frames, device, dtype
         self.overlap, self.progress = overlap, progress
         count, self.height, self.width, _ = frames.shape
