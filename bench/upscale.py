@@ -19,7 +19,7 @@ import torch
 
 from latentsync.upscale.frames import upscale_frames
 from latentsync.upscale.models import load_upscale_model
-from latentsync.upscale.tiling import estimate_activation_bytes
+from latentsync.upscale.tiling import Tiling, estimate_activation_bytes
 
 
 def write_random_model(path: Path, kind: str) -> Path:
@@ -69,7 +69,7 @@ def main() -> None:
         ("bicubic", "bicubic", {}, args.frames),
         ("lanczos", "lanczos", {}, args.frames),
         ("SRVGGNetCompact x4 -> 512", compact, {}, args.frames),
-        ("RRDBNet x2, 128 px tiles", rrdb, {"tile": 128, "overlap": 16}, args.rrdb_frames),
+        ("RRDBNet x2, 128 px tiles", rrdb, {"tiling": Tiling(tile=128, overlap=16)}, args.rrdb_frames),
     ]
     print(f"256x256 -> 512x512 face crops, CPU, {torch.get_num_threads()} threads, fp32")
     baseline = None

@@ -65,12 +65,15 @@ _EXPORTS = {
     # after: upscale, score, compare
     "load_upscale_model": "upscale.models",
     "upscale_frames": "upscale.frames",
+    "Tiling": "upscale.tiling",
     "load_face_restorer": "upscale.restore",
     "restore_mouths": "upscale.restore",
     "FaceRestorer": "upscale.restore",
     "compare_sharpness": "score.sharpness",
     "load_syncnet": "score.syncnet",
     "score_video": "score.evaluate",
+    "FaceCrops": "score.evaluate",
+    "TrackRules": "score.evaluate",
     "SyncScore": "score.metric",
     "run_experiment": "run.experiment",
     # every model-file refusal derives from it

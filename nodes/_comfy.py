@@ -16,9 +16,8 @@ from typing_extensions import override  # as core V3 nodes import it (torch depe
 from ..latentsync.core.precision import DTYPE, DTYPES
 
 __all__ = ["ComfyExtension", "io", "ui", "override", "folder_paths", "model_management", "progress_reporter",
-           "window_reporter", "video_from_file", "managed", "load_for_compute", "compute_dtype", "PRECISIONS"]
+           "window_reporter", "video_from_file", "managed", "load_for_compute", "compute_dtype"]
 
-PRECISIONS = list(DTYPE.choices)  # the one name table (core/precision.py)
 
 
 def progress_reporter():

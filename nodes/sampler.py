@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..latentsync.audio.features import FPS
 from ..latentsync.catalogue import CATALOGUE
 from ..latentsync.sample.cast import CAST_VAD_POLICY, lipsync_cast
 from ..latentsync.sample.presets import BUNDLED, PRESET, bundled_settings
@@ -89,8 +90,7 @@ class LatentSyncSampler(LatentSyncNode):
                         "pastes the faces back. Frames without a face pass through unchanged.",
             inputs=[
                 io.Image.Input("images", tooltip="Video frames (GetVideoComponents) or a still image repeated."),
-                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
-                               tooltip="Frame rate of the images; must match the fps given to Whisper Encode."),
+                option_input(FPS, "Frame rate of the images; must match the fps given to Whisper Encode."),
                 AudioFeatures.Input("features", tooltip="From Whisper Encode (LatentSync)."),
                 LatentSyncModel.Input("model", tooltip="From Load LatentSync UNet."),
                 io.Vae.Input("vae", tooltip="sd-vae-ft-mse (vae-ft-mse-840000-ema-pruned) from ComfyUI's Load VAE."),
@@ -155,8 +155,7 @@ class LatentSyncSpeakersSampler(LatentSyncNode):
                         "speech moves both mouths.",
             inputs=[
                 io.Image.Input("images", tooltip="The frames the face tracks were found in."),
-                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
-                               tooltip="Frame rate of the images; must match the fps given to Whisper Encode."),
+                option_input(FPS, "Frame rate of the images; must match the fps given to Whisper Encode."),
                 Cast.Input("cast", tooltip="From Assign Faces to Speakers."),
                 LatentSyncModel.Input("model", tooltip="From Load LatentSync UNet."),
                 io.Vae.Input("vae", tooltip="sd-vae-ft-mse (vae-ft-mse-840000-ema-pruned) from ComfyUI's Load VAE."),

@@ -9,7 +9,8 @@ import torch
 from ..latentsync.score.crops import pack_face_detector
 from ..latentsync.score.s3fd import load_s3fd
 from ..latentsync.score.plot import render_distances
-from ..latentsync.score.evaluate import CROPS, FPS, JPEG, MIN_TRACK_FRAMES, score_sync, wants_jpeg
+from ..latentsync.score.evaluate import (CROPS, FPS, JPEG, MIN_TRACK_FRAMES, FaceCrops, TrackRules, score_sync,
+                                        wants_jpeg)
 from ..latentsync.score.sharpness import compare_sharpness
 from ..latentsync.score.syncnet import load_syncnet
 from ._comfy import folder_paths, io, model_management, override, ui
@@ -34,7 +35,7 @@ class SyncNetScore(LatentSyncNode):
             inputs=[
                 io.Image.Input("images", tooltip="The lip-synced frames."),
                 io.Audio.Input("audio", tooltip="The voice they should be in sync with."),
-                option_input(FPS),
+                option_input(FPS, "Frame rate of the images; the metric takes frames at 25 fps."),
                 io.Combo.Input("syncnet_model", options=models,
                                tooltip="SyncNet weights (LatentSync's checkpoints/auxiliary/syncnet_v2.model) in "
                                        "models/syncnet/."),
@@ -90,8 +91,8 @@ class SyncNetScore(LatentSyncNode):
         elif crops == "pack":
             extra["face_boxes"] = pack_face_detector()
         jpeg = wants_jpeg(jpeg_round_trip, crops)
-        score = score_sync(images, audio["waveform"], audio["sample_rate"], fps, syncnet, crops=crops,
-                           min_track=min_track, jpeg=jpeg, **extra)
+        score = score_sync(images, audio["waveform"], audio["sample_rate"], fps, syncnet,
+                           FaceCrops(crops, jpeg=jpeg, **extra), tracks=TrackRules(min_track=min_track))
         report = (f"LSE-C {score.lse_c:.3f}  LSE-D {score.lse_d:.3f}  offset {score.offset:+d}  "
                   f"({score.crops} crops{', JPEG round trip' if jpeg else ''}, {score.snippets} snippets of 5 frames)")
         if sharpness is not None:

@@ -6,6 +6,7 @@ import importlib.util
 import torch
 
 from ..latentsync.audio import diarize
+from ..latentsync.audio.features import FPS
 from ..latentsync.catalogue import CATALOGUE
 from ..latentsync.audio.vad_pyannote import INSTALL_HINT
 
@@ -14,7 +15,7 @@ from ..latentsync.score.syncnet import load_syncnet
 from ..latentsync.speakers.cast import (AUTO, Speaker, auto_mapping, cast_payload, make_cast, preview_frame,
                                         timeline_payload, unique_speakers)
 from ._comfy import folder_paths, io, model_management, override, progress_reporter, ui
-from .base import LatentSyncNode
+from .base import LatentSyncNode, option_input
 from .data_types import AudioFeatures, Cast, FaceTracks, Speakers, Speech
 
 NO_MODEL = "none"
@@ -71,8 +72,7 @@ class AssignFaces(LatentSyncNode):
             is_output_node=True,
             inputs=[
                 io.Image.Input("images", tooltip="The frames the face tracks were found in."),
-                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
-                               tooltip="Frame rate of the images (for the timeline and SyncNet)."),
+                option_input(FPS, "Frame rate of the images (for the timeline and SyncNet)."),
                 FaceTracks.Input("tracks", tooltip="Every face of the clip: Detect Faces' tracks output."),
                 Speakers.Input("speakers", tooltip="From Speaker or Diarize Speakers."),
                 io.String.Input("mapping", default=AUTO, multiline=True,

@@ -10,7 +10,7 @@ from ..latentsync.upscale.models import check_upscale_model, load_upscale_model
 from ..latentsync.upscale.options import (CHUNK, HEIGHT, METHOD, OVERLAP, PRECISION, RESTORE_OPTIONS, SCALE, TILE,
                                           WIDTH)
 from ..latentsync.upscale.restore import check_face_restorer, load_face_restorer, restore_mouths
-from ..latentsync.upscale.tiling import estimate_activation_bytes, model_device_bytes
+from ..latentsync.upscale.tiling import Tiling, estimate_activation_bytes, model_device_bytes
 from ._comfy import compute_dtype, folder_paths, io, model_management, override, progress_reporter
 from .base import LatentSyncNode, option_input
 from .data_types import Faces
@@ -81,8 +81,9 @@ class Upscale(LatentSyncNode):
         dtype = compute_dtype(precision, device)
         count, height, width = images.shape[:3]
         make_room(model, min(tile, max(height, width)), min(chunk, count), dtype, device)
-        options = {"scale": None if size else scale, "size": size, "tile": tile, "overlap": overlap, "chunk": chunk,
-                   "device": device, "dtype": dtype, "progress": progress_reporter()}
+        options = {"scale": None if size else scale, "size": size,
+                   "tiling": Tiling(tile=tile, overlap=overlap, chunk=chunk), "device": device, "dtype": dtype,
+                   "progress": progress_reporter()}
         if mouth_only:
             out = upscale_mouth_region(images, faces.mask, model, **options)
         else:
@@ -143,7 +144,7 @@ class RestoreMouths(LatentSyncNode):
         dtype = None if precision == "auto" else compute_dtype(precision, device)
         make_room(model, model.size, min(chunk, images.shape[0]), dtype or torch.float32, device)
         out = restore_mouths(images, faces.mask, model, strength=strength, feather=feather, size=size or None,
-                             chunk=chunk, device=device, dtype=dtype, progress=progress_reporter())
+                             tiling=Tiling(chunk=chunk), device=device, dtype=dtype, progress=progress_reporter())
         return io.NodeOutput(out.to(model_management.intermediate_device()))
 
 

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import os
 
-from ..latentsync.audio.features import extract_features
-from ..latentsync.audio.whisper import load_whisper_encoder
-from ._comfy import (PRECISIONS, compute_dtype, folder_paths, io, load_for_compute, managed, model_management,
-                     override)
-from .base import LatentSyncNode
+from ..latentsync.audio.features import FPS, extract_features
+from ..latentsync.audio.whisper import PRECISION, load_whisper_encoder
+from ._comfy import compute_dtype, folder_paths, io, load_for_compute, managed, model_management, override
+from .base import LatentSyncNode, option_input
 from .data_types import AudioFeatures, Speech
 
 # Three hours at 60 fps. The features hold 750 KiB a second of audio and 80 bytes a frame (chunks are gathered a
@@ -58,16 +57,14 @@ class WhisperEncode(LatentSyncNode):
                 io.Combo.Input("whisper_model", options=folder_paths.get_filename_list("whisper"),
                                tooltip="OpenAI's whisper tiny.pt (LatentSync's checkpoints/whisper/tiny.pt) in "
                                        "models/whisper/."),
-                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
-                               tooltip="Frame rate of the video to drive; connect GetVideoComponents' fps."),
+                option_input(FPS, "Frame rate of the video to drive; connect GetVideoComponents' fps."),
                 io.Int.Input("frames", default=0, min=0, max=MAX_FRAMES,
                              tooltip="How many video frames to make features for; 0 = as many as the audio "
                                      "lasts."),
                 io.Boolean.Input("seamless", default=False,
                                  tooltip="Overlap whisper's 30 s spans so long audio has no jump every 30 s "
                                          "(off: the reference)."),
-                io.Combo.Input("precision", options=PRECISIONS, default="auto",
-                               tooltip="Encoder precision; auto is fp16 on GPU (as the reference), fp32 on CPU."),
+                option_input(PRECISION),
                 Speech.Input("speech", optional=True,
                              tooltip="Speech segments from the VAD node, carried to the sampler as a speech "
                                      "mask for its vad_policy."),

@@ -271,7 +271,7 @@ FEATURES_CASES = [
                                        lambda j: j["frames"] == 17), "audio 3x longer"),
 ]
 FEATURES_FLAGS = expand(FEATURES, {
-    "--fps": {"0": error("--fps"), "-1": error("--fps"), "nan": error("--fps"), HUGE_FLOAT: error("frames", "fps")},
+    "--fps": {"0": error("--fps"), "-1": error("--fps"), "nan": error("--fps"), HUGE_FLOAT: error("--fps", "240")},
     "--frames": {"0": error("frames"), "-1": error("frames"), "nan": error("--frames"), HUGE_INT: error("frames")},
 })
 FEATURES_FLAGS += expand(FEATURES + " --speech-policy silence", {
@@ -417,7 +417,7 @@ LIPSYNC_CASES = [
     case(LIPSYNC.replace("{r}/voice.wav", "{r}/short.wav"), error("short.wav"), "10 ms audio"),
     case(LIPSYNC.replace("{r}/tiny.pt", "{r}/hostile.pt"), error("hostile.pt", "nothing was loaded"),
          "hostile whisper"),
-    case(LIPSYNC.replace("{r}/clip.mp4", "{r}/still.png") + " --fps 1e12", error("frames", "fps"),
+    case(LIPSYNC.replace("{r}/clip.mp4", "{r}/still.png") + " --fps 1e12", error("--fps", "240"),
          "still image at 10^12 fps"),
 ]
 LIPSYNC_FLAGS = expand(LIPSYNC, {

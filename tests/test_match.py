@@ -27,7 +27,7 @@ from syncnet_model_files import write_syncnet_file
 from latentsync.audio.vad import SpeechSegments
 from latentsync.face.types import FaceTrack
 from latentsync.media.audio import load_audio, to_mono_16k
-from latentsync.score.evaluate import score_sync
+from latentsync.score.evaluate import FaceCrops, TrackRules, score_sync
 from latentsync.score.metric import SyncScoreError, mfcc, pcm16, score_from_distances
 from latentsync.speakers import match
 from latentsync.speakers.match import (PairSync, explain, match_speakers, speech_rows, sync_pairs,
@@ -267,8 +267,8 @@ def test_official_network_table_is_the_metrics_own(voice, tmp_path):
     path = write_syncnet_file(tmp_path / "syncnet_v2.model")
     speakers = {"all": speaking((0.0, count / 25)), "end": speaking((0.3, count / 25))}
     pairs = sync_pairs(frames, 25, audio, 16000, [track], speakers, path)
-    whole = score_sync(frames, audio, 16000, 25, path, crops="pack", face_boxes=list(track.boxes), min_track=5,
-                       min_face_size=0)
+    whole = score_sync(frames, audio, 16000, 25, path, FaceCrops(face_boxes=list(track.boxes)),
+                       tracks=TrackRules(min_track=5, min_face_size=0))
     assert whole.snippets == 11
     assert (pairs[0].offset, pairs[0].snippets) == (whole.offset, whole.snippets)
     assert pairs[0].confidence == pytest.approx(whole.lse_c, abs=1e-5)

@@ -40,15 +40,6 @@ OTHER_MEANINGS = {
     ("latentsync/cli/score.py", "device"): "the scorer's device",
     ("latentsync/cli/upscale.py", "device"): "the upscaler's device",
     ("latentsync/cli/experiment.py", "device"): "the experiment's device",
-    # cli/lipsync.py is being reworked (the Job refactor): its --crf is to be made with add_option(CRF).
-    ("latentsync/cli/lipsync.py", "crf"): "lipsync's --crf, not yet made from media/video.CRF",
-    ("latentsync/cli/lipsync.py", "detector"): "lipsync's --detector, not yet made from face/detect.DETECTOR",
-    ("latentsync/cli/lipsync.py", "fps"): "a still image's frame rate",
-    ("latentsync/cli/features.py", "fps"): "the features' video frame rate",
-    ("nodes/sampler.py", "fps"): "the sampler's frame rate (the same range as the scorer's; not yet declared)",
-    ("nodes/speakers.py", "fps"): "the frame rate the speakers sampler drives (not yet declared)",
-    ("nodes/whisper.py", "fps"): "the frame rate Whisper Encode makes features for (not yet declared)",
-    ("nodes/whisper.py", "precision"): "the whisper encoder's precision",
 }
 RESTATED = {"default", "min", "max", "choices", "options", "step"}
 LIPSYNC = ["lipsync", "--video", "v.mp4", "--audio", "a.wav", "--out", "o.mp4", "--unet", "u.pt", "--whisper", "t.pt",

@@ -19,7 +19,7 @@ from conftest import missing
 from latentsync.upscale.frames import mouth_weight, upscale_frames
 from latentsync.upscale.restore import (FaceRestorer, FaceRestorerError, check_face_restorer, load_face_restorer,
                                         restore_mouths)
-from latentsync.upscale.tiling import UpscaleMemoryError
+from latentsync.upscale.tiling import Tiling, UpscaleMemoryError
 from tests.upscale_model_files import (write_codeformer, write_gfpgan, write_not_an_upscaler, write_realesrgan,
                                        write_restoreformer)
 
@@ -100,17 +100,18 @@ def test_the_mouth_moves_toward_the_restored_face_in_proportion_to_strength(rest
 
 def test_a_batch_is_the_single_calls_and_chunking_does_not_matter(restorer, mask):
     images = crops(3)
-    batch = restore_mouths(images, mask, restorer, chunk=3)
+    batch = restore_mouths(images, mask, restorer, tiling=Tiling(chunk=3))
     singles = torch.cat([restore_mouths(images[i:i + 1], mask, restorer) for i in range(3)])
     assert torch.allclose(batch, singles, atol=1e-5)
-    assert torch.allclose(restore_mouths(images, mask, restorer, chunk=1), batch, atol=1e-5)
+    assert torch.allclose(restore_mouths(images, mask, restorer, tiling=Tiling(chunk=1)), batch, atol=1e-5)
     per_crop = torch.stack([mask] * 3)  # one mask per crop, as [N, H, W, 1] too
-    assert torch.allclose(restore_mouths(images, per_crop[..., None], restorer, chunk=3), batch, atol=1e-5)
+    assert torch.allclose(restore_mouths(images, per_crop[..., None], restorer, tiling=Tiling(chunk=3)), batch,
+                          atol=1e-5)
 
 
 def test_out_of_memory_halves_the_chunk_and_gives_the_same_result(restorer, mask, monkeypatch):
     images = crops(4)
-    expected = restore_mouths(images, mask, restorer, chunk=4)
+    expected = restore_mouths(images, mask, restorer, tiling=Tiling(chunk=4))
     original, calls = FaceRestorer.__call__, []
 
     def out_of_memory_once(self, x):  # the first call runs out of memory, like a full GPU
@@ -120,14 +121,15 @@ def test_out_of_memory_halves_the_chunk_and_gives_the_same_result(restorer, mask
         return original(self, x)
 
     monkeypatch.setattr(FaceRestorer, "__call__", out_of_memory_once)
-    out = restore_mouths(images, mask, restorer, chunk=4)
+    out = restore_mouths(images, mask, restorer, tiling=Tiling(chunk=4))
     assert calls == [4, 2, 2]
     assert torch.allclose(out, expected, atol=1e-5)
 
 
 def test_progress_reaches_the_total_and_a_raising_progress_cancels(restorer, mask):
     calls = []
-    restore_mouths(crops(3), mask, restorer, chunk=2, progress=lambda done, total: calls.append((done, total)))
+    restore_mouths(crops(3), mask, restorer, tiling=Tiling(chunk=2),
+                   progress=lambda done, total: calls.append((done, total)))
     assert calls[-1] == (3, 3) and [done for done, _ in calls] == sorted(done for done, _ in calls)
 
     def cancel(done, total):
@@ -136,7 +138,7 @@ def test_progress_reaches_the_total_and_a_raising_progress_cancels(restorer, mas
     restorer.model.to(torch.float64)
     try:
         with pytest.raises(KeyboardInterrupt):
-            restore_mouths(crops(3), mask, restorer, chunk=1, dtype=torch.float32, progress=cancel)
+            restore_mouths(crops(3), mask, restorer, tiling=Tiling(chunk=1), dtype=torch.float32, progress=cancel)
         assert next(restorer.model.parameters()).dtype == torch.float64  # put back after the cancel
     finally:
         restorer.model.to(torch.float32)
@@ -151,7 +153,7 @@ def test_no_mouth_runs_no_model(restorer):
 
 def test_a_memory_budget_below_one_crop_is_refused_before_any_work(restorer, mask):
     with pytest.raises(UpscaleMemoryError, match="needs about"):
-        restore_mouths(crops(2), mask, restorer, max_memory=1000)
+        restore_mouths(crops(2), mask, restorer, tiling=Tiling(max_memory=1000))
 
 
 # --- released layouts --------------------------------------------------------------------------------------

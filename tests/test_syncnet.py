@@ -27,7 +27,7 @@ from latentsync.score.s3fd import S3FDNet, candidate_detections, decode_boxes, d
 from latentsync.score.crops import (CropTrack, ShotDetector, build_tracks, crop_face, frames_at_25fps,
                                    smoothed_geometry)
 from latentsync.score.metric import SyncScoreError
-from latentsync.score.evaluate import score_sync, wants_jpeg
+from latentsync.score.evaluate import FaceCrops, TrackRules, score_sync, wants_jpeg
 from latentsync.score.syncnet import SyncNet, SyncNetCheckpointError, load_syncnet
 
 REFERENCE = "reference/syncnet"
@@ -291,8 +291,8 @@ def test_shifting_real_audio_by_k_frames_shifts_the_distance_table(net):
 
     def table(shift: int) -> np.ndarray:
         audio = waveform[:, base - shift * 640:base - shift * 640 + length]
-        return score_sync(frames, audio, rate, 25.0, net, crops="pack", face_boxes=[DEMO_FACE] * 21,
-                          min_track=15).snippet_distances
+        return score_sync(frames, audio, rate, 25.0, net, FaceCrops(face_boxes=[DEMO_FACE] * 21),
+                          tracks=TrackRules(min_track=15)).snippet_distances
 
     reference = table(0)
     snippets = reference.shape[0]
@@ -322,9 +322,10 @@ def test_short_clip_silent_audio_and_no_face_fail_clearly(net):
     with pytest.raises(SyncScoreError, match="audio is 0.20 s long"):
         score_sync(frames, speech[:3200], 16000, 25, net, crops="input")
     with pytest.raises(SyncScoreError, match="no face track.*found in 0 of 60 frames"):
-        score_sync(np.zeros((60, 64, 64, 3)), speech, 16000, 25, net, face_boxes=[None] * 60)
+        score_sync(np.zeros((60, 64, 64, 3)), speech, 16000, 25, net, FaceCrops(face_boxes=[None] * 60))
     with pytest.raises(SyncScoreError, match="no face track.*only 40 frames"):
-        score_sync(frames, speech, 16000, 25, net, face_boxes=lambda batch: [[[10, 10, 200, 200]]] * len(batch))
+        score_sync(frames, speech, 16000, 25, net,
+                   FaceCrops(face_boxes=lambda batch: [[[10, 10, 200, 200]]] * len(batch)))
     with pytest.raises(SyncScoreError, match="needs face boxes"):
         score_sync(frames, speech, 16000, 25, net)
 
@@ -396,7 +397,8 @@ def test_s3fd_path_from_frames_to_score(net, golden):
     """The reference crop path end to end (detector, shots, tracks, crops, one score per track, mean)."""
     frames = np.repeat(np.random.default_rng(2).integers(0, 255, (1, 256, 256, 3), dtype=np.uint8), 16, axis=0)
     waveform = golden["input.audio_int16"][:16 * 640].float() / 32768
-    score = score_sync(frames, waveform, 16000, 25, net, crops="s3fd", s3fd=_always_a_face_s3fd(), min_track=10)
+    score = score_sync(frames, waveform, 16000, 25, net, FaceCrops("s3fd", s3fd=_always_a_face_s3fd()),
+                       tracks=TrackRules(min_track=10))
     assert score.crops == "s3fd" and len(score.tracks) >= 2  # the two boxes NMS at IoU 0.1 keeps
     assert all(t.snippets == 11 and t.crops == "s3fd" for t in score.tracks)
     assert score.lse_c == pytest.approx(np.mean([t.lse_c for t in score.tracks]))

@@ -22,7 +22,7 @@ from latentsync.upscale.resize import INTERPOLATION_MODES, resize_nchw
 from latentsync.face.align import face_box_sizes
 from latentsync.upscale.frames import upscale_frames, upscale_mouth_region
 from latentsync.upscale.models import UpscaleModelError, check_upscale_model, load_upscale_model
-from latentsync.upscale.tiling import UpscaleMemoryError, tile_spans
+from latentsync.upscale.tiling import Tiling, UpscaleMemoryError, tile_spans
 from tests.upscale_model_files import build_realesrgan, write_not_an_upscaler, write_realesrgan
 
 KINDS = {"x4plus": ("ESRGAN", 4), "x2plus": ("ESRGAN", 2), "animevideov3": ("RealESRGAN Compact", 4),
@@ -74,7 +74,8 @@ def test_official_layouts_load_and_compute_the_reference_function(model_dir, kin
 def test_a_16_frame_batch_upscales_by_the_model_scale(models, kind):
     frames = torch.rand(16, 12, 20, 3)
     calls = []
-    out = upscale_frames(frames, models[kind], chunk=8, progress=lambda done, total: calls.append((done, total)))
+    out = upscale_frames(frames, models[kind], tiling=Tiling(chunk=8),
+                         progress=lambda done, total: calls.append((done, total)))
     scale = KINDS[kind][1]
     assert out.shape == (16, 12 * scale, 20 * scale, 3) and out.dtype == torch.float32
     assert calls == [(8, 16), (16, 16)]
@@ -89,8 +90,8 @@ def test_a_requested_scale_other_than_the_model_scale(models, kind, scale):
 
 def test_chunking_does_not_change_the_result(models):
     frames = torch.rand(7, 10, 12, 3)
-    one = upscale_frames(frames, models["x2plus"], chunk=16)
-    assert torch.allclose(one, upscale_frames(frames, models["x2plus"], chunk=3), atol=1e-6)
+    one = upscale_frames(frames, models["x2plus"], tiling=Tiling(chunk=16))
+    assert torch.allclose(one, upscale_frames(frames, models["x2plus"], tiling=Tiling(chunk=3)), atol=1e-6)
 
 
 def test_a_spandrel_descriptor_as_comfyui_gives_it_is_accepted(model_dir):
@@ -151,12 +152,12 @@ def test_a_result_larger_than_memory_is_refused_before_any_work(models):
 
 def test_a_resize_whose_frame_does_not_fit_is_refused():
     with pytest.raises(UpscaleMemoryError, match="resizing one frame to 800x800"):
-        upscale_frames(torch.rand(1, 8, 8, 3), "bicubic", scale=100, max_memory=1_000_000)
+        upscale_frames(torch.rand(1, 8, 8, 3), "bicubic", scale=100, tiling=Tiling(max_memory=1_000_000))
 
 
 def test_a_model_that_cannot_fit_even_in_small_tiles_is_refused(models):
     with pytest.raises(UpscaleMemoryError, match="even with 32 px tiles"):
-        upscale_frames(torch.rand(1, 64, 64, 3), models["x4plus"], max_memory=200_000)
+        upscale_frames(torch.rand(1, 64, 64, 3), models["x4plus"], tiling=Tiling(max_memory=200_000))
 
 
 @pytest.mark.parametrize("kind", ["x2plus", "animevideov3"])
@@ -184,9 +185,10 @@ def test_tile_spans_cover_the_axis_with_the_overlap_on_the_model_grid():
 @pytest.mark.parametrize("kind", ["animevideov3", "x2plus"])
 def test_tiles_blend_without_seams(models, kind):
     frames = torch.from_numpy(smooth_image(70, 90)).float()[None] / 255
-    whole = upscale_frames(frames, models[kind], tile=512)
+    whole = upscale_frames(frames, models[kind], tiling=Tiling(tile=512))
     totals = []
-    tiled = upscale_frames(frames, models[kind], tile=40, overlap=10, progress=lambda d, t: totals.append(t))
+    tiled = upscale_frames(frames, models[kind], tiling=Tiling(tile=40, overlap=10),
+                           progress=lambda d, t: totals.append(t))
     assert totals[-1] == 6  # 2 rows x 3 columns of tiles
     difference = (whole - tiled).abs()
     # Random weights see far; what is left is the receptive field beyond the overlap, well under one 8-bit level.
@@ -197,7 +199,7 @@ def test_a_small_memory_budget_tiles_automatically(models):
     frames = torch.rand(2, 64, 64, 3)
     whole = upscale_frames(frames, models["animevideov3"])
     totals = []
-    limited = upscale_frames(frames, models["animevideov3"], max_memory=12 * 2 ** 20,
+    limited = upscale_frames(frames, models["animevideov3"], tiling=Tiling(max_memory=12 * 2 ** 20),
                              progress=lambda d, t: totals.append(t))
     assert totals[-1] > 2
     assert (whole - limited).abs().mean() < 1e-3
@@ -220,12 +222,12 @@ class FlakyMemoryModel:
 def test_out_of_memory_halves_the_batch_then_the_tile(models):
     frames = torch.rand(4, 64, 64, 3)
     flaky = FlakyMemoryModel(models["compact-x2"], max_pixels=40 * 40)
-    out = upscale_frames(frames, flaky, tile=64, chunk=4)
+    out = upscale_frames(frames, flaky, tiling=Tiling(tile=64, chunk=4))
     assert (4, 3, 64, 64) in flaky.calls and (1, 3, 64, 64) in flaky.calls
     assert max(b * h * w for b, _, h, w in flaky.calls[-4:]) <= 40 * 40
     assert (out - upscale_frames(frames, models["compact-x2"])).abs().mean() < 1e-3
     with pytest.raises(UpscaleMemoryError, match="out of memory"):
-        upscale_frames(frames, FlakyMemoryModel(models["compact-x2"], max_pixels=10), tile=64)
+        upscale_frames(frames, FlakyMemoryModel(models["compact-x2"], max_pixels=10), tiling=Tiling(tile=64))
 
 
 def test_the_model_is_put_back_after_a_run_and_after_a_cancel(models):
@@ -237,7 +239,7 @@ def test_the_model_is_put_back_after_a_run_and_after_a_cancel(models):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        upscale_frames(torch.rand(4, 8, 8, 3), model, chunk=1, dtype=torch.bfloat16, progress=cancel)
+        upscale_frames(torch.rand(4, 8, 8, 3), model, tiling=Tiling(chunk=1), dtype=torch.bfloat16, progress=cancel)
     assert next(model.model.parameters()).dtype == torch.float32
 
 
@@ -405,4 +407,4 @@ def test_the_mouth_blend_is_checked_before_it_is_made(models, one_mib_free):
     # The result itself is allowed (max_output_bytes, max_memory): the blend weights are what does not fit.
     with pytest.raises(UpscaleMemoryError, match=r"the mouth blend of 2 crops at 256x256 needs 2.0 MiB of RAM"):
         upscale_mouth_region(crops, mask, models["compact-x2"], size=(256, 256), max_output_bytes=2**30,
-                             max_memory=2**30)
+                             tiling=Tiling(max_memory=2**30))

@@ -18,12 +18,15 @@ import torch
 
 from ..media.audio import SAMPLE_RATE, to_mono_16k
 from ..core.memory import check_fits
+from ..core.options import Option
 from .vad import SpeechSegments
 from .whisper import WhisperEncoder
 
 N_FFT = 400
 HOP = 160  # 10 ms: 100 log-mel frames per second
 ROWS_PER_SECOND = 50  # encoder steps per second (conv2 has stride 2)
+# The video's frame rate, which the features are made for and the sampler and the scorer take frames at.
+FPS = Option("fps", 25.0, "Frame rate of the video (GetVideoComponents' or Video Info's fps).", 1.0, 240.0, step=0.001)
 ROWS_PER_FRAME = 10  # 0.2 s of features per video frame, as LatentSync's audio_feat_length=[2, 2] at 25 fps
 
 

@@ -16,8 +16,12 @@ from torch import nn
 
 from ..catalogue import CATALOGUE
 from ..checkpoint import CheckpointError, describe, read_checkpoint
+from ..core.options import Option
+from ..core.precision import DTYPE
 
 WHISPER_TINY_HINT = CATALOGUE["whisper"].where_to_get()
+PRECISION = Option("precision", DTYPE.default, "Encoder precision; auto is fp16 on GPU (as the reference), fp32 on CPU.",
+                   choices=DTYPE.choices)
 
 
 class WhisperCheckpointError(CheckpointError):

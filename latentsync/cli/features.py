@@ -11,7 +11,7 @@ import torch
 
 from ..media.audio import load_audio
 from ..media.outputs import check_output
-from ..audio.features import extract_features
+from ..audio.features import FPS, extract_features
 from ..audio.vad import THRESHOLD, detect_speech
 from ..audio.whisper import load_whisper_encoder
 from ..sample.frame_plan import speech_weights
@@ -22,13 +22,15 @@ SPEECH_POLICIES = ("keep", "silence")
 
 
 def parse_fps(text: str) -> float:
-    """A frame rate as a number or a ratio, so NTSC can be given exactly as 30000/1001."""
+    """A frame rate as a number or a ratio, so NTSC can be given exactly as 30000/1001; checked against the
+    declaration (`audio/features.FPS`)."""
     try:
         fps = float(Fraction(text))
     except (ValueError, ZeroDivisionError) as exc:
         raise argparse.ArgumentTypeError(f"not a frame rate: {text!r}") from exc
-    if fps <= 0:
-        raise argparse.ArgumentTypeError(f"the frame rate must be positive, got {text}")
+    problem = FPS.problem(fps)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return fps
 
 
@@ -39,7 +41,7 @@ def add_features_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     parser.add_argument("audio", help="audio or video file (wav, flac, mp3, m4a, mp4, ...)")
     parser.add_argument("--whisper", required=True, help="openai whisper checkpoint (LatentSync's "
                                                          "checkpoints/whisper/tiny.pt)")
-    parser.add_argument("--fps", type=parse_fps, default=25.0, help="video frame rate, e.g. 25, 29.97 or 30000/1001")
+    add_option(parser, FPS, type=parse_fps, help="Video frame rate, e.g. 25, 29.97 or 30000/1001.")
     parser.add_argument("--frames", type=int, default=None,
                         help="video frames to make chunks for (default: LatentSync's count for this audio)")
     parser.add_argument("--speech-policy", choices=SPEECH_POLICIES, default="keep",

@@ -17,9 +17,10 @@ from pathlib import Path
 from .faces import add_selection_arguments
 from ..audio.vad import THRESHOLD
 from .features import parse_fps
-from ..face.detect import DETECTORS, check_selection, make_detector
+from ..audio.features import FPS
+from ..face.detect import DETECTOR, check_selection, make_detector
 from ..media.outputs import check_output
-from ..media.video import check_crf
+from ..media.video import CRF, check_crf
 from ..run.cluster import RayCluster
 from ..run.job import FaceChoice, Job, MemoryOptions
 from ..run.pipeline import DEVICE, ModelSet, UNetSpec, estimate_run_vram, resolve_device, resolve_dtype
@@ -71,9 +72,9 @@ def add_lipsync_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
                              "else guessed from its path")
     add_option(parser, THRESHOLD, flag="--vad-threshold")
     add_settings_arguments(parser)
-    parser.add_argument("--fps", type=parse_fps, default=25.0, help="frame rate for a still image")
+    add_option(parser, FPS, type=parse_fps, help="Frame rate for a still image (e.g. 25 or 30000/1001).")
     parser.add_argument("--seamless", action="store_true", help="overlap whisper's 30 s spans (long audio)")
-    parser.add_argument("--detector", choices=DETECTORS, default="dlib")
+    add_option(parser, DETECTOR)
     parser.add_argument("--insightface-dir", default=None, help="folder with det_10g.onnx and 2d106det.onnx")
     add_selection_arguments(parser)
     bundles = "; ".join(f"{preset.name}: {preset.help.rstrip('.')}" for preset in PRESETS.values())
@@ -84,7 +85,7 @@ def add_lipsync_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     add_option(parser, DEVICE)
     add_option(parser, COMPILE, nargs="?", const="default", default=None,
                help=f"{COMPILE.help} A bare --compile is default.")
-    parser.add_argument("--crf", type=int, default=18, help="x264 quality (lower = better, larger)")
+    add_option(parser, CRF)
     parser.add_argument("--resume", action="store_true",
                         help="continue a run that stopped (killed, out of memory, Ctrl-C, full disk): finished "
                              "windows wait in OUT.partial/ and are kept when the inputs and settings are the same")

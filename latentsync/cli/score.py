@@ -7,7 +7,7 @@ from pathlib import Path
 from ..media.audio import AudioError, load_audio
 from ..media.video import decode_frames, video_info
 from ..score.crops import pack_face_detector
-from ..score.evaluate import JPEG, MIN_TRACK_FRAMES, score_video, wants_jpeg
+from ..score.evaluate import JPEG, MIN_TRACK_FRAMES, FaceCrops, TrackRules, score_video, wants_jpeg
 from ..score.s3fd import load_s3fd
 from ..score.syncnet import load_syncnet
 from .options import add_option
@@ -70,6 +70,7 @@ def score_command(args: argparse.Namespace) -> dict:
     elif crops == "pack":
         extra = {"face_boxes": pack_face_detector()}
     syncnet = load_syncnet(args.syncnet, device=args.device)
-    score = score_video(lambda: decode_frames(args.video)[0], waveform, sample_rate, fps, syncnet, crops=crops,
-                        min_track=args.min_track, jpeg=wants_jpeg(getattr(args, "jpeg", None), crops), **extra)
+    source = FaceCrops(crops, jpeg=wants_jpeg(getattr(args, "jpeg", None), crops), **extra)
+    score = score_video(lambda: decode_frames(args.video)[0], waveform, sample_rate, fps, syncnet, source,
+                        tracks=TrackRules(min_track=args.min_track))
     return {**score.to_json(), "video_fps": fps}

@@ -20,7 +20,7 @@ from ..upscale.options import CHUNK, HEIGHT, OVERLAP, PRECISION, RESIZE_MODE, SC
 from ..upscale.resize import INTERPOLATION_MODES, scaled_size
 from ..upscale.frames import upscale_frames, upscale_mouth_region
 from ..upscale.models import load_upscale_model, model_summary
-from ..upscale.tiling import default_device, default_dtype
+from ..upscale.tiling import Tiling, default_device, default_dtype
 from ..media.outputs import check_output
 from ..media.video import CRF, NoVideoStream, check_crf, file_orientation, read_frames
 from ..media.video_stream import VideoChunkReader, VideoChunkWriter
@@ -84,8 +84,8 @@ def upscale_command(args: argparse.Namespace) -> dict:
 
     def upscale(frames: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         target = {"size": size} if size else {"scale": args.scale, "size": args.size}
-        options = dict(tile=args.tile, overlap=args.overlap, chunk=args.chunk, device=device, dtype=dtype,
-                       resize_mode=args.resize_mode)
+        options = dict(tiling=Tiling(tile=args.tile, overlap=args.overlap, chunk=args.chunk), device=device,
+                       dtype=dtype, resize_mode=args.resize_mode)
         if mask is not None:
             return upscale_mouth_region(frames, mask, model, **target, **options)
         return upscale_frames(frames, model or args.mode, **target, **options)

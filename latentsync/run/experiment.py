@@ -41,7 +41,8 @@ from ..face.paste import paste_back
 from ..media.outputs import check_output_folder
 from ..media.video import write_video
 from ..score.crops import pack_face_detector
-from ..score.evaluate import CROPS, MIN_TRACK_FRAMES, SCORE_OPTIONS, score_sync, wants_jpeg
+from ..score.evaluate import (CROPS, MIN_TRACK_FRAMES, SCORE_OPTIONS, FaceCrops, TrackRules, score_sync,
+                              wants_jpeg)
 from ..score.sharpness import compare_sharpness
 from ..upscale.frames import upscale_frames
 from ..upscale.models import load_upscale_model
@@ -381,9 +382,9 @@ def _score(frames, clip: Clip, models: dict, model_set: ModelSet, settings: dict
     extra = {"face_boxes": pack_face_detector()}
     if settings["crops"] == "s3fd":
         extra = {"s3fd": model_set.s3fd(_need(models, "s3fd"))}
-    return score_sync(frames, clip.waveform, clip.sample_rate, clip.fps, syncnet, crops=settings["crops"],
-                      min_track=settings["min_track"],
-                      jpeg=wants_jpeg(settings["jpeg"], settings["crops"]), **extra)
+    source = FaceCrops(settings["crops"], jpeg=wants_jpeg(settings["jpeg"], settings["crops"]), **extra)
+    return score_sync(frames, clip.waveform, clip.sample_rate, clip.fps, syncnet, source,
+                      tracks=TrackRules(min_track=settings["min_track"]))
 
 
 def _sharpness(frames, clip: Clip, result) -> dict:

@@ -24,7 +24,7 @@ from ..audio.vad import SpeechSegments
 from ..face.types import FaceTrack
 from ..media.audio import to_mono_16k
 from ..score.crops import frames_at_25fps
-from ..score.evaluate import score_sync
+from ..score.evaluate import FaceCrops, TrackRules, score_sync
 from ..score.metric import (FPS, MIN_FRAMES, SNIPPET_FRAMES, SyncScoreError, check_audio, check_frame_count, pcm16,
                             score_from_distances)
 from ..score.syncnet import SyncNet, load_syncnet
@@ -93,8 +93,8 @@ def track_table(frames: np.ndarray | torch.Tensor | Sequence[np.ndarray], fps: f
     if not np.any(track.valid):
         return TrackTable.empty("the face is never visible")
     try:
-        score = score_sync(frames, audio, sample_rate, fps, syncnet, crops="pack", face_boxes=boxes,
-                           min_track=min_track, min_face_size=min_face_size)
+        score = score_sync(frames, audio, sample_rate, fps, syncnet, FaceCrops("pack", face_boxes=boxes),
+                           tracks=TrackRules(min_track=min_track, min_face_size=min_face_size))
     except SyncScoreError as error:
         return TrackTable.empty(str(error))
     # Several stretches come back as `tracks`, each with its own first frame; one comes back as the score itself.

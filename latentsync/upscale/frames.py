@@ -16,33 +16,32 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Iterator
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 
 from ..core.memory import check_fits, format_bytes
-from .options import CHUNK, FEATHER, OVERLAP, RESIZE_MODE, TILE
+from .options import FEATHER, RESIZE_MODE
 from .resize import INTERPOLATION_MODES, resize_nchw, scaled_size
 from .models import UpscaleModel, check_upscale_model
-from .tiling import (Progress, TiledRunner, UpscaleMemoryError, check_host_memory, default_device,
-                             default_dtype, memory_budget, placed, report)
+from .tiling import (Progress, TiledRunner, Tiling, UpscaleMemoryError, check_host_memory, default_device,
+                     default_dtype, memory_budget, placed, report)
 
 Size = tuple[int, int]
 
 
 def upscale_frames(frames: torch.Tensor, method: str | UpscaleModel, *, scale: float | None = None,
-                   size: Size | None = None, tile: int = TILE.default, overlap: int = OVERLAP.default,
-                   chunk: int = CHUNK.default, device: str | torch.device | None = None,
+                   size: Size | None = None, tiling: Tiling = Tiling(), device: str | torch.device | None = None,
                    dtype: torch.dtype | None = None, resize_mode: str = RESIZE_MODE.default,
-                   progress: Progress | None = None, max_memory: int | None = None,
-                   max_output_bytes: int | None = None) -> torch.Tensor:
+                   progress: Progress | None = None, max_output_bytes: int | None = None) -> torch.Tensor:
     """Upscale `[N, H, W, 3]` frames with a model (a spandrel descriptor) or an interpolation mode name.
 
     The output size is `size`, or the input size times `scale`, or, for a model, times the model's own scale.
-    `tile`/`overlap` are in input pixels; `chunk` frames are on the device at once. `device` defaults to CUDA when
-    present, `dtype` to fp16 there. `max_memory` caps the device memory planned for activations and
-    `max_output_bytes` the RAM of the result (both default to what is free); requests that cannot fit raise
-    `UpscaleMemoryError` before any work.
+    `tiling` (`tiling.Tiling`) gives the tile and overlap in input pixels, the frames on the device at once
+    (`chunk`) and `max_memory`, the cap on the device memory planned for activations. `device` defaults to CUDA
+    when present, `dtype` to fp16 there. `max_output_bytes` caps the RAM of the result (both caps default to what
+    is free); requests that cannot fit raise `UpscaleMemoryError` before any work.
     """
     frames = as_frames(frames)
     count, height, width, channels = frames.shape
@@ -51,9 +50,9 @@ def upscale_frames(frames: torch.Tensor, method: str | UpscaleModel, *, scale: f
     check_host_memory(result_bytes, f"{count} frames of {target[0]}x{target[1]}", max_output_bytes)
     out = torch.empty(count, target[1], target[0], channels)
     resize_mode = method if isinstance(method, str) else resize_mode
-    for start, upscaled in _upscaled_chunks(frames, method, target, tile=tile, overlap=overlap, chunk=chunk,
-                                            device=device, dtype=dtype, progress=progress, max_memory=max_memory,
-                                            reserved=result_bytes):
+    tiling = replace(tiling, reserved=tiling.reserved + result_bytes)
+    for start, upscaled in _upscaled_chunks(frames, method, target, tiling=tiling, device=device, dtype=dtype,
+                                            progress=progress):
         out[start:start + upscaled.shape[0]] = resize_nchw(upscaled, target, resize_mode).permute(0, 2, 3, 1).cpu()
     return out
 
@@ -90,15 +89,13 @@ def upscale_mouth_region(crops: torch.Tensor, mouth_mask: torch.Tensor, model: U
     return out
 
 
-def _upscaled_chunks(frames: torch.Tensor, method: str | UpscaleModel, target: Size, *, tile: int = TILE.default,
-                     overlap: int = OVERLAP.default, chunk: int = CHUNK.default,
+def _upscaled_chunks(frames: torch.Tensor, method: str | UpscaleModel, target: Size, *, tiling: Tiling = Tiling(),
                      device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                     progress: Progress | None = None,
-                     max_memory: int | None = None, reserved: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
+                     progress: Progress | None = None) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield `(first frame, [n, C, h, w] float32 on the device)`: the model's output at its own scale, or the
-    input chunk itself when interpolating (so interpolation reads the source pixels once). `reserved` is the
-    host memory of the result, which a CPU run must leave free."""
-    for name, value, least in (("tile", tile, 1), ("overlap", overlap, 0), ("chunk", chunk, 1)):
+    input chunk itself when interpolating (so interpolation reads the source pixels once). `tiling.reserved`
+    holds the host memory of the result, which a CPU run must leave free."""
+    for name, value, least in (("tile", tiling.tile, 1), ("overlap", tiling.overlap, 0), ("chunk", tiling.chunk, 1)):
         try:
             whole = not isinstance(value, bool) and operator.index(value) >= least
         except TypeError:
@@ -113,12 +110,12 @@ def _upscaled_chunks(frames: torch.Tensor, method: str | UpscaleModel, target: S
                              f"{', '.join(INTERPOLATION_MODES)}")
         # The input as float32, the resized frame and its clamped or copied-out twin.
         per_frame = 4 * frames.shape[3] * (frames.shape[1] * frames.shape[2] + 2 * target[0] * target[1])
-        budget = memory_budget(device, max_memory, reserved)
+        budget = memory_budget(device, tiling.max_memory, tiling.reserved)
         if per_frame > budget:
             raise UpscaleMemoryError(f"resizing one frame to {target[0]}x{target[1]} needs about {format_bytes(per_frame)} "
                                      f"on {device} besides the result, and only {format_bytes(budget)} is available; lower "
                                      "the scale or the output size")
-        step = max(1, min(chunk, budget // per_frame))
+        step = max(1, min(tiling.chunk, budget // per_frame))
         for start in range(0, count, step):
             yield start, frames[start:start + step].to(device).permute(0, 3, 1, 2).float()
             report(progress, min(start + step, count), count)
@@ -128,8 +125,7 @@ def _upscaled_chunks(frames: torch.Tensor, method: str | UpscaleModel, target: S
         raise ValueError(f"upscale models take RGB frames; these have {frames.shape[3]} channels")
     dtype = dtype or default_dtype(model, device)
     with placed(model, device, dtype):
-        runner = TiledRunner(model, frames, device, dtype, tile=tile, overlap=overlap, chunk=chunk,
-                             progress=progress, max_memory=max_memory, reserved=reserved)
+        runner = TiledRunner(model, frames, device, dtype, tiling=tiling, progress=progress)
         yield from runner.chunks()
 
 

@@ -17,6 +17,7 @@ the same way twice.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ from .frames import as_frames, mouth_weight
 from .models import arch_name, import_spandrel, load_spandrel_descriptor
 from .options import FEATHER, RESTORE_CHUNK, STRENGTH
 from .resize import resize_nchw
-from .tiling import (Progress, TiledRunner, check_host_memory, default_device, default_dtype, placed, report)
+from .tiling import (Progress, TiledRunner, Tiling, check_host_memory, default_device, default_dtype, placed,
+                     report)
 
 FACE_ARCHITECTURES = ("GFPGAN", "RestoreFormer", "CodeFormer")
 # The face size every supported restorer was trained on (FFHQ-aligned 512 px faces).
@@ -41,6 +43,8 @@ CODEFORMER_NEEDS = ("pip install spandrel-extra-arches; CodeFormer's weights are
 # Full-resolution feature maps alive at once, in units of the first conv's width (the U-Net skips of GFPGAN,
 # the encoder/decoder maps of RestoreFormer and CodeFormer); the deeper layers run at 1/4 of the pixels or less.
 _FULL_RES_MAPS = 24
+# Restore Mouths' chunk; the tile is always the restorer's whole face (`restore_mouths`).
+RESTORE_TILING = Tiling(chunk=RESTORE_CHUNK.default)
 
 
 class FaceRestorerError(CheckpointError):
@@ -132,9 +136,8 @@ def check_face_restorer(model: Any, name: str = "the model", fidelity: float = D
 
 def restore_mouths(crops: torch.Tensor, mouth_mask: torch.Tensor, model: FaceRestorer | Any, *,
                    strength: float = STRENGTH.default, feather: float = FEATHER.default, size: int | None = None,
-                   chunk: int = RESTORE_CHUNK.default,
-                   device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                   progress: Progress | None = None, max_memory: int | None = None) -> torch.Tensor:
+                   tiling: Tiling = RESTORE_TILING, device: str | torch.device | None = None,
+                   dtype: torch.dtype | None = None, progress: Progress | None = None) -> torch.Tensor:
     """Restore the regenerated mouths of `crops` `[N, H, W, 3]` (0-1, the sampler's 256 or 512 px crops);
     returns `[N, S, S, 3]` float32 on the CPU.
 
@@ -143,9 +146,10 @@ def restore_mouths(crops: torch.Tensor, mouth_mask: torch.Tensor, model: FaceRes
     model's 512. Each crop is resized to 512, restored, and resized to S; the base is the crop resized to S
     bicubically as `upscale_frames(..., "bicubic")` does (untouched when S is the crop side), and the result is
     `base + strength * w * (restored - base)`, `w` the feathered mouth weight: where `strength * w` is 0 the result
-    is the base bit for bit. `chunk` crops are on the device at once (halved when memory runs out); `progress`
-    may raise to cancel; the model goes back to its device and dtype. `dtype` defaults to fp32 for models that
-    spandrel marks as not half-safe (all three).
+    is the base bit for bit. `tiling.chunk` crops are on the device at once (halved when memory runs out) and
+    `tiling.max_memory` caps the device memory planned; its tile, overlap and `min_tile` are not used (a restorer
+    takes the whole face at its own size). `progress` may raise to cancel; the model goes back to its device and
+    dtype. `dtype` defaults to fp32 for models that spandrel marks as not half-safe (all three).
     """
     crops = as_frames(crops)
     count, height, width, channels = crops.shape
@@ -159,6 +163,7 @@ def restore_mouths(crops: torch.Tensor, mouth_mask: torch.Tensor, model: FaceRes
     check_host_memory(count * side * side * 3 * 4, f"{count} crops of {side}x{side}", None)
     out = torch.empty(count, side, side, 3)
     blend = strength * mouth_weight(mouth_mask, count, (side, side), feather)
+    chunk = tiling.chunk
     for start in range(0, count, max(1, chunk)):
         out[start:start + chunk] = _base(crops[start:start + chunk], side)
     if not bool((blend > 0).any()):
@@ -168,8 +173,9 @@ def restore_mouths(crops: torch.Tensor, mouth_mask: torch.Tensor, model: FaceRes
     dtype = dtype or default_dtype(model, device)
     faces = _AtModelSize(crops, model.size)
     with placed(model, device, dtype):
-        runner = TiledRunner(model, faces, device, dtype, tile=model.size, chunk=chunk, progress=progress,
-                             max_memory=max_memory, reserved=out.numel() * 4, min_tile=model.size)
+        whole_face = replace(tiling, tile=model.size, min_tile=model.size,
+                             reserved=tiling.reserved + out.numel() * 4)
+        runner = TiledRunner(model, faces, device, dtype, tiling=whole_face, progress=progress)
         for first, restored in runner.chunks():
             stop = first + restored.shape[0]
             restored = resize_nchw(restored, (side, side), "bicubic").permute(0, 2, 3, 1).cpu()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 
@@ -26,6 +27,20 @@ MEMORY_HEADROOM = 0.7
 
 class UpscaleMemoryError(InsufficientMemoryError):
     """A request that cannot fit in memory even with the smallest tiles; the message gives the numbers."""
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """How a model goes over the frames: `tile`-pixel tiles overlapping by `overlap` (input pixels), `chunk`
+    frames on the device at once, tiles never shrunk below `min_tile` when memory runs out. `max_memory` caps the
+    device memory planned for one batch (default: a share of what is free) and `reserved` is host memory already
+    promised elsewhere, which a CPU run leaves free. The defaults are the Upscale node's (`options.py`)."""
+    tile: int = TILE.default
+    overlap: int = OVERLAP.default
+    chunk: int = CHUNK.default
+    max_memory: int | None = None
+    reserved: int = 0
+    min_tile: int = MIN_TILE
 
 
 def estimate_activation_bytes(model: UpscaleModel, tile_height: int, tile_width: int, batch: int = 1,
@@ -68,27 +83,26 @@ class TiledRunner:
     """Runs a model over frames chunk by chunk and tile by tile, shrinking batches and tiles when memory runs out.
 
     `frames` is `[N, H, W, C]`, or any object with that `.shape` whose slices `frames[a:b]` are such tensors (frames
-    prepared a chunk at a time). Tiles never shrink below `min_tile`: a face restorer sets it to its whole image.
+    prepared a chunk at a time). `tiling` says how (`Tiling`); a face restorer sets its tile and `min_tile` to its
+    whole image, so tiles never shrink below it.
     """
 
     def __init__(self, model: UpscaleModel, frames: torch.Tensor, device: torch.device, dtype: torch.dtype, *,
-                 tile: int = TILE.default, overlap: int = OVERLAP.default, chunk: int = CHUNK.default,
-                 progress: Progress | None = None, max_memory: int | None = None, reserved: int = 0,
-                 min_tile: int = MIN_TILE):
+                 tiling: Tiling = Tiling(), progress: Progress | None = None):
         self.model, self.frames, self.device, self.dtype = model, frames, device, dtype
-        self.overlap, self.progress = overlap, progress
+        self.overlap, self.progress = tiling.overlap, progress
         count, self.height, self.width, _ = frames.shape
         self.scale = int(model.scale)
-        self.min_tile = min(max(min_tile, 1), max(self.height, self.width))
+        self.min_tile = min(max(tiling.min_tile, 1), max(self.height, self.width))
         internal = str(getattr(getattr(model, "tiling", None), "name", "")) == "INTERNAL"
         # A model that tiles itself, or an image already smaller than a tile, is processed whole.
-        self.tile = max(self.height, self.width) if internal else min(max(tile, self.min_tile),
+        self.tile = max(self.height, self.width) if internal else min(max(tiling.tile, self.min_tile),
                                                                       max(self.height, self.width))
-        self.batch = max(1, min(chunk, count))
+        self.batch = max(1, min(tiling.chunk, count))
         # Models that pixel-unshuffle their input (RealESRGAN_x2plus) see a different grid if a tile starts off it.
         self.multiple = int(getattr(getattr(model, "size_requirements", None), "multiple_of", 1) or 1)
         self.done = 0
-        self._plan(memory_budget(device, max_memory, reserved))
+        self._plan(memory_budget(device, tiling.max_memory, tiling.reserved))
 
     def _activation_bytes(self, batch: int, tile: int) -> int:
         return estimate_activation_bytes(self.model, min(tile, self.height), min(tile, self.width), batch, self.dtype)
