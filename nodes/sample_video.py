@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..latentsync.audio.features import FPS
 from ..latentsync.media.audio import write_wav
 from ..latentsync.media.frame_reader import VideoFrames
 from ..latentsync.media.outputs import check_output
@@ -176,4 +177,4 @@ class VideoInfo(LatentSyncNode):
     def execute(cls, video) -> io.NodeOutput:
         path = video_file(video, Path(folder_paths.get_temp_directory()) / "latentsync")
         info = video_info(path)
-        return io.NodeOutput(info.fps or 25.0, info.frames, info.width, info.height)
+        return io.NodeOutput(info.fps or FPS.default, info.frames, info.width, info.height)

@@ -320,3 +320,23 @@ def test_each_node_input_offers_what_its_declaration_says(object_info):
                 assert list(spec.get("options", kind)) == list(option.choices), (node, option.name)
             else:
                 assert (spec.get("min"), spec.get("max")) == (option.low, option.high), (node, option.name)
+
+
+def test_every_declared_option_has_one_short_line_of_help():
+    """A declaration's help is the node's tooltip and the flag's help: one line of at most 120 characters (what
+    ComfyUI shows without wrapping; tests/test_comfyui.py checks the served tooltips too)."""
+    import importlib
+    import pkgutil
+
+    import latentsync
+    from latentsync.core.options import Option
+
+    found = {}
+    for module in pkgutil.walk_packages(latentsync.__path__, "latentsync."):
+        if not module.name.endswith("__main__"):
+            for name, value in vars(importlib.import_module(module.name)).items():
+                if isinstance(value, Option):
+                    found[id(value)] = (f"{module.name}.{name}", value.help)
+    assert len(found) > 40  # every group is declared: sampler, run, VAD, faces, upscale, score ...
+    long = [(where, len(text)) for where, text in found.values() if "\n" in text or len(text) > 120]
+    assert not long, long

@@ -259,7 +259,7 @@ class AudioFeatures:
 
 
 def extract_features(waveform: torch.Tensor | np.ndarray, sample_rate: int, encoder: WhisperEncoder, *,
-                     fps: float = 25.0, frames: int | None = None, segments: SpeechSegments | None = None,
+                     fps: float = FPS.default, frames: int | None = None, segments: SpeechSegments | None = None,
                      seamless: bool = False, context_s: float = 5.0) -> AudioFeatures:
     """Whisper features and per-frame chunks for `frames` video frames at `fps` (any rate).
 

@@ -35,8 +35,8 @@ MIN_SILENCE_MS = Option("min_silence_ms", 100, "Pauses shorter than this (ms) do
                         10000, step=10)
 PADDING_MS = Option("padding_ms", 30, "Each segment is widened by this (ms) on both sides, to keep word onsets.", 0,
                     2000, step=10)
-BACKEND = Option("backend", "jit", "silero-vad via TorchScript (jit) or ONNX Runtime (onnx), shipped in its wheel, "
-                 "or pyannote (optional extra) with a local segmentation checkpoint.", choices=BACKENDS)
+BACKEND = Option("backend", "jit", "silero-vad (jit: TorchScript, onnx: ONNX Runtime; in its wheel), or pyannote "
+                 "from a local checkpoint (optional extra).", choices=BACKENDS)
 VAD_OPTIONS = (THRESHOLD, MIN_SPEECH_MS, MIN_SILENCE_MS, PADDING_MS, BACKEND)
 
 Progress = Callable[[int, int], None]

@@ -20,7 +20,7 @@ from .features import parse_fps
 from ..audio.features import FPS
 from ..face.detect import DETECTOR, check_selection, make_detector
 from ..media.outputs import check_output
-from ..media.video import CRF, check_crf
+from ..media.video import CRF
 from ..run.cluster import RayCluster
 from ..run.job import FaceChoice, Job, MemoryOptions
 from ..run.pipeline import DEVICE, ModelSet, UNetSpec, estimate_run_vram, resolve_device, resolve_dtype
@@ -109,7 +109,6 @@ def lipsync_command(args: argparse.Namespace) -> dict:
     settings = SamplerSettings.from_mapping(chosen)
     settings.validate()
     check_selection(args.select, args.index, args.position)
-    check_crf(args.crf)
     device = resolve_device(args.device)
     dtype = resolve_dtype(dtype_name(chosen["dtype"], device), device)
     unet = UNetSpec(Path(args.unet), args.config, chosen["quantization"])

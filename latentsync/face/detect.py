@@ -48,9 +48,9 @@ THRESHOLDS = {"dlib": DLIB_THRESHOLD, "insightface": INSIGHTFACE_THRESHOLD}
 # As the node and the flag take it: one number for either detector, with -1 for the detector's own default.
 DEFAULT_THRESHOLD = -1.0
 THRESHOLD = Option("threshold", DEFAULT_THRESHOLD,
-                   f"Detection threshold; {DEFAULT_THRESHOLD:g} is the detector's default (dlib's HOG score "
-                   f"{DLIB_THRESHOLD.default:g}, insightface's probability {INSIGHTFACE_THRESHOLD.default:g}), higher "
-                   "ignores faint faces.", DLIB_THRESHOLD.low, DLIB_THRESHOLD.high, step=0.05)
+                   f"Detection threshold; {DEFAULT_THRESHOLD:g}: the detector's default (dlib "
+                   f"{DLIB_THRESHOLD.default:g}, insightface {INSIGHTFACE_THRESHOLD.default:g}); higher skips faint "
+                   "faces.", DLIB_THRESHOLD.low, DLIB_THRESHOLD.high, step=0.05)
 FACE_OPTIONS = (DETECTOR, SELECT, INDEX, POSITION_X, POSITION_Y, THRESHOLD)  # the nodes' order
 
 Progress = Callable[[int, int], None]

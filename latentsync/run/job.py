@@ -13,9 +13,11 @@ from pathlib import Path
 
 import torch
 
+from ..audio.features import FPS
 from ..audio.vad import THRESHOLD
 from ..face.detect import FaceDetector, FaceTracker, check_selection
 from ..media.partial import file_identity
+from ..media.video import CRF
 from ..sample.settings import SamplerSettings
 from ..sample.vae import OFFLOAD, VAE_BATCH, VAE_TILING
 from .pipeline import UNetSpec
@@ -90,10 +92,10 @@ class Job:
     dtype: torch.dtype | None = None
     memory: MemoryOptions = MemoryOptions()
     compile_mode: str | None = None
-    crf: int = 18
+    crf: int = CRF.default
     vad_threshold: float = THRESHOLD.default
     seamless: bool = False
-    still_fps: float = 25.0
+    still_fps: float = FPS.default
     resume: bool = False
 
     def __post_init__(self) -> None:

@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from ..audio.features import extract_features
+from ..audio.features import FPS, extract_features
 from ..audio.vad import THRESHOLD, detect_speech
 from ..audio.whisper import load_whisper_encoder
 from ..core.options import Option
@@ -67,7 +67,7 @@ class Clip:
     cache: dict = field(default_factory=dict)  # speech and features, per setting that changes them
 
 
-def read_clip(video: str | Path, audio: str | Path, still_fps: float = 25.0) -> Clip:
+def read_clip(video: str | Path, audio: str | Path, still_fps: float = FPS.default) -> Clip:
     frames, fps = read_frames(video)
     waveform, sample_rate = load_audio(audio)
     return Clip(frames=frames, fps=still_fps if fps is None else fps, still=fps is None, waveform=waveform,

@@ -25,7 +25,7 @@ from ..media.audio import load_audio
 from ..media.frame_reader import RetimedFrames, VideoFrames
 from ..media.partial import PartialOutput
 from ..media.segments import join_segments, write_segment
-from ..media.video import check_crf
+from ..media.video import CRF, check_crf
 from ..sample.denoise import FaceVAE
 from ..sample.sampler import WindowRunner, plan_lipsync
 from ..sample.settings import SamplerSettings
@@ -109,7 +109,7 @@ def _face_track(frames: VideoFrames, partial: PartialOutput, face: FaceChoice, p
 
 
 def lipsync_stream(frames: VideoFrames, voice: Voice, models: LoadedModels, settings: SamplerSettings,
-                   face: FaceChoice, partial: PartialOutput, *, crf: int = 18, hooks: Hooks = Hooks(),
+                   face: FaceChoice, partial: PartialOutput, *, crf: int = CRF.default, hooks: Hooks = Hooks(),
                    remote: Callable[[RemoteSegments], int] | None = None) -> dict:
     """The streamed run, from loaded models and features: the first pass over `frames` finds `face` in every
     frame (kept in `partial`), then the windows run, each written as a segment in `partial` as it finishes (those
