@@ -26,10 +26,11 @@ from latentsync.sample.presets import PRESET, PRESETS, RUN_OPTION
 from latentsync.sample.settings import SETTINGS, SamplerSettings
 from latentsync.score.evaluate import CROPS, FPS, JPEG, MIN_TRACK_FRAMES
 from latentsync.unet.compile import COMPILE
-from latentsync.upscale.options import (CHUNK, OVERLAP, PRECISION, RESIZE_MODE, RESTORE_CHUNK, RESTORE_OPTIONS,
-                                        RESTORE_PRECISION, RESTORE_SIZE, SCALE, TILE, UPSCALE_OPTIONS, WIDTH)
+from latentsync.upscale.options import (CHUNK, HEIGHT, METHOD, OVERLAP, PRECISION, RESIZE_MODE, RESTORE_CHUNK,
+                                        RESTORE_OPTIONS, RESTORE_PRECISION, RESTORE_SIZE, SCALE, TILE, WIDTH)
 
 FACES = (RESOLUTION, *FACE_OPTIONS)
+UPSCALE_OPTIONS = (METHOD, SCALE, WIDTH, HEIGHT, TILE, OVERLAP, CHUNK, PRECISION)  # the Upscale node's order
 SCORE = (FPS, CROPS, MIN_TRACK_FRAMES, JPEG)
 DECLARED = {option.name: option for option in (*SETTINGS, *VAD_OPTIONS, *RUN_OPTION.values(), DEVICE, COMPILE,
                                                PRESET, *FACES, *UPSCALE_OPTIONS, *RESTORE_OPTIONS, RESIZE_MODE, CRF,

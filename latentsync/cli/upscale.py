@@ -22,7 +22,7 @@ from ..upscale.frames import upscale_frames, upscale_mouth_region
 from ..upscale.models import load_upscale_model, model_summary
 from ..upscale.tiling import Tiling, default_device, default_dtype
 from ..media.outputs import check_output
-from ..media.video import CRF, NoVideoStream, check_crf, file_orientation, read_frames
+from ..media.video import CRF, NoVideoStream, file_orientation, read_frames
 from ..media.video_stream import VideoChunkReader, VideoChunkWriter
 from .options import add_option
 
@@ -76,7 +76,6 @@ def upscale_command(args: argparse.Namespace) -> dict:
         raise ValueError("--mouth-mask needs --model (it blends the model's mouth over interpolation)")
     if args.scale is None and args.size is None and args.mode:
         raise ValueError("interpolation needs --scale or --size")
-    check_crf(args.crf)
     device = torch.device(args.device) if args.device else default_device()
     model = load_upscale_model(args.model) if args.model else None
     dtype = default_dtype(model, device) if args.dtype == "auto" else DTYPES[args.dtype]

@@ -7,6 +7,7 @@ value is checked against its declaration once, where it enters (`Option.check`).
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +56,7 @@ class Option:
             return None if isinstance(value, str) or value is None else f"must be text, got {value!r}"
         whole = self.kind is int
         wanted = " ".join(filter(None, ("a whole number" if whole else "a number", self.bounds())))
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):  # numpy's too
             return f"must be {wanted}, got {value!r}"
         if (whole and int(value) != value) or (self.low is not None and value < self.low) or \
                 (self.high is not None and value > self.high):

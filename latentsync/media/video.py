@@ -32,8 +32,7 @@ CRF = Option("crf", 18, "x264 quality: lower is better and larger (0 is lossless
 
 def check_crf(crf: int) -> None:
     """Raise `ValueError` for an H.264 quality outside `CRF`'s 0 (lossless) to 51 (worst)."""
-    if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not CRF.low <= crf <= CRF.high:
-        raise ValueError(f"crf must be a whole number from 0 (lossless) to {MAX_CRF}, got {crf!r}")
+    CRF.check(crf)
 
 
 class NoVideoStream(ValueError):

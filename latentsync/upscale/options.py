@@ -23,7 +23,6 @@ PRECISION = Option("precision", DTYPE.default, "Model precision; auto is fp16 on
                    choices=DTYPE.choices)
 RESIZE_MODE = Option("resize_mode", "bicubic", "How a model's result is brought to the requested size, when they "
                      "differ.", choices=INTERPOLATION_MODES)
-UPSCALE_OPTIONS = (METHOD, SCALE, WIDTH, HEIGHT, TILE, OVERLAP, CHUNK, PRECISION)  # the Upscale node's order
 
 STRENGTH = Option("strength", 0.7, "How far the mouth moves toward the restored face; 0 leaves the crops as they "
                   "are.", 0.0, 1.0, step=0.05)
