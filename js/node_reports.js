@@ -6,7 +6,8 @@ const REPORTS = {
   // The report's lines: the three numbers, then "mouth sharpness ..." when faces were connected (d.sharpness).
   LatentSyncSyncNetScore: ["latentsync_score", (d) => d.report.split("\n")],
   LatentSyncDetectFaces: ["latentsync_faces", (d) =>
-    [`${d.frames_with_face} of ${d.frames} frames with a face · ${d.resolution} px · ${d.detector}`,
+    [`${d.frames_with_face} of ${d.frames} frames with a face · ${d.resolution} px · ${d.detector}` +
+     (d.smoothing === false ? " · not smoothed" : ""),
      ...(d.tracks?.length > 1 ? [`face tracks ${d.tracks.join(", ")}`] : [])]],
   LatentSyncUNetLoader: ["latentsync_unet", (d) =>
     [`${(d.parameters / 1e6).toFixed(1)} M parameters · ${d.dtype} · ${d.quantization} · ${d.weights_mb} MB`,

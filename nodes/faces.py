@@ -10,6 +10,7 @@ from ..latentsync.face.align import align
 from ..latentsync.face.detect import FACE_OPTIONS, detect_faces, detector_threshold, make_detector
 from ..latentsync.face.mask import RESOLUTION
 from ..latentsync.face.paste import paste_back
+from ..latentsync.face.smooth import SMOOTHING
 from ..latentsync.face.tracks import FaceTracks as Tracks, choose_track, keyframe_index, label_keyframe, track_faces
 from ..latentsync.face.types import no_face_found
 from ._comfy import folder_paths, io, override, progress_reporter, ui
@@ -26,9 +27,16 @@ def insightface_dirs() -> list[Path]:
 
 def face_choice_inputs() -> list[io.Input]:
     """The detector and which face to follow: the inputs of every node that finds faces (`detect.FACE_OPTIONS`:
-    detector, select, index, position_x, position_y, threshold). The schema check (nodes/base.py) refuses a
-    negative index or a NaN position before the run; linked ones are checked by the library when the node runs."""
-    return [option_input(option) for option in FACE_OPTIONS]
+    detector, select, index, position_x, position_y, threshold; smoothing is `smoothing_input`, last). The schema
+    check (nodes/base.py) refuses a negative index or a NaN position before the run; linked ones are checked by
+    the library when the node runs."""
+    return [option_input(option) for option in FACE_OPTIONS if option is not SMOOTHING]
+
+
+def smoothing_input() -> io.Input:
+    """The face points' smoothing (`smooth.SMOOTHING`). Optional and last on each node: saved workflows and API
+    prompts from before it still load and validate (the editor fills widgets by position)."""
+    return option_input(SMOOTHING, optional=True)
 
 
 def face_detector(detector: str, threshold: float):
@@ -56,6 +64,7 @@ class DetectFaces(LatentSyncNode):
                 io.Boolean.Input("track_all", default=False, optional=True,  # prompts from before it still run
                                  tooltip="Also follow every face as a track (A, B, ...) for several speakers, "
                                          "labelled on the preview."),
+                smoothing_input(),
             ],
             outputs=[
                 Faces.Output(display_name="faces", tooltip="Aligned faces and how to paste them back, for the "
@@ -73,20 +82,21 @@ class DetectFaces(LatentSyncNode):
     @classmethod
     @override
     def execute(cls, images, resolution: str, detector: str, select: str, index: int, position_x: float,
-                position_y: float, threshold: float, track_all: bool = False) -> io.NodeOutput:
+                position_y: float, threshold: float, track_all: bool = False,
+                smoothing: bool = SMOOTHING.default) -> io.NodeOutput:
         engine, position = face_detector(detector, threshold), (position_x, position_y)
         if track_all:
-            tracks = track_faces(images, engine, progress=progress_reporter())
+            tracks = track_faces(images, engine, smoothing=smoothing, progress=progress_reporter())
             track = choose_track(tracks, select=select, index=index, position=position)
         else:
             track = detect_faces(images, engine, select=select, index=index, position=position,
-                                 progress=progress_reporter())
+                                 smoothing=smoothing, progress=progress_reporter())
             tracks = Tracks(tracks=[track], labels=["A"], frame_hw=track.frame_hw, detector=track.detector)
         faces = align(images, track, int(resolution), progress=progress_reporter())
         mouth = (1.0 - faces.mask.to(torch.float32))[None].repeat(len(faces), 1, 1)
         mouth[~faces.valid] = 0.0
         found = int(faces.valid.sum())
-        summary = {"frames": len(faces), "frames_with_face": found, "detector": detector,
+        summary = {"frames": len(faces), "frames_with_face": found, "detector": detector, "smoothing": smoothing,
                    "resolution": faces.resolution, "tracks": list(tracks.labels),
                    "warnings": cls.warned([] if found else [f"{no_face_found(len(faces))}; every frame passes "
                                                             "through unchanged"])}

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from ..latentsync.audio.features import FPS
+from ..latentsync.face.smooth import SMOOTHING
 from ..latentsync.media.audio import write_wav
 from ..latentsync.media.frame_reader import VideoFrames
 from ..latentsync.media.outputs import check_output
@@ -25,7 +26,7 @@ from ..latentsync.unet.config import max_window
 from ._comfy import folder_paths, io, load_for_compute, override, video_from_file, window_reporter
 from .base import LatentSyncNode, option_input
 from .data_types import AudioFeatures, LatentSyncModel, Speech
-from .faces import face_choice_inputs, face_detector
+from .faces import face_choice_inputs, face_detector, smoothing_input
 from .sampler import ComfyFaceVAE, apply_preset, preset_input, setting_input
 
 
@@ -93,6 +94,7 @@ class LatentSyncSampleVideo(LatentSyncNode):
                 Speech.Input("speech", optional=True,
                              tooltip="Speech segments from the VAD node, for the silence/skip/fast policies."),
                 preset_input(),
+                smoothing_input(),
             ],
             outputs=[io.Video.Output(display_name="video", tooltip="The lip-synced video with the voice, backed "
                                                                    "by the mp4 written.")],
@@ -102,7 +104,7 @@ class LatentSyncSampleVideo(LatentSyncNode):
     @override
     def execute(cls, video, audio, features, model, vae, detector: str, select: str, index: int, position_x: float,
                 position_y: float, threshold: float, crf: int, filename_prefix: str, speech=None,
-                preset: str = "custom", **values) -> io.NodeOutput:
+                preset: str = "custom", smoothing: bool = SMOOTHING.default, **values) -> io.NodeOutput:
         settings = SamplerSettings(**apply_preset(values, preset))  # one input per setting (SETTINGS)
         settings.validate(max_window(model.patcher.model.config))
         check_crf(crf)
@@ -116,7 +118,7 @@ class LatentSyncSampleVideo(LatentSyncNode):
         if frames.fps is not None and abs(frames.fps - fps) > 1e-3:
             raise ValueError(f"the audio features were made for {fps:g} fps but the video is at {frames.fps:g} fps; "
                              "give Whisper Encode the video's fps")
-        face = FaceChoice(face_detector(detector, threshold), select, index, (position_x, position_y))
+        face = FaceChoice(face_detector(detector, threshold), select, index, (position_x, position_y), smoothing)
         job = job_identity(inputs_identity(path, audio, features, speech, model, vae), settings, face, {"crf": crf})
         name = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:12]
         out = check_output(out_base.with_name(f"{out_base.name}_{name}.mp4"), {"the video": path},

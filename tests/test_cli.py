@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import REPO, shared_path
@@ -43,6 +44,41 @@ def test_vad_cli_errors_are_one_clear_line(tmp_path):
     assert out.returncode == 2 and "missing.wav" in out.stderr and "Traceback" not in out.stderr
     out = run_cli("vad", shared_path("media/latentsync_demo1_audio.wav"), "--threshold", "2")
     assert out.returncode == 2 and "threshold" in out.stderr
+
+
+def test_faces_cli_finds_the_face_with_auto_and_honours_no_smoothing(tmp_path, capsys, monkeypatch):
+    """`faces VIDEO --detector auto --json` on a short cut of the shared clip finds the face and says which
+    detector and smoothing it used; `--no-smoothing` reaches the tracker: the same boxes (smoothing moves the
+    points only), other points, near the steadied ones."""
+    from media import cut_clip
+
+    import latentsync.cli.faces as faces_cli
+    from latentsync.cli import main as cli
+
+    clip = cut_clip(shared_path("media/latentsync_demo1_video.mp4"), tmp_path / "clip.mp4", 8, 640)
+    out = run_cli("faces", clip, "--detector", "auto", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["frames"] == 8 and result["frames_with_face"] > 0
+    assert (result["detector"], result["smoothing"]) == ("auto", True)
+
+    tracks, made = [], faces_cli.track_from_faces
+
+    def kept(*args, **kwargs):  # the track the command reports, points and all
+        tracks.append(made(*args, **kwargs))
+        return tracks[-1]
+
+    monkeypatch.setattr(faces_cli, "track_from_faces", kept)
+    for flag, smoothing in (("--smoothing", True), ("--no-smoothing", False)):
+        assert cli.main(["faces", str(clip), "--detector", "auto", "--json", flag]) == 0
+        assert json.loads(capsys.readouterr().out)["smoothing"] is smoothing
+    steady, plain = tracks
+    assert steady.valid.sum() == plain.valid.sum() == result["frames_with_face"]
+    assert np.array_equal(steady.boxes, plain.boxes, equal_nan=True)
+    seen = steady.valid & plain.valid
+    moved = np.abs(steady.points3[seen] - plain.points3[seen]).max(axis=(1, 2))
+    width = (plain.boxes[seen, 2] - plain.boxes[seen, 0]).min()
+    assert moved.max() > 0.1 and moved.max() < 0.1 * width, (moved, width)  # steadied, not moved elsewhere
 
 
 # ------------------------------------------------------------------------------------------------- errors

@@ -364,8 +364,8 @@ def short_clip(comfy_server):
 
 
 def faces_prompt(clip: str, **settings) -> dict:
-    inputs = {"resolution": "256", "detector": "dlib", "select": "largest", "index": 0, "position_x": 0.5,
-              "position_y": 0.4, "threshold": -1.0} | settings
+    inputs = {"resolution": "256", "detector": "auto", "select": "largest", "index": 0, "position_x": 0.5,
+              "position_y": 0.4, "threshold": -1.0} | settings  # no smoothing: a prompt from before it still runs
     return {
         "1": {"class_type": "LoadVideo", "inputs": {"file": clip}},
         "2": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
@@ -390,7 +390,8 @@ def test_faces_are_found_aligned_and_pasted_back(comfy_server, short_clip):
     history = comfy_server.run(faces_prompt(short_clip))
     assert history["status"]["status_str"] == "success", history["status"]
     assert history["outputs"]["3"]["latentsync_faces"][0] == {"frames": 12, "frames_with_face": 12,
-                                                              "detector": "dlib", "resolution": 256,
+                                                              "detector": "auto", "smoothing": True,
+                                                              "resolution": 256,
                                                               "tracks": ["A"],  # track_all off: the chosen face
                                                               "warnings": []}  # a face was found: nothing to say
     assert saved_sizes(comfy_server, history, "4") == [(256, 256)] * 12

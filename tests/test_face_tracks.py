@@ -105,6 +105,22 @@ def test_a_cut_is_crossed_by_appearance(detector, swapped):
     assert sides(tracks, "B") == "R" * SWAP_AT + "L" * (FRAMES - SWAP_AT)
 
 
+def test_each_track_is_smoothed_on_its_own_afresh_where_it_starts_and_after_a_cut(detector, swapped):
+    steady, plain = track_faces(swapped, detector), track_faces(swapped, detector, smoothing=False)
+    assert steady.labels == plain.labels == ["A", "B"]
+    for label in steady.labels:
+        smoothed, detected = steady.by_label(label), plain.by_label(label)
+        np.testing.assert_array_equal(smoothed.valid, detected.valid)
+        np.testing.assert_array_equal(smoothed.boxes, detected.boxes)  # tracks are matched on the boxes as found
+        seen = np.flatnonzero(smoothed.valid)
+        assert not np.allclose(smoothed.points3[seen], detected.points3[seen])
+        # a filter of its own, started afresh: the first face of the track and the first after the cut (found
+        # again by appearance) are the detector's
+        for start in (seen[0], seen[seen >= SWAP_AT][0]):
+            np.testing.assert_allclose(smoothed.points3[start], detected.points3[start], atol=1e-3)
+        assert not np.allclose(smoothed.points3[start + 1], detected.points3[start + 1], atol=1e-3)
+
+
 def test_without_reidentification_a_cut_starts_new_tracks_and_merging_joins_them(detector, swapped):
     tracks = track_faces(swapped, detector, reidentify=False)
     assert not tracks.reidentified and "turned off" in tracks.note

@@ -263,19 +263,20 @@ def test_upscaled_crops_are_pasted_at_their_own_detail(clip_tracks):
 
 def test_cut_away_frames_pass_through(small_frames, detector):
     """Black frames and frames without a face inside a clip: flagged, untouched by paste back; the smoothing
-    of the frames after the cut-away is as if it were not there."""
+    of the frames after the cut-away is as if it were not there (the reference's low-pass in `align`; the
+    tracker's landmark smoothing starts afresh after a cut-away, tests/test_smoothing.py)."""
     background = small_frames[:3].copy()
     background[:, :, :] = small_frames[:3, :120, :].mean(axis=(1, 2), keepdims=True).astype(np.uint8)
     background[:, 40:100] = small_frames[:3, :60]  # trees, no face
     black = np.zeros_like(small_frames[:2])
     clip = np.concatenate([small_frames[:6], black, background, small_frames[6:]])
-    track = detect_faces(clip, detector)
+    track = detect_faces(clip, detector, smoothing=False)
     expected = np.r_[np.ones(6, bool), np.zeros(5, bool), np.ones(6, bool)]
     assert np.array_equal(track.valid, expected), track.valid
     assert [f["box"] is None for f in track.faces_json()] == list(~expected)
     faces = align(clip, track, 256)
     assert (faces.crops[~expected] == int(FILL)).all()
-    plain = align(small_frames, detect_faces(small_frames, detector), 256)
+    plain = align(small_frames, detect_faces(small_frames, detector, smoothing=False), 256)
     np.testing.assert_allclose(faces.matrices[expected].numpy(), plain.matrices.numpy(), atol=1e-4)
     generated = torch.zeros(len(clip), 3, 256, 256)  # a black face everywhere
     out = paste_back(clip, faces, generated)
@@ -466,7 +467,7 @@ def test_insightface_without_models_names_the_files(tmp_path):
     (tmp_path / "2d106det.onnx").write_bytes(b"not an onnx model")
     with pytest.raises(FaceModelMissing, match="det_10g.onnx"):
         make_detector("insightface", models_dir=tmp_path)
-    with pytest.raises(ValueError, match="face detector must be one of dlib, insightface"):
+    with pytest.raises(ValueError, match="face detector must be one of auto, dlib, dlib-cnn, insightface"):
         make_detector("mediapipe")
 
 

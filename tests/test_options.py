@@ -14,9 +14,10 @@ from latentsync.audio.vad import THRESHOLD, VAD_OPTIONS
 from latentsync.cli.main import build_parser
 from latentsync.core.options import Option
 from latentsync.core.precision import DTYPE
-from latentsync.face.detect import (DLIB_THRESHOLD, FACE_OPTIONS, INDEX, INSIGHTFACE_THRESHOLD, POSITION_X,
-                                    POSITION_Y, SELECT, THRESHOLD as FACE_THRESHOLD, detector_threshold,
-                                    make_detector)
+from latentsync.face.detect import (AUTO_THRESHOLD, CNN_THRESHOLD, DLIB_THRESHOLD, FACE_OPTIONS, INDEX,
+                                    INSIGHTFACE_THRESHOLD, POSITION_X, POSITION_Y, SELECT,
+                                    THRESHOLD as FACE_THRESHOLD, detector_threshold, make_detector)
+from latentsync.face.smooth import SMOOTHING
 from latentsync.face.mask import RESOLUTION
 from latentsync.media.video import CRF
 from latentsync.run.experiment import DEFAULTS, KEYS, load_plan
@@ -90,9 +91,9 @@ def _flags(command: str) -> dict[str, argparse.Action]:
 
 
 @pytest.mark.parametrize("command, options", [
-    ("lipsync", [*SETTINGS, *RUN_OPTION.values(), DEVICE, SELECT, INDEX]),
+    ("lipsync", [*SETTINGS, *RUN_OPTION.values(), DEVICE, SELECT, INDEX, SMOOTHING]),
     ("vad", list(VAD_OPTIONS)),
-    ("faces", [*FACES[:-3], FACE_THRESHOLD]),  # resolution, detector, select, index, threshold (--position below)
+    ("faces", [*FACES[:4], FACE_THRESHOLD, SMOOTHING]),  # resolution ... index, threshold (--position below)
     ("upscale", [RESIZE_MODE, TILE, OVERLAP, CHUNK, CRF]),  # --scale and --dtype below
     ("score", [MIN_TRACK_FRAMES]),  # --jpeg below
 ])
@@ -191,16 +192,18 @@ def test_the_score_block_of_an_experiment_is_checked_against_the_scorers_declara
 
 def test_the_face_threshold_means_each_detectors_own_score():
     """One number on the node and the flag (-1: the detector's default), checked against what it means for the
-    chosen detector: dlib's HOG score (may be negative) or insightface's probability (0 to 1)."""
+    chosen detector: a dlib HOG score (may be negative), the CNN's confidence or insightface's probability (0 to 1)."""
     assert detector_threshold(FACE_THRESHOLD.default) is None and detector_threshold(None) is None
     assert detector_threshold(-0.5) == -0.5 and DLIB_THRESHOLD.default == 0 and INSIGHTFACE_THRESHOLD.default == 0.5
     assert (FACE_THRESHOLD.low, FACE_THRESHOLD.high) == (DLIB_THRESHOLD.low, DLIB_THRESHOLD.high)
-    for detector, bad in (("dlib", math.nan), ("dlib", 6.0), ("insightface", -0.5), ("insightface", 1.5)):
+    for detector, bad in (("dlib", math.nan), ("dlib", 6.0), ("insightface", -0.5), ("insightface", 1.5),
+                          ("auto", 6.0), ("dlib-cnn", -0.5)):
         with pytest.raises(ValueError, match=f"^the {detector} face threshold must be"):
             make_detector(detector, bad)  # before any model loads
     with pytest.raises(ValueError, match="^threshold must be a number from -1 to 5, got nan$"):
         detector_threshold(math.nan)
-    with pytest.raises(ValueError, match="^the face detector must be one of dlib, insightface, got 'mediapipe'$"):
+    with pytest.raises(ValueError,
+                       match="^the face detector must be one of auto, dlib, dlib-cnn, insightface, got 'mediapipe'$"):
         make_detector("mediapipe")
 
 
@@ -219,8 +222,10 @@ def _said(value) -> str:
 # Where a help page (js/docs/<node>.md) states a default: (page, pattern, the declared values its groups state).
 HELP_PAGE_DEFAULTS = [
     ("LatentSyncDetectFaces",
-     r"(-?\d+) keeps the detector's default \(dlib score (\S+), insightface probability (\S+)\)",
-     (FACE_THRESHOLD.default, DLIB_THRESHOLD.default, INSIGHTFACE_THRESHOLD.default)),
+     r"(-?\d+) keeps the detector's default \(auto HOG score (\S+), dlib score (\S+), dlib-cnn confidence (\S+), "
+     r"insightface probability (\S+)\)",
+     (FACE_THRESHOLD.default, AUTO_THRESHOLD.default, DLIB_THRESHOLD.default, CNN_THRESHOLD.default,
+      INSIGHTFACE_THRESHOLD.default)),
     ("LatentSyncDetectFaces", r"at the defaults \((\w+), (\w+), (\d+)\)",
      (FACES[1].default, SELECT.default, RESOLUTION.default)),
     ("LatentSyncDetectFaces", r"`(\d+)`, `(\w+)`, `(\w+)`, threshold (-?\d+)",
@@ -298,7 +303,7 @@ def test_each_node_input_offers_what_its_declaration_says(object_info):
                 "LatentSyncDetectFaces": list(FACE_OPTIONS), "LatentSyncUpscale": list(UPSCALE_OPTIONS),
                 "LatentSyncRestoreMouths": list(RESTORE_OPTIONS), "LatentSyncSyncNetScore": list(SCORE)}
     order = {"LatentSyncDetectFaces": ["images", "resolution", "detector", "select", "index", "position_x",
-                                       "position_y", "threshold", "track_all"],
+                                       "position_y", "threshold", "track_all", "smoothing"],
              "LatentSyncUpscale": ["images", "method", "model_name", "scale", "width", "height", "tile", "overlap",
                                    "chunk", "precision", "upscale_model", "faces", "fit_to_faces", "mouth_only"],
              "LatentSyncRestoreMouths": ["images", "faces", "model_name", "strength", "feather", "size", "chunk",

@@ -225,14 +225,15 @@ def test_a_failing_read_stops_the_run_with_its_own_error(clip_file, decoded, une
 # ----------------------------------------------------------------------------------- files, resume, bad input
 
 
-def run_file(models, clip, out, settings=None, resume=False, audio=None):
+def run_file(models, clip, out, settings=None, resume=False, audio=None, smoothing=True):
     from latentsync.face.detect import make_detector
     from latentsync.run.job import FaceChoice, Job
     from latentsync.run.pipeline import ModelSet, UNetSpec
     from latentsync.run.stream import lipsync_video_file
 
     job = Job(clip, audio or clip, out, UNetSpec(models["unet"]), models["whisper"], models["vae"],
-              FaceChoice(make_detector("dlib")), settings or SamplerSettings(steps=2, window=8), resume=resume)
+              FaceChoice(make_detector("dlib"), smoothing=smoothing), settings or SamplerSettings(steps=2, window=8),
+              resume=resume)
     return lipsync_video_file(job, ModelSet(torch.device("cpu")))
 
 
@@ -269,6 +270,8 @@ def test_a_full_disk_stops_the_run_and_resume_finishes_it(models, clip_file, uni
         run_file(models, clip_file, out)
     with pytest.raises(ResumeRefused, match="settings.steps: 2 then, 3 now"):
         run_file(models, clip_file, out, SamplerSettings(steps=3, window=8), resume=True)
+    with pytest.raises(ResumeRefused, match="face.smoothing: True then, False now"):  # other crops: not mixed
+        run_file(models, clip_file, out, resume=True, smoothing=False)
     assert partial.is_dir()
 
     summary = run_file(models, clip_file, out, resume=True)

@@ -8,6 +8,7 @@ from ..face.types import no_face_found
 from ..face.detect import (DETECTOR, INDEX, POSITION_X, POSITION_Y, SELECT, THRESHOLD, FaceTracker, check_selection,
                            detector_threshold, make_detector, track_from_faces)
 from ..face.mask import RESOLUTION
+from ..face.smooth import SMOOTHING
 from ..media.video import decode_frames, file_orientation
 from .options import add_option
 
@@ -46,6 +47,7 @@ def add_faces_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     add_option(parser, RESOLUTION, help=f"{RESOLUTION.help} It sets the reported crop size.")
     add_selection_arguments(parser)
     add_option(parser, THRESHOLD)
+    add_option(parser, SMOOTHING)
     parser.add_argument("--json", action="store_true", help="print JSON (the only output format)")
     parser.set_defaults(run=faces_command)
     return parser
@@ -56,7 +58,7 @@ def faces_command(args: argparse.Namespace) -> dict:
     check_selection(args.select, args.index, args.position)  # before the detector loads and frames decode
     options = {"models_dir": args.insightface_dir} if args.detector == "insightface" else {}
     detector = make_detector(args.detector, detector_threshold(args.threshold), **options)
-    tracker = FaceTracker(detector, args.select, args.index, args.position)
+    tracker = FaceTracker(detector, args.select, args.index, args.position, smoothing=args.smoothing)
     frames, fps, _ = decode_frames(args.video)
     turned = file_orientation(args.video).warning(args.video)  # the frames come upright; say so
     faces, frame_hw = [], (0, 0)
@@ -66,6 +68,6 @@ def faces_command(args: argparse.Namespace) -> dict:
     track = track_from_faces(faces, frame_hw, detector.name)
     _, crop_wh = crop_geometry(args.resolution)
     return {"frames": len(track), "fps": round(fps, 6), "width": int(frame_hw[1]), "height": int(frame_hw[0]),
-            "detector": track.detector, "resolution": args.resolution, "crop_size": list(crop_wh),
-            "frames_with_face": int(track.valid.sum()), "faces": track.faces_json(),
+            "detector": track.detector, "smoothing": args.smoothing, "resolution": args.resolution,
+            "crop_size": list(crop_wh), "frames_with_face": int(track.valid.sum()), "faces": track.faces_json(),
             "warnings": ([turned] if turned else []) + ([] if track.valid.any() else [no_face_found(len(track))])}

@@ -19,6 +19,7 @@ from ..audio.vad import THRESHOLD
 from .features import parse_fps
 from ..audio.features import FPS
 from ..face.detect import DETECTOR, check_selection, make_detector
+from ..face.smooth import SMOOTHING
 from ..media.outputs import check_output
 from ..media.video import CRF
 from ..run.cluster import RayCluster
@@ -77,6 +78,7 @@ def add_lipsync_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     add_option(parser, DETECTOR)
     parser.add_argument("--insightface-dir", default=None, help="folder with det_10g.onnx and 2d106det.onnx")
     add_selection_arguments(parser)
+    add_option(parser, SMOOTHING)
     bundles = "; ".join(f"{preset.name}: {preset.help.rstrip('.')}" for preset in PRESETS.values())
     add_option(parser, PRESET, default=None,  # none: the flags' defaults, as quality (and custom)
                help=f"A bundle of settings: {bundles}; custom: the flags. Flags typed beside it win.")
@@ -145,9 +147,9 @@ def lipsync_command(args: argparse.Namespace) -> dict:
         if args.workers is not None and args.workers < 1:
             raise ValueError(f"--workers must be at least 1, got {args.workers}")
         cluster = RayCluster(args.ray, args.workers)
+    face = FaceChoice(detector, args.select, args.index, args.position, args.smoothing)
     try:
-        job = Job(args.video, args.audio, args.out, unet, args.whisper, args.vae,
-                  FaceChoice(detector, args.select, args.index, args.position), settings, device, dtype, memory,
+        job = Job(args.video, args.audio, args.out, unet, args.whisper, args.vae, face, settings, device, dtype, memory,
                   compile_mode=None if args.compile == "off" else args.compile, crf=args.crf,
                   vad_threshold=args.vad_threshold, seamless=args.seamless,
                   still_fps=args.fps, resume=args.resume)

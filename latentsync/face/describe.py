@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .detect import DlibFaceDetector, _face_recognition_model
+from .dlib_models import DlibFaceDetector, _face_recognition_model
 
 MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 SAME_PERSON_DISTANCE = 0.6

@@ -8,10 +8,12 @@ dormant track by what it looks like (`describe.FaceDescriber`), computed only fo
 Without the descriptor model such a face starts a new track, and the user joins the tracks of one person with
 `FaceTracks.merged`. Cuts follow the SyncNet reference's rule (`media.shots`), its spacing included: a cut
 less than 15 frames after the previous one (or the clip's start) is not seen, and tracks go on by position.
+With smoothing, each track's points are steadied by a filter of its own (`smooth.LandmarkSmoother`), started
+afresh where the track starts and wherever it is taken up again by appearance (after a cut or a long absence).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -19,8 +21,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..media.shots import SHOT_THRESHOLD, ShotDetector
 from .describe import SAME_PERSON_DISTANCE, FaceDescriber, descriptor_distance
-from .detect import (DlibFaceDetector, _usable, check_selection, choose_face, iou, make_detector,
+from .detect import (DETECTOR, DlibFaceDetector, _usable, check_selection, choose_face, iou, make_detector,
                      track_from_faces)
+from .smooth import LandmarkSmoother
 from .types import DetectedFace, FaceDetector, FaceModelMissing, FaceTrack
 from .warp import Frames, frame_to_rgb_uint8
 
@@ -127,26 +130,30 @@ class FaceTracks:
 
 @dataclass
 class _Person:
-    """A track while it is built: its faces by frame, and its descriptor once one was needed."""
+    """A track while it is built: its faces by frame, the frames where it starts or is taken up again by
+    appearance (its smoothing starts afresh there), and its descriptor once one was needed."""
 
     faces: dict[int, DetectedFace]
     last: int
+    starts: set[int] = field(default_factory=set)
     live: bool = True
     descriptor: np.ndarray | None = field(default=None, repr=False)
     described_at: int = -1
 
 
-def track_faces(frames: Frames, detector: str | FaceDetector = "dlib", *, threshold: float | None = None,
+def track_faces(frames: Frames, detector: str | FaceDetector = DETECTOR.default, *, threshold: float | None = None,
                 max_track_gap: int = 25, min_frames: int = 3, reidentify: bool = True,
                 cut_threshold: float = SHOT_THRESHOLD, match_distance: float = SAME_PERSON_DISTANCE,
-                progress: Progress | None = None, **detector_options) -> FaceTracks:
+                progress: Progress | None = None, smoothing: bool = True, **detector_options) -> FaceTracks:
     """Every face in `[N, H, W, C]` frames (C = 1, 3 or 4; uint8 or float 0-1), as labelled tracks.
 
     `threshold`: the detector's score threshold. `max_track_gap`: frames a track may miss and still continue
     by position. `min_frames`: tracks seen in fewer frames (at most the clip's length) are dropped as false
     detections. `reidentify`: match faces to earlier tracks by appearance after a cut (`cut_threshold`: mean
     HSV change that makes a cut) or a long absence, when their descriptors are nearer than `match_distance`.
-    `progress(done, total)` is called after each frame and may raise to cancel.
+    `progress(done, total)` is called after each frame and may raise to cancel. `smoothing` steadies each
+    track's points (`smooth.LandmarkSmoother`, one per track, anew where it is taken up by appearance); off, they
+    are the detector's.
     """
     if getattr(frames, "ndim", 0) != 4:
         raise ValueError(f"expected frames shaped [N, H, W, C], got {tuple(getattr(frames, 'shape', ()))}")
@@ -172,11 +179,25 @@ def track_faces(frames: Frames, detector: str | FaceDetector = "dlib", *, thresh
         left = _continue_by_position(people, faces, index)
         if left and describer is not None:
             left = _continue_by_appearance(people, left, index, rgb, frames, describer, match_distance)
-        people.extend(_Person({index: face}, index) for face in left)
+        people.extend(_Person({index: face}, index, {index}) for face in left)
         if progress is not None:
             progress(index + 1, count)
+    if smoothing:  # boxes (what the matching used) stay as detected: smoothing the points afterwards is the same
+        for person in people:
+            person.faces = _smoothed(person)
     return _labelled(people, count, tuple(frames.shape[1:3]), getattr(engine, "name", type(engine).__name__),
                      min(min_frames, count), describer is not None, note)
+
+
+def _smoothed(person: _Person) -> dict[int, DetectedFace]:
+    """A track's faces with their points steadied frame after frame, anew at each of its starts."""
+    smoother, faces = LandmarkSmoother(), {}
+    for index in sorted(person.faces):
+        if index in person.starts:
+            smoother.reset()
+        face = person.faces[index]
+        faces[index] = replace(face, points3=smoother(face.points3))
+    return faces
 
 
 def _continue_by_position(people: list[_Person], faces: list[DetectedFace], index: int) -> list[DetectedFace]:
@@ -216,6 +237,7 @@ def _continue_by_appearance(people: list[_Person], faces: list[DetectedFace], in
         if i not in taken and j not in used:
             person = waiting[i]
             person.faces[index], person.last, person.live = faces[j], index, True
+            person.starts.add(index)
             taken.add(i), used.add(j)
     return [f for j, f in enumerate(faces) if j not in used]
 

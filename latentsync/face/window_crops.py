@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .align import FILL, AlignedFaces, crop_geometry, smoothed_matrices, warp_face
-from .detect import FaceDetector, FaceTrack, detect_faces
+from .detect import DETECTOR, FaceDetector, FaceTrack, detect_faces
 from .mask import latent_mask, pixel_mask
 from .warp import resize_lanczos4_uint8
 from ..core.threads import single_threaded
@@ -74,7 +74,7 @@ def clip_faces(frames: torch.Tensor, faces: AlignedFaces | FaceTrack | str | Fac
         return ClipFaces(matrices=faces.matrices.to(torch.float32), valid=faces.valid.numpy().astype(bool),
                          resolution=faces.resolution, crop_wh=tuple(faces.crop_wh), frame_hw=frame_hw,
                          crops=faces.crops)
-    track = faces if isinstance(faces, FaceTrack) else detect_faces(frames, faces if faces is not None else "dlib")
+    track = faces if isinstance(faces, FaceTrack) else detect_faces(frames, faces if faces is not None else DETECTOR.default)
     if len(track) != len(frames):
         raise ValueError(f"a face track of {len(track)} frames for {len(frames)} frames")
     return faces_from_track(track, frame_hw, 256 if resolution is None else int(resolution))

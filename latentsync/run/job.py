@@ -16,6 +16,7 @@ import torch
 from ..audio.features import FPS
 from ..audio.vad import THRESHOLD
 from ..face.detect import FaceDetector, FaceTracker, check_selection
+from ..face.smooth import SMOOTHING
 from ..media.partial import file_identity
 from ..media.video import CRF
 from ..sample.settings import SamplerSettings
@@ -29,24 +30,27 @@ JOB_FORMAT = 2
 @dataclass(frozen=True)
 class FaceChoice:
     """The face a run follows: the detector that finds faces, and which one to take when there are several
-    (`FaceTracker`'s select/index/position; it is then tracked from frame to frame)."""
+    (`FaceTracker`'s select/index/position; it is then tracked from frame to frame), its points steadied from
+    frame to frame or not (`smoothing`, `smooth.SMOOTHING`)."""
 
     detector: FaceDetector
     select: str = "largest"
     index: int = 0
     position: tuple[float, float] | None = None
+    smoothing: bool = SMOOTHING.default
 
     def check(self) -> None:
         check_selection(self.select, self.index, self.position)
+        SMOOTHING.check(self.smoothing, "the face smoothing")
 
     def tracker(self) -> FaceTracker:
-        return FaceTracker(self.detector, self.select, self.index, self.position)
+        return FaceTracker(self.detector, self.select, self.index, self.position, smoothing=self.smoothing)
 
     def identity(self) -> dict:
         detector = self.detector
         return {"detector": getattr(detector, "name", type(detector).__name__),
                 "threshold": getattr(detector, "threshold", None), "select": self.select, "index": self.index,
-                "position": None if self.position is None else list(self.position)}
+                "position": None if self.position is None else list(self.position), "smoothing": self.smoothing}
 
 
 @dataclass(frozen=True)
