@@ -39,7 +39,7 @@ from latentsync.face.align import AlignedFaces, crop_geometry
 from latentsync.face.mask import latent_mask, pixel_mask
 from latentsync.run.pipeline import resolve_dtype
 from latentsync.sample.presets import PRESETS, dtype_name
-from latentsync.sample.sampler import SamplerSettings, lipsync
+from latentsync.sample.sampler import Output, SamplerSettings, lipsync
 from latentsync.sample.vram import estimate_vram
 from latentsync.sample.vae import load_vae
 from latentsync.unet.compile import MODES as COMPILE_MODES, compilations, compile_unet
@@ -129,7 +129,7 @@ def run_row(version: str, preset_name: str, args, device: torch.device, vae_file
     def sample(frames_count: int, seed: int):
         frames, faces = synthetic_faces(frames_count, resolution, seed)
         return lipsync(frames, synthetic_features(frames_count, seed), unet, vae, settings, faces=faces,
-                       device=device, output_dtype=torch.uint8)
+                       device=device, output=Output(torch.uint8))
 
     started = time.perf_counter()
     if not args.tiny:  # warm-up: kernel selection, allocator growth and compilation are not timed

@@ -3,7 +3,8 @@
 import { app } from "../../scripts/app.js";
 
 const REPORTS = {
-  // The report's lines: the three numbers, then "mouth sharpness ..." when faces were connected (d.sharpness).
+  // The report's lines: the three numbers, then "mouth sharpness ..." and "mouth flicker ..." when faces were
+  // connected (d.sharpness, d.flicker).
   LatentSyncSyncNetScore: ["latentsync_score", (d) => d.report.split("\n")],
   LatentSyncDetectFaces: ["latentsync_faces", (d) =>
     [`${d.frames_with_face} of ${d.frames} frames with a face · ${d.resolution} px · ${d.detector}` +

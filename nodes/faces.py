@@ -6,9 +6,11 @@ from pathlib import Path
 
 import torch
 
+from ..latentsync.core.memory import check_fits
 from ..latentsync.face.align import align
 from ..latentsync.face.detect import FACE_OPTIONS, detect_faces, detector_threshold, make_detector
 from ..latentsync.face.mask import RESOLUTION
+from ..latentsync.face.blend import BLEND_MASK, FEATHER, GROW, Blend
 from ..latentsync.face.paste import paste_back
 from ..latentsync.face.smooth import SMOOTHING
 from ..latentsync.face.tracks import FaceTracks as Tracks, choose_track, keyframe_index, label_keyframe, track_faces
@@ -118,16 +120,31 @@ class PasteFaces(LatentSyncNode):
             display_name="Paste Faces Back (LatentSync)",
             category="LatentSync/face",
             description="Restores face crops (e.g. the sampler's, after upscaling) into their frames with the "
-                        "reference's soft blend; frames without a face are returned unchanged.",
+                        "reference's soft blend, or only where a blend mask says; frames without a face are "
+                        "returned unchanged.",
             inputs=[
                 io.Image.Input("images", tooltip="The frames the faces were aligned on."),
                 Faces.Input("faces", tooltip="From Detect and Align Faces or the sampler."),
                 io.Image.Input("crops", tooltip="One face crop per frame, at the faces' resolution."),
+                # added after the first release: optional, so saved workflows and API prompts still load
+                option_input(BLEND_MASK, optional=True),
+                option_input(GROW, optional=True),
+                option_input(FEATHER, optional=True),
+                io.Mask.Input("mask", optional=True, tooltip="blend_mask=custom: where the face goes (1), one mask "
+                                                             "or one per frame, at the frames' size."),
             ],
-            outputs=[io.Image.Output(display_name="images", tooltip="Frames with the crops pasted in.")],
+            outputs=[io.Image.Output(display_name="images", tooltip="Frames with the crops pasted in."),
+                     io.Mask.Output(display_name="blend_mask", tooltip="Where each frame took the pasted face "
+                                                                       "(1) and kept its pixels (0).")],
         )
 
     @classmethod
     @override
-    def execute(cls, images, faces, crops) -> io.NodeOutput:
-        return io.NodeOutput(paste_back(images, faces, crops, progress=progress_reporter()))
+    def execute(cls, images, faces, crops, blend_mask: str = BLEND_MASK.default, mask_grow: float = GROW.default,
+                mask_feather: float = FEATHER.default, mask=None) -> io.NodeOutput:
+        blend = Blend(blend_mask, mask_grow, mask_feather, mask)
+        check_fits(images.shape[0] * images.shape[1] * images.shape[2] * 4, "the blend masks", "the number of "
+                   "frames", "cpu")
+        weights = torch.zeros(images.shape[:3])
+        out = paste_back(images, faces, crops, progress=progress_reporter(), blend=blend, weights_out=weights)
+        return io.NodeOutput(out, weights)

@@ -19,7 +19,9 @@ from ..latentsync.media.frame_reader import VideoFrames
 from ..latentsync.media.outputs import check_output
 from ..latentsync.media.partial import PartialOutput, file_identity
 from ..latentsync.media.video import CRF, check_crf, video_info
-from ..latentsync.run.job import FaceChoice, job_identity
+from ..latentsync.face.blend import BLEND_MASK, FEATHER, GROW, Blend
+from ..latentsync.face.seam import COLOUR_MATCH
+from ..latentsync.run.job import STREAMED_BLEND_MASKS, FaceChoice, blend_options, job_identity, streamed_blend
 from ..latentsync.run.stream import Hooks, LoadedModels, Voice, lipsync_stream
 from ..latentsync.sample.settings import SETTINGS, SamplerSettings
 from ..latentsync.unet.config import max_window
@@ -27,7 +29,7 @@ from ._comfy import folder_paths, io, load_for_compute, override, video_from_fil
 from .base import LatentSyncNode, option_input
 from .data_types import AudioFeatures, LatentSyncModel, Speech
 from .faces import face_choice_inputs, face_detector, smoothing_input
-from .sampler import ComfyFaceVAE, apply_preset, preset_input, setting_input
+from .sampler import ComfyFaceVAE, apply_preset, blend_inputs, preset_input, setting_input
 
 
 def _digest(*tensors: torch.Tensor) -> str:
@@ -95,6 +97,8 @@ class LatentSyncSampleVideo(LatentSyncNode):
                              tooltip="Speech segments from the VAD node, for the silence/skip/fast policies."),
                 preset_input(),
                 smoothing_input(),
+                *blend_inputs(STREAMED_BLEND_MASKS, "What is pasted back: reference: the whole crop; landmarks: "
+                                                    "lips, jaw, chin (a MASK: Paste Faces Back)."),
             ],
             outputs=[io.Video.Output(display_name="video", tooltip="The lip-synced video with the voice, backed "
                                                                    "by the mp4 written.")],
@@ -104,8 +108,11 @@ class LatentSyncSampleVideo(LatentSyncNode):
     @override
     def execute(cls, video, audio, features, model, vae, detector: str, select: str, index: int, position_x: float,
                 position_y: float, threshold: float, crf: int, filename_prefix: str, speech=None,
-                preset: str = "custom", smoothing: bool = SMOOTHING.default, **values) -> io.NodeOutput:
+                preset: str = "custom", smoothing: bool = SMOOTHING.default, blend_mask: str = BLEND_MASK.default,
+                mask_grow: float = GROW.default, mask_feather: float = FEATHER.default,
+                colour_match: bool = COLOUR_MATCH.default, **values) -> io.NodeOutput:
         settings = SamplerSettings(**apply_preset(values, preset))  # one input per setting (SETTINGS)
+        blend = streamed_blend(Blend(blend_mask, mask_grow, mask_feather, colour_match=colour_match))
         settings.validate(max_window(model.patcher.model.config))
         check_crf(crf)
         root = Path(folder_paths.get_output_directory())
@@ -119,7 +126,8 @@ class LatentSyncSampleVideo(LatentSyncNode):
             raise ValueError(f"the audio features were made for {fps:g} fps but the video is at {frames.fps:g} fps; "
                              "give Whisper Encode the video's fps")
         face = FaceChoice(face_detector(detector, threshold), select, index, (position_x, position_y), smoothing)
-        job = job_identity(inputs_identity(path, audio, features, speech, model, vae), settings, face, {"crf": crf})
+        job = job_identity(inputs_identity(path, audio, features, speech, model, vae), settings, face,
+                           {"crf": crf, **blend_options(blend)})
         name = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:12]
         out = check_output(out_base.with_name(f"{out_base.name}_{name}.mp4"), {"the video": path},
                            flag="filename_prefix's file")
@@ -148,7 +156,7 @@ class LatentSyncSampleVideo(LatentSyncNode):
         device = load_for_compute(model.patcher)
         loaded = LoadedModels(model.patcher.model, ComfyFaceVAE(vae), model.resolution, device)
         summary = lipsync_stream(frames, Voice(features, speech, voice), loaded, settings, face, partial, crf=crf,
-                                 hooks=Hooks(face_progress=face_progress, on_window=on_window))
+                                 hooks=Hooks(face_progress=face_progress, on_window=on_window), blend=blend)
         note = {"file": str(out), "frames": summary["frames"], "generated": summary["generated_frames"],
                 "resumed_segments": summary["resumed_segments"], "warnings": cls.warned(summary["warnings"]),
                 "preset": preset}

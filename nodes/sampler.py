@@ -5,9 +5,11 @@ import torch
 
 from ..latentsync.audio.features import FPS
 from ..latentsync.catalogue import CATALOGUE
+from ..latentsync.face.blend import BLEND_MASK, FEATHER, GROW, Blend
+from ..latentsync.face.seam import COLOUR_MATCH
 from ..latentsync.sample.cast import CAST_VAD_POLICY, lipsync_cast
 from ..latentsync.sample.presets import BUNDLED, PRESET, bundled_settings
-from ..latentsync.sample.sampler import lipsync
+from ..latentsync.sample.sampler import Output, lipsync
 from ..latentsync.sample.settings import SETTINGS, SamplerSettings, Setting
 from ._comfy import io, load_for_compute, model_management, override, progress_reporter
 from .base import LatentSyncNode, option_input
@@ -71,6 +73,14 @@ def preset_input() -> io.Input:
                         tooltip=f"custom: the widgets; a preset sets {', '.join(BUNDLED)} (see the help page).")
 
 
+def blend_inputs(masks: tuple[str, ...] = BLEND_MASK.choices, tooltip: str | None = None) -> list[io.Input]:
+    """What is pasted back (`face.blend.Blend`): the blend mask among `masks`, its growth and feather, and the
+    colour match. Optional and last (added after the first release): saved workflows and API prompts still load."""
+    mask = io.Combo.Input(BLEND_MASK.name, options=list(masks), default=BLEND_MASK.default,
+                          tooltip=tooltip or BLEND_MASK.help, optional=True)
+    return [mask, *(option_input(option, optional=True) for option in (GROW, FEATHER, COLOUR_MATCH))]
+
+
 def apply_preset(values: dict, preset: str) -> dict:
     """The widgets' setting values with those `preset` bundles replaced ("custom": unchanged). Its dtype and
     quantization are Load LatentSync UNet's; VAE batches and offloading are ComfyUI's model management's."""
@@ -99,8 +109,11 @@ class LatentSyncSampler(LatentSyncNode):
                              tooltip="Speech segments from the VAD node, for the silence/skip/fast policies."),
                 Faces.Input("faces", optional=True,
                             tooltip="Faces from Detect and Align Faces; without it the largest face is found "
-                                    "with dlib."),
+                                    "with the auto detector."),
                 preset_input(),
+                *blend_inputs(),
+                io.Mask.Input("mask", optional=True, tooltip="blend_mask=custom: where the generated face goes (1), "
+                                                             "one mask or one per input frame, at the frames' size."),
             ],
             outputs=[
                 io.Image.Output(display_name="images", tooltip="The lip-synced frames."),
@@ -116,8 +129,11 @@ class LatentSyncSampler(LatentSyncNode):
     @classmethod
     @override
     def execute(cls, images, fps: float, features, model, vae, speech=None, faces=None, preset: str = "custom",
+                blend_mask: str = BLEND_MASK.default, mask_grow: float = GROW.default,
+                mask_feather: float = FEATHER.default, colour_match: bool = COLOUR_MATCH.default, mask=None,
                 **values) -> io.NodeOutput:
         settings = SamplerSettings(**apply_preset(values, preset))  # one input per setting (SETTINGS)
+        blend = Blend(blend_mask, mask_grow, mask_feather, mask, colour_match).check(len(images), images.shape[1:3])
         refuse_meta_batches(cls.hidden.prompt, cls.hidden.unique_id)
         if abs(features.fps - fps) > 1e-3:
             raise ValueError(f"the audio features were made for {features.fps:g} fps but the images are at "
@@ -127,7 +143,8 @@ class LatentSyncSampler(LatentSyncNode):
                              f"{model.resolution} px faces; set Detect Faces' resolution to {model.resolution}")
         device = load_for_compute(model.patcher)
         result = lipsync(images, features.with_speech(speech), model.patcher.model, ComfyFaceVAE(vae), settings,
-                         faces=faces, resolution=model.resolution, device=device, progress=progress_reporter())
+                         faces=faces, resolution=model.resolution, device=device, progress=progress_reporter(),
+                         output=Output(blend=blend))
         out = model_management.intermediate_device()
         generated = result.generated.to(torch.float32).view(-1, 1, 1)
         summary = {"frames": len(result.frames), "generated": int(result.generated.sum()), "preset": preset,

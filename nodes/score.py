@@ -1,5 +1,5 @@
 """SyncNet Score node: LSE-C, LSE-D and AV offset of frames against audio, the reference metric; with the
-sampler's faces also the mouth sharpness (against the source frames when given)."""
+sampler's faces also the mouth sharpness and flicker (against the source frames when given)."""
 from __future__ import annotations
 
 import math
@@ -11,6 +11,7 @@ from ..latentsync.score.s3fd import load_s3fd
 from ..latentsync.score.plot import render_distances
 from ..latentsync.score.evaluate import (CROPS, FPS, JPEG, MIN_TRACK_FRAMES, FaceCrops, TrackRules, score_sync,
                                         wants_jpeg)
+from ..latentsync.score.flicker import compare_flicker
 from ..latentsync.score.sharpness import compare_sharpness
 from ..latentsync.score.syncnet import load_syncnet
 from ._comfy import folder_paths, io, model_management, override, ui
@@ -47,11 +48,11 @@ class SyncNetScore(LatentSyncNode):
                 # Optional and last: saved workflows and API prompts from before them still load and validate.
                 option_input(JPEG, optional=True),
                 Faces.Input("faces", optional=True,
-                            tooltip="The sampler's faces: adds the mouth sharpness (Laplacian variance) to the "
-                                    "report."),
+                            tooltip="The sampler's faces: adds the mouth sharpness (Laplacian variance) and flicker "
+                                    "to the report."),
                 io.Image.Input("source_images", optional=True,
-                               tooltip="With faces: the original frames, for the sharpness ratio generated/"
-                                       "source."),
+                               tooltip="With faces: the original frames, for the sharpness and flicker ratios "
+                                       "generated/source."),
             ],
             outputs=[
                 io.Float.Output(display_name="lse_c", tooltip="LSE-C: sync confidence, higher is better."),
@@ -82,7 +83,7 @@ class SyncNetScore(LatentSyncNode):
     @override
     def execute(cls, images, audio, fps: float, syncnet_model: str, crops: str, s3fd_model: str,
                 min_track: int, jpeg_round_trip: str = "auto", faces=None, source_images=None) -> io.NodeOutput:
-        sharpness = _sharpness(images, faces, source_images)  # first: a count mismatch fails before SyncNet runs
+        mouth = _mouth_measures(images, faces, source_images)  # first: a count mismatch fails before SyncNet runs
         device = model_management.get_torch_device()
         syncnet = load_syncnet(folder_paths.get_full_path_or_raise("syncnet", syncnet_model), device=device)
         extra = {}
@@ -95,36 +96,40 @@ class SyncNetScore(LatentSyncNode):
                            FaceCrops(crops, jpeg=jpeg, **extra), tracks=TrackRules(min_track=min_track))
         report = (f"LSE-C {score.lse_c:.3f}  LSE-D {score.lse_d:.3f}  offset {score.offset:+d}  "
                   f"({score.crops} crops{', JPEG round trip' if jpeg else ''}, {score.snippets} snippets of 5 frames)")
-        if sharpness is not None:
-            report += "\n" + sharpness_line(sharpness)
+        if mouth:
+            report += "\n" + mouth_line("mouth sharpness", mouth["sharpness"], 1)
+            report += "\n" + mouth_line("mouth flicker", mouth["flicker"], 2)
         plot = torch.from_numpy(render_distances(score)).float().div(255)[None]
-        summary = score.to_json() | {"report": report} | ({"sharpness": sharpness} if sharpness else {})
+        summary = score.to_json() | {"report": report} | mouth
         # The core image preview, and the numbers the editor's report widget shows (js/node_reports.js).
         shown = ui.PreviewImage(plot, cls=cls).as_dict() | {"latentsync_score": [summary]}
         return io.NodeOutput(float(score.lse_c), float(score.lse_d), int(score.offset), report, plot, ui=shown)
 
 
-def _sharpness(images, faces, source_images) -> dict | None:
-    """Mouth sharpness of the images (and their source frames) with the faces they were made with, or None."""
+def _mouth_measures(images, faces, source_images) -> dict:
+    """{"sharpness": ..., "flicker": ...}: the mouth measures of the images (and their source frames) with the
+    faces they were made with; {} without faces."""
     if faces is None:
         if source_images is not None:
             raise ValueError("source_images are compared through the faces: connect the sampler's faces too")
-        return None
+        return {}
     for name, frames in (("images", images), ("source_images", source_images)):
         if frames is not None and len(frames) != len(faces):
             raise ValueError(f"{name} has {len(frames)} frames but the faces cover {len(faces)}; connect the faces "
                              "the sampler returned with these frames (one face entry per frame)")
-    measured = compare_sharpness(images, source_images, faces)
-    # NaN (no frame with a face) as null: the summary goes to the browser as JSON.
-    return {key: value if math.isfinite(value) else None for key, value in measured.items()}
+    measured = {"sharpness": compare_sharpness(images, source_images, faces),
+                "flicker": compare_flicker(images, source_images, faces)}
+    # NaN (no frame, or no two frames in a row, with a face) as null: the summary goes to the browser as JSON.
+    return {name: {key: value if math.isfinite(value) else None for key, value in values.items()}
+            for name, values in measured.items()}
 
 
-def sharpness_line(sharpness: dict) -> str:
-    """"mouth sharpness X" and, against the source, "(source Y, Z x)"; "-" where no face was measured."""
-    def shown(key: str, digits: int) -> str:
-        return "-" if sharpness.get(key) is None else f"{sharpness[key]:.{digits}f}"
+def mouth_line(name: str, measured: dict, digits: int) -> str:
+    """"NAME X" and, against the source, "(source Y, Z x)"; "-" where no face was measured."""
+    def shown(key: str, places: int) -> str:
+        return "-" if measured.get(key) is None else f"{measured[key]:.{places}f}"
 
-    line = f"mouth sharpness {shown('generated', 1)}"
-    if "source" in sharpness:
-        line += f" (source {shown('source', 1)}, {shown('ratio', 2)} x)"
+    line = f"{name} {shown('generated', digits)}"
+    if "source" in measured:
+        line += f" (source {shown('source', digits)}, {shown('ratio', 2)} x)"
     return line

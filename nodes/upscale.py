@@ -7,9 +7,9 @@ import torch
 from ..latentsync.face.align import face_fit_side
 from ..latentsync.upscale.frames import upscale_frames, upscale_mouth_region
 from ..latentsync.upscale.models import check_upscale_model, load_upscale_model
-from ..latentsync.upscale.options import (CHUNK, HEIGHT, METHOD, OVERLAP, PRECISION, RESTORE_OPTIONS, SCALE, TILE,
-                                          WIDTH)
-from ..latentsync.upscale.restore import check_face_restorer, load_face_restorer, restore_mouths
+from ..latentsync.upscale.options import (CHUNK, HEIGHT, METHOD, OVERLAP, PRECISION, RESTORE_OPTIONS, SCALE, TEMPORAL,
+                                          TILE, WIDTH)
+from ..latentsync.upscale.restore import MouthBlend, check_face_restorer, load_face_restorer, restore_mouths
 from ..latentsync.upscale.tiling import Tiling, estimate_activation_bytes, model_device_bytes
 from ._comfy import compute_dtype, folder_paths, io, model_management, override, progress_reporter
 from .base import LatentSyncNode, option_input
@@ -117,6 +117,8 @@ class RestoreMouths(LatentSyncNode):
                 io.UpscaleModel.Input("restore_model", optional=True,
                                       tooltip="A face restorer from ComfyUI's Load Upscale Model; overrides "
                                               "model_name."),
+                # Optional and last: saved workflows and API prompts from before it still load and validate.
+                option_input(TEMPORAL, optional=True),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="The crops with restored mouths.")],
         )
@@ -131,7 +133,7 @@ class RestoreMouths(LatentSyncNode):
     @classmethod
     @override
     def execute(cls, images, faces, model_name: str, strength: float, feather: float, size: int, chunk: int,
-                precision: str, restore_model=None) -> io.NodeOutput:
+                precision: str, restore_model=None, temporal: float = TEMPORAL.default) -> io.NodeOutput:
         device = model_management.get_torch_device()
         if restore_model is not None:
             model = check_face_restorer(restore_model, "the connected model")
@@ -143,8 +145,9 @@ class RestoreMouths(LatentSyncNode):
         # None lets the library pick fp32 for models spandrel marks as not fp16-safe (all three are).
         dtype = None if precision == "auto" else compute_dtype(precision, device)
         make_room(model, model.size, min(chunk, images.shape[0]), dtype or torch.float32, device)
-        out = restore_mouths(images, faces.mask, model, strength=strength, feather=feather, size=size or None,
-                             tiling=Tiling(chunk=chunk), device=device, dtype=dtype, progress=progress_reporter())
+        out = restore_mouths(images, faces.mask, model, blend=MouthBlend(strength, feather, temporal),
+                             size=size or None, tiling=Tiling(chunk=chunk), device=device, dtype=dtype,
+                             progress=progress_reporter())
         return io.NodeOutput(out.to(model_management.intermediate_device()))
 
 

@@ -19,7 +19,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from latentsync.audio import timeline, vad
 from latentsync.face.align import AlignedFaces, align
-from latentsync.face.detect import detect_faces
+from latentsync.face.blend import Blend
+from latentsync.face.detect import DETECTOR, detect_faces
 from latentsync.face.paste import paste_back
 from latentsync.media.audio import load_audio, to_mono_16k
 from latentsync.media.video import read_frames
@@ -92,10 +93,10 @@ def first_frame() -> tuple[torch.Tensor, str]:
 
 
 def aligned_face(frames: torch.Tensor) -> tuple[AlignedFaces, np.ndarray, np.ndarray]:
-    """The node's pipeline at its defaults (dlib, largest face, 256 px): faces, the box and the 3 points."""
-    track = detect_faces(frames, "dlib")
+    """The node's pipeline at its defaults (auto, largest face, 256 px): faces, the box and the 3 points."""
+    track = detect_faces(frames, DETECTOR.default)
     if not track.valid[0]:
-        raise SystemExit("the dlib detector found no face in the picture's frame")
+        raise SystemExit(f"the {DETECTOR.default} detector found no face in the picture's frame")
     return align(frames, track, PANEL), track.boxes[0], track.points3[0]
 
 
@@ -142,7 +143,30 @@ def faces_pictures() -> list[Path]:
     pasted = paste_back(frames, faces, tinted[None])[0].numpy()[rows, cols]
     paste = labelled([((tinted.numpy() * 255).round().astype(np.uint8), "crop to paste (mouth tinted)"),
                       (weight, "blend weight (white: crop)"), (pasted, "frame after Paste Faces Back")])
-    return [save(detect, "LatentSyncDetectFaces.jpg"), save(paste, "LatentSyncPasteFaces.jpg")]
+    return [save(detect, "LatentSyncDetectFaces.jpg"), save(paste, "LatentSyncPasteFaces.jpg"),
+            masks_picture(frames, faces, (rows, cols))]
+
+
+def masks_picture(frames: torch.Tensor, faces: AlignedFaces, region: tuple[slice, slice]) -> Path:
+    """Paste Faces Back's three blend masks on one face: the weight each leaves, tinted over the frame."""
+    rows, cols = region
+    frame = frames[0].numpy()
+    h, w = frame.shape[:2]
+    y, x = np.mgrid[:h, :w]
+    box_centre = ((cols.start + cols.stop) / 2, (rows.start + rows.stop) / 2)
+    size = (cols.stop - cols.start) / 2.4
+    drawn = ((((x - box_centre[0]) / (0.55 * size)) ** 2 + ((y - box_centre[1] - 0.3 * size) / (0.3 * size)) ** 2)
+             <= 1)  # a user's mask: an ellipse over the mouth, as one might paint it in the mask editor
+    panels = []
+    for choice, label in (("reference", "reference: the whole crop"), ("landmarks", "landmarks: lips, jaw, chin"),
+                          ("custom", "custom: a MASK you give")):
+        weights = torch.zeros(frames.shape[:3])
+        custom = torch.from_numpy(drawn.astype(np.float32))[None] if choice == "custom" else None
+        paste_back(frames, faces, faces.images(), blend=Blend(choice, custom=custom), weights_out=weights)
+        weight = weights[0].numpy()[rows, cols, None]
+        tinted = frame[rows, cols] * (1 - 0.55 * weight) + np.array([40, 220, 120]) * 0.55 * weight
+        panels.append((tinted.round().astype(np.uint8), label))
+    return save(labelled(panels), "LatentSyncPasteFaces_masks.jpg")
 
 
 def syncnet_picture() -> Path:

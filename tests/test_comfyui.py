@@ -403,6 +403,29 @@ def test_faces_are_found_aligned_and_pasted_back(comfy_server, short_clip):
         assert (ys.max() - ys.min()) < 0.5 * source.shape[0] and (xs.max() - xs.min()) < 0.8 * source.shape[1]
 
 
+def test_paste_faces_blends_only_where_its_mask_says(comfy_server, short_clip):
+    """blend_mask=landmarks: the node's blend_mask output is the lower face only, and the frames change nowhere
+    else (within the feather's reach of it: a weight under 1/255 saves as 0)."""
+    import numpy as np
+    from scipy.ndimage import binary_dilation
+
+    prompt = faces_prompt(short_clip)
+    prompt["5"]["inputs"].update({"blend_mask": "landmarks", "mask_grow": 5.0, "mask_feather": 4.0})
+    prompt["8"] = {"class_type": "MaskToImage", "inputs": {"mask": ["5", 1]}}
+    prompt["9"] = {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "blend"}}
+    history = comfy_server.run(prompt)
+    assert history["status"]["status_str"] == "success", history["status"]
+    for source, pasted, weight in zip(saved_arrays(comfy_server, history, "7"), saved_arrays(comfy_server, history, "6"),
+                                      saved_arrays(comfy_server, history, "9")):
+        region = weight[..., 0] > 0
+        assert weight.max() >= 250 and 0 < region.mean() < 0.03  # a mouth, not the frame
+        near = binary_dilation(region, iterations=8)
+        assert np.array_equal(source[~near], pasted[~near])
+        ys, _ = region.nonzero()
+        changed_rows = (abs(source - pasted).max(axis=2) > 0).any(axis=1).nonzero()[0]
+        assert changed_rows.min() >= ys.min() - 8  # nothing above the mouth region changed
+
+
 def test_frames_without_a_face_pass_through(comfy_server):
     prompt = {
         "1": {"class_type": "EmptyImage", "inputs": {"width": 320, "height": 240, "batch_size": 4, "color": 0x808080}},
@@ -462,8 +485,8 @@ def test_syncnet_score_node_shows_the_three_numbers(comfy_server, tmp_path):
 
 
 def test_syncnet_score_node_adds_mouth_sharpness_with_faces(comfy_server):
-    """With the faces and the source frames the report gains the mouth sharpness and its ratio (here the images
-    are their own source: 1.00 x); jpeg_round_trip=on moves the SyncNet numbers only and says so."""
+    """With the faces and the source frames the report gains the mouth sharpness and flicker and their ratios
+    (here the images are their own source: 1.00 x); jpeg_round_trip=on moves the SyncNet numbers only and says so."""
     from media import cut_clip
     from syncnet_model_files import write_syncnet_file
 
@@ -483,17 +506,21 @@ def test_syncnet_score_node_adds_mouth_sharpness_with_faces(comfy_server):
     plain = history["outputs"]["9"]["latentsync_score"][0]
     sharpness = plain["sharpness"]
     assert sharpness["generated"] > 0 and sharpness["generated"] == sharpness["source"] and sharpness["ratio"] == 1
-    score_line, sharpness_line = plain["report"].split("\n")
+    score_line, sharpness_line, flicker_line = plain["report"].split("\n")
     assert "LSE-C" in score_line and "JPEG" not in score_line and plain["jpeg"] is False
     value = f"{sharpness['generated']:.1f}"
     assert sharpness_line == f"mouth sharpness {value} (source {value}, 1.00 x)"
+    flicker = plain["flicker"]
+    assert flicker["generated"] > 0 and flicker["generated"] == flicker["source"] and flicker["ratio"] == 1
+    value = f"{flicker['generated']:.2f}"
+    assert flicker_line == f"mouth flicker {value} (source {value}, 1.00 x)"
 
     prompt["9"]["inputs"]["jpeg_round_trip"] = "on"
     history = comfy_server.run(prompt)
     assert history["status"]["status_str"] == "success", history["status"]
     jpeg = history["outputs"]["9"]["latentsync_score"][0]
     assert jpeg["jpeg"] is True and "pack crops, JPEG round trip" in jpeg["report"]
-    assert jpeg["sharpness"] == sharpness and jpeg["report"].split("\n")[1] == sharpness_line
+    assert jpeg["sharpness"] == sharpness and jpeg["report"].split("\n")[1:] == [sharpness_line, flicker_line]
     assert (jpeg["crops"], jpeg["windows"]) == (plain["crops"], plain["windows"]) and jpeg["lse_d"] != plain["lse_d"]
     assert jpeg["lse_d"] == pytest.approx(plain["lse_d"], abs=1.0)  # a mild loss, not another clip
 

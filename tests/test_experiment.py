@@ -64,6 +64,10 @@ def test_experiment_writes_table_csv_chart_and_videos(setup):
     assert rows[1]["generated"] == "0" and float(rows[1]["sharpness_ratio"]) == pytest.approx(1.0, abs=1e-9)
     assert abs(float(rows[0]["sharpness_ratio"]) - 1) > 0.5 and abs(float(rows[3]["sharpness_ratio"]) - 1) > 0.5
     assert rows[2]["sharpness"] == "" and "| mouth sharpness | vs source |" in table
+    # Mouth flicker likewise: the same as the source's (1) where the clip passed through, a ratio everywhere else.
+    assert all(float(r["flicker"]) > 0 and float(r["flicker_ratio"]) > 0 for r in scored)
+    assert float(rows[1]["flicker_ratio"]) == pytest.approx(1.0, abs=1e-9) and rows[2]["flicker"] == ""
+    assert "| mouth sharpness | vs source | mouth flicker | vs source | seconds |" in table
     # The baseline's crops with the (tiny, random) restorer's output in the mouth: the same frames generated, the
     # mouth measured differently.
     assert rows[4]["generated"] == rows[0]["generated"] and json.loads(rows[4]["settings"])["restore"] == "model"
@@ -72,6 +76,8 @@ def test_experiment_writes_table_csv_chart_and_videos(setup):
     cells = [cell.strip() for cell in baseline.strip("|").split("|")]
     assert float(cells[4]) == pytest.approx(float(rows[0]["sharpness"]), abs=0.05)
     assert cells[5] == f"{float(rows[0]['sharpness_ratio']):.2f} x"
+    assert float(cells[6]) == pytest.approx(float(rows[0]["flicker"]), abs=0.005)
+    assert cells[7] == f"{float(rows[0]['flicker_ratio']):.2f} x"
     assert "int4" in rows[2]["error"] and "\n" not in rows[2]["error"] and rows[2]["lse_c"] == ""
     assert json.loads(rows[1]["settings"])["vad_policy"] == "skip"  # given as "vad", its earlier spelling
     assert (out / "chart.png").stat().st_size > 1000
@@ -153,7 +159,7 @@ def test_a_failing_configuration_is_a_row_and_the_run_goes_on(tmp_path, monkeypa
             raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
         video.write_bytes(b"mp4")
         return {"name": config["name"], "lse_c": 7.5, "lse_d": 6.5, "offset": 1, "crops": "pack",
-                "sharpness": 12.3, "sharpness_ratio": 0.8, "seconds": 1.0,
+                "sharpness": 12.3, "sharpness_ratio": 0.8, "flicker": 1.5, "flicker_ratio": 1.2, "seconds": 1.0,
                 "peak_mb": 10.0, "frames": 2, "generated": 2, "video": video.name,
                 "settings": {k: v for k, v in config.items() if k != "name"}}
 
@@ -171,8 +177,8 @@ def test_a_failing_configuration_is_a_row_and_the_run_goes_on(tmp_path, monkeypa
     assert any(line.endswith("broken | badly failed: CUDA out of memory. Tried to allocate 2 GiB") for line in lines)
     table = (out / "README.md").read_text()
     assert "| broken \\| badly | - | - | - |" in table and table.count("\n| ") == 6
-    assert "| last | 7.500 | 6.500 | +1 | 12.3 | 0.80 x | 1.0 | 10 | 2/2 |  |" in table
-    assert "| broken \\| badly | - | - | - | - | - |" in table
+    assert "| last | 7.500 | 6.500 | +1 | 12.3 | 0.80 x | 1.50 | 1.20 x | 1.0 | 10 | 2/2 |  |" in table
+    assert "| broken \\| badly | - | - | - | - | - | - | - | " in table
     with open(out / "results.csv") as file:
         assert [r["error"] for r in csv.DictReader(file)] == ["", "", rows[2]["error"], ""]
     assert (out / "chart.png").stat().st_size > 500 and not list(out.glob("*.partial"))

@@ -39,7 +39,7 @@ def restore_frame(frame: np.ndarray, face: torch.Tensor, matrix: torch.Tensor, c
     view = torch.from_numpy(out)
     result = restore_region(view, torch.as_tensor(face), matrix, crop_wh)
     if result is not None:
-        _write(view, *result, view.shape[-1])
+        _write(view, *result[:3], view.shape[-1])
     return out
 
 

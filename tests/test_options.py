@@ -28,14 +28,14 @@ from latentsync.sample.settings import SETTINGS, SamplerSettings
 from latentsync.score.evaluate import CROPS, FPS, JPEG, MIN_TRACK_FRAMES
 from latentsync.unet.compile import COMPILE
 from latentsync.upscale.options import (CHUNK, HEIGHT, METHOD, OVERLAP, PRECISION, RESIZE_MODE, RESTORE_CHUNK,
-                                        RESTORE_OPTIONS, RESTORE_PRECISION, RESTORE_SIZE, SCALE, TILE, WIDTH)
+                                        RESTORE_OPTIONS, RESTORE_PRECISION, RESTORE_SIZE, SCALE, TEMPORAL, TILE, WIDTH)
 
 FACES = (RESOLUTION, *FACE_OPTIONS)
 UPSCALE_OPTIONS = (METHOD, SCALE, WIDTH, HEIGHT, TILE, OVERLAP, CHUNK, PRECISION)  # the Upscale node's order
 SCORE = (FPS, CROPS, MIN_TRACK_FRAMES, JPEG)
 DECLARED = {option.name: option for option in (*SETTINGS, *VAD_OPTIONS, *RUN_OPTION.values(), DEVICE, COMPILE,
-                                               PRESET, *FACES, *UPSCALE_OPTIONS, *RESTORE_OPTIONS, RESIZE_MODE, CRF,
-                                               *SCORE)}
+                                               PRESET, *FACES, *UPSCALE_OPTIONS, *RESTORE_OPTIONS, TEMPORAL,
+                                               RESIZE_MODE, CRF, *SCORE)}
 # A name that means something else where it is written: not the declared option, so not checked against it.
 OTHER_MEANINGS = {
     ("latentsync/cli/features.py", "device"): "the whisper encoder's device (cpu by default)",
@@ -301,13 +301,13 @@ def test_each_node_input_offers_what_its_declaration_says(object_info):
                 "LatentSyncVAD": list(VAD_OPTIONS), "LatentSyncUNetLoader": [DTYPE, RUN_OPTION["quantization"],
                                                                            COMPILE],
                 "LatentSyncDetectFaces": list(FACE_OPTIONS), "LatentSyncUpscale": list(UPSCALE_OPTIONS),
-                "LatentSyncRestoreMouths": list(RESTORE_OPTIONS), "LatentSyncSyncNetScore": list(SCORE)}
+                "LatentSyncRestoreMouths": [*RESTORE_OPTIONS, TEMPORAL], "LatentSyncSyncNetScore": list(SCORE)}
     order = {"LatentSyncDetectFaces": ["images", "resolution", "detector", "select", "index", "position_x",
                                        "position_y", "threshold", "track_all", "smoothing"],
              "LatentSyncUpscale": ["images", "method", "model_name", "scale", "width", "height", "tile", "overlap",
                                    "chunk", "precision", "upscale_model", "faces", "fit_to_faces", "mouth_only"],
              "LatentSyncRestoreMouths": ["images", "faces", "model_name", "strength", "feather", "size", "chunk",
-                                         "precision", "restore_model"],
+                                         "precision", "restore_model", "temporal"],
              "LatentSyncSyncNetScore": ["images", "audio", "fps", "syncnet_model", "crops", "s3fd_model", "min_track",
                                         "jpeg_round_trip", "faces", "source_images"]}
     for node, names in order.items():

@@ -17,8 +17,8 @@ import torch
 
 from conftest import missing
 from latentsync.upscale.frames import mouth_weight, upscale_frames
-from latentsync.upscale.restore import (FaceRestorer, FaceRestorerError, check_face_restorer, load_face_restorer,
-                                        restore_mouths)
+from latentsync.upscale.restore import (FaceRestorer, FaceRestorerError, MouthBlend, check_face_restorer,
+                                        load_face_restorer, restore_mouths)
 from latentsync.upscale.tiling import Tiling, UpscaleMemoryError
 from tests.upscale_model_files import (write_codeformer, write_gfpgan, write_not_an_upscaler, write_realesrgan,
                                        write_restoreformer)
@@ -68,8 +68,8 @@ def restored_alone(model: FaceRestorer, images: torch.Tensor, side: int) -> torc
 
 def test_strength_zero_returns_the_input_or_its_bicubic_enlargement_exactly(restorer, mask):
     images = crops()
-    assert torch.equal(restore_mouths(images, mask, restorer, strength=0, size=CROP), images)
-    bigger = restore_mouths(images, mask, restorer, strength=0)  # default side: the model's, 128 > 64
+    assert torch.equal(restore_mouths(images, mask, restorer, blend=MouthBlend(0), size=CROP), images)
+    bigger = restore_mouths(images, mask, restorer, blend=MouthBlend(0))  # default side: the model's, 128 > 64
     assert bigger.shape == (3, SMALL_FACE, SMALL_FACE, 3)
     assert torch.equal(bigger, upscale_frames(images, "bicubic", size=(SMALL_FACE, SMALL_FACE), device="cpu"))
 
@@ -77,7 +77,7 @@ def test_strength_zero_returns_the_input_or_its_bicubic_enlargement_exactly(rest
 @pytest.mark.parametrize("side", [CROP, 96])
 def test_pixels_outside_the_feathered_mouth_never_change(restorer, mask, side):
     images = crops()
-    out = restore_mouths(images, mask, restorer, strength=1.0, size=side)
+    out = restore_mouths(images, mask, restorer, blend=MouthBlend(1.0), size=side)
     base = upscale_frames(images, "bicubic", size=(side, side), device="cpu")
     outside = mouth_weight(mask, 3, (side, side), 0.03)[0] == 0
     assert outside.float().mean() > 0.3 and torch.equal(out[:, outside], base[:, outside])
@@ -89,11 +89,11 @@ def test_the_mouth_moves_toward_the_restored_face_in_proportion_to_strength(rest
     restored = restored_alone(restorer, images, CROP)
     weight = mouth_weight(mask, 2, (CROP, CROP), 0.03)[0][None, :, :, None]
     for strength in (0.3, 0.7, 1.0):
-        out = restore_mouths(images, mask, restorer, strength=strength, size=CROP)
+        out = restore_mouths(images, mask, restorer, blend=MouthBlend(strength), size=CROP)
         expected = images + strength * weight * (restored - images)
         assert (out - expected).abs().max() < 1e-5, strength
     inside = weight[0, :, :, 0] > 0.99
-    half, full = (restore_mouths(images, mask, restorer, strength=s, size=CROP) for s in (0.5, 1.0))
+    half, full = (restore_mouths(images, mask, restorer, blend=MouthBlend(s), size=CROP) for s in (0.5, 1.0))
     assert torch.allclose((half - images)[:, inside], 0.5 * (full - images)[:, inside], atol=1e-5)
     assert (full - images)[:, inside].abs().mean() > 0.01  # the restorer really moved the mouth
 
@@ -154,6 +154,89 @@ def test_no_mouth_runs_no_model(restorer):
 def test_a_memory_budget_below_one_crop_is_refused_before_any_work(restorer, mask):
     with pytest.raises(UpscaleMemoryError, match="needs about"):
         restore_mouths(crops(2), mask, restorer, tiling=Tiling(max_memory=1000))
+
+
+# --- temporal: the restored change steadied over the clip -------------------------------------------------------
+
+GRAIN = 2 / 255  # a still camera's grain: the unrestored clip's own frame-to-frame change
+FLICKER = 3 / 255  # the stand-in restorer's tone, drawn afresh for every crop
+
+
+class FlickeringRestorer(FaceRestorer):
+    """A stand-in for a restorer that flickers: a fixed change (a little brighter) plus a brightness drawn afresh
+    for each crop. A brightness (not per-pixel noise) survives the resizes to and from the model's size whole."""
+
+    def __init__(self, descriptor, seed: int = 0):
+        super().__init__(descriptor)
+        self.size, self.generator = SMALL_FACE, torch.Generator().manual_seed(seed)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        tone = FLICKER * torch.randn(image.shape[0], 1, 1, 1, generator=self.generator)
+        return (image + 0.05 + tone.to(image)).clamp(0, 1)
+
+
+def still_clip(count: int, seed: int = 1) -> torch.Tensor:
+    """One crop `count` times, each with its own grain (a still scene filmed by a real camera)."""
+    grain = GRAIN * torch.randn(count, CROP, CROP, 1, generator=torch.Generator().manual_seed(seed))
+    return (crops(1) + grain).clamp(0, 1)
+
+
+def crop_faces(count: int, mask: torch.Tensor):
+    """`AlignedFaces` for crops that are their own frames (identity matrices), to measure the crops' mouths."""
+    from latentsync.face.align import AlignedFaces
+
+    matrices = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).expand(count, 2, 3)
+    return AlignedFaces(crops=torch.zeros(count, CROP, CROP, 3, dtype=torch.uint8), matrices=matrices,
+                        valid=torch.ones(count, dtype=torch.bool), resolution=CROP, crop_wh=(CROP, CROP),
+                        frame_hw=(CROP, CROP), mask=mask, latent_mask=mask[None, ::8, ::8])
+
+
+def test_temporal_zero_is_todays_result_bit_for_bit(restorer, mask):
+    images = still_clip(4)
+    today = restore_mouths(images, mask, restorer, blend=MouthBlend(1.0), size=CROP)
+    assert torch.equal(restore_mouths(images, mask, restorer, blend=MouthBlend(1.0, temporal=0.0), size=CROP), today)
+    steadied = restore_mouths(images, mask, restorer, blend=MouthBlend(1.0, temporal=0.5), size=CROP)
+    assert torch.allclose(steadied[0], today[0], atol=1e-6)  # the average starts at the first crop's change
+    assert not torch.allclose(steadied[1:], today[1:], atol=1e-4)
+    outside = mouth_weight(mask, 1, (CROP, CROP), 0.03)[0] == 0
+    assert torch.equal(steadied[:, outside], images[:, outside])  # still only the mouth
+    with pytest.raises(ValueError, match="temporal must be a number from 0 to 0.95, got 1"):
+        MouthBlend(temporal=1.0)
+
+
+def test_temporal_keeps_a_flickering_restorer_from_adding_flicker(restorer, mask):
+    """A still clip (grain only) through a restorer whose tone jumps by FLICKER (3 levels) a crop: at temporal 0
+    the mouth flickers well above the clip's own grain, at 0.8 the jumps are averaged down (the change's frame-to-
+    frame step shrinks to about (1 - 0.8) / sqrt(1 - 0.8**2) ~ 1/3, ~0.7 levels against the grain's ~2.8) and the
+    mouth is within 5 % of the unrestored clip's flicker."""
+    from latentsync.score.flicker import compare_flicker
+
+    count = 24
+    images, faces = still_clip(count), crop_faces(count, mask)
+    flicker = {}
+    for temporal in (0.0, 0.8):
+        model = FlickeringRestorer(restorer.descriptor)
+        out = restore_mouths(images, mask, model, blend=MouthBlend(1.0, temporal=temporal), size=CROP,
+                             tiling=Tiling(chunk=5))
+        flicker[temporal] = compare_flicker(out, images, faces)
+    assert flicker[0.0]["source"] > 1  # the grain: levels of 0-255
+    assert flicker[0.0]["ratio"] > 1.15, flicker
+    assert flicker[0.8]["ratio"] <= 1.05, flicker
+
+
+def test_temporal_state_crosses_chunks_and_restarts_at_a_faceless_crop(restorer, mask):
+    images = still_clip(6)
+    images[3] = 127 / 255  # the sampler's crop of a frame without a face
+    blend = MouthBlend(1.0, temporal=0.6)
+    whole = restore_mouths(images, mask, restorer, blend=blend, size=CROP, tiling=Tiling(chunk=6))
+    for chunk in (1, 4):
+        chunked = restore_mouths(images, mask, restorer, blend=blend, size=CROP, tiling=Tiling(chunk=chunk))
+        assert torch.allclose(chunked, whole, atol=1e-5), chunk
+    today = restore_mouths(images, mask, restorer, blend=MouthBlend(1.0), size=CROP)
+    # The grey crop and the one after it start afresh: as without the average; the one before does not.
+    assert torch.allclose(whole[3:5], today[3:5], atol=1e-5) and not torch.allclose(whole[2], today[2], atol=1e-4)
+    alone = restore_mouths(images[4:], mask, restorer, blend=blend, size=CROP)
+    assert torch.allclose(whole[4:], alone, atol=1e-5)
 
 
 # --- released layouts --------------------------------------------------------------------------------------
@@ -317,3 +400,14 @@ def test_the_node_takes_the_core_loaders_model(comfy_restore):
     prompt["7"] = {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "tiny_restoreformer.pth"}}
     prompt["4"]["inputs"]["restore_model"] = ["7", 0]
     check_only_the_mouth_changed(comfy_restore, comfy_restore.run(prompt))
+
+
+@pytest.mark.comfyui
+def test_the_node_steadies_the_mouth_over_the_clip_with_temporal(comfy_restore):
+    """temporal is the node's last input, optional (the prompts above leave it out): on, the first crop is as
+    without it, the second moves toward the first's change, and still only the mouth changes."""
+    plain = comfy_restore.run(restore_prompt())
+    history = comfy_restore.run(restore_prompt(temporal=0.8))
+    check_only_the_mouth_changed(comfy_restore, history)
+    steady, before = saved(comfy_restore, history, "5"), saved(comfy_restore, plain, "5")
+    assert np.abs(steady[0] - before[0]).max() <= 1 and np.abs(steady[1] - before[1]).max() > 1

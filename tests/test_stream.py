@@ -31,7 +31,7 @@ from latentsync.media.frame_reader import VideoFrames
 from latentsync.media.partial import ResumeRefused
 from latentsync.media.segments import DiskFull
 from latentsync.media.video import read_frames, write_video
-from latentsync.sample.sampler import SamplerSettings, WindowRunner, lipsync, plan_lipsync
+from latentsync.sample.sampler import Output, SamplerSettings, WindowRunner, lipsync, plan_lipsync
 from latentsync.sample.stream import plan_segments, run_segments
 from latentsync.unet.loading import load_unet
 
@@ -121,7 +121,7 @@ def test_streamed_frames_equal_the_in_memory_run(clip_file, decoded, unet, optio
     features = fake_features(40, speech_mask=speech)
     settings = SamplerSettings(steps=2, window=6, seed=3, **options)
     whole = lipsync(frames, features, unet, NoisyPoolVAE(), settings, faces=track, resolution=RESOLUTION,
-                    output_dtype=torch.uint8)
+                    output=Output(torch.uint8))
     # A cache of 3 frames: the loop's backward windows seek and decode again.
     out, plan, segments = streamed(clip_file, features, unet, settings, track, cache_bytes=3 * 640 * 360 * 3)
     joined = np.concatenate([out[s.name] for s in segments])

@@ -18,12 +18,14 @@ from .faces import add_selection_arguments
 from ..audio.vad import THRESHOLD
 from .features import parse_fps
 from ..audio.features import FPS
+from ..face.blend import BLEND_MASK, FEATHER, GROW, Blend
 from ..face.detect import DETECTOR, check_selection, make_detector
+from ..face.seam import COLOUR_MATCH
 from ..face.smooth import SMOOTHING
 from ..media.outputs import check_output
 from ..media.video import CRF
 from ..run.cluster import RayCluster
-from ..run.job import FaceChoice, Job, MemoryOptions
+from ..run.job import STREAMED_BLEND_MASKS, FaceChoice, Job, MemoryOptions
 from ..run.pipeline import DEVICE, ModelSet, UNetSpec, estimate_run_vram, resolve_device, resolve_dtype
 from ..run.stream import Hooks, lipsync_video_file
 from ..sample.presets import PRESET, PRESETS, RUN_OPTION, RUN_OPTIONS, dtype_name, resolve
@@ -79,6 +81,12 @@ def add_lipsync_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     parser.add_argument("--insightface-dir", default=None, help="folder with det_10g.onnx and 2d106det.onnx")
     add_selection_arguments(parser)
     add_option(parser, SMOOTHING)
+    add_option(parser, BLEND_MASK, choices=STREAMED_BLEND_MASKS,
+               help="What is pasted back: reference: the whole crop; landmarks: lips, jaw, chin (a custom mask: "
+                    "the Paste Faces Back node).")
+    for option in (GROW, FEATHER):
+        add_option(parser, option, help=option.help.replace("%", "%%"))  # argparse formats help with %
+    add_option(parser, COLOUR_MATCH)
     bundles = "; ".join(f"{preset.name}: {preset.help.rstrip('.')}" for preset in PRESETS.values())
     add_option(parser, PRESET, default=None,  # none: the flags' defaults, as quality (and custom)
                help=f"A bundle of settings: {bundles}; custom: the flags. Flags typed beside it win.")
@@ -152,7 +160,8 @@ def lipsync_command(args: argparse.Namespace) -> dict:
         job = Job(args.video, args.audio, args.out, unet, args.whisper, args.vae, face, settings, device, dtype, memory,
                   compile_mode=None if args.compile == "off" else args.compile, crf=args.crf,
                   vad_threshold=args.vad_threshold, seamless=args.seamless,
-                  still_fps=args.fps, resume=args.resume)
+                  still_fps=args.fps, resume=args.resume,
+                  blend=Blend(args.blend_mask, args.mask_grow, args.mask_feather, colour_match=args.colour_match))
         hooks = Hooks(progress=progress, face_progress=face_progress, on_ready=ready)
         summary = lipsync_video_file(job, ModelSet(device, dtype), hooks=hooks, cluster=cluster)
     except KeyboardInterrupt:

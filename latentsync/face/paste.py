@@ -8,13 +8,15 @@ bit for bit as it was, so the work happens in the face's region only. Frames wit
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .align import FILL, AlignedFaces
+from .align import FILL, AlignedFaces, warp_face
+from .blend import Blend, MouthLandmarks
 from .warp import (Frames, erode, footprint, frame_region_255, gaussian_blur, invert_affine,
                         warp_affine)
 from ..core.memory import check_fits
@@ -54,15 +56,20 @@ def blend_mouth(generated: Frames, faces: AlignedFaces) -> torch.Tensor:
 
 
 def restore_region(frame: Frames, face: torch.Tensor, matrix: torch.Tensor, crop_wh: tuple[int, int],
-                   resolution: int | None = None,
-                   ) -> tuple[tuple[int, int, int, int], torch.Tensor, torch.Tensor] | None:
+                   resolution: int | None = None, region: torch.Tensor | None = None,
+                   frame_weight: Callable | None = None,
+                   ) -> tuple[tuple[int, int, int, int], torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """Blend one face (`[3, S, S]` in [-1, 1]) into `frame`; returns the box it touches, the blended RGB
-    pixels there (`[h, w, 3]` float32, 0-255, before any rounding) and where the blend weight is not 0
-    (`[h, w]` bool), or None if the face lies outside the frame.
+    pixels there (`[h, w, 3]` float32, 0-255, before any rounding), where the blend weight is not 0
+    (`[h, w]` bool) and the weight (`[h, w]`), or None if the face lies outside the frame.
 
     A face larger than the model's `resolution` R (an upscaled crop) is warped from its own pixels: the
     crop size and the matrix are scaled by S / R, so its detail reaches the frame instead of being
-    shrunk back to the crop size first."""
+    shrunk back to the crop size first.
+
+    A blend mask narrows the blend (`blend.py`): `region` `[h, w]` in [0, 1] on the crop at `crop_wh` (the
+    landmark mouth), or `frame_weight(box)`, the weight `[box h, box w]` in the frame (a user's mask); the soft
+    footprint is multiplied by it, and pixels where the product is 0 are not touched."""
     scale_up = face.shape[-1] / resolution if resolution else 1.0
     w, h = round(crop_wh[0] * scale_up), round(crop_wh[1] * scale_up)
     face = F.interpolate(face[None].to(torch.float32), size=(h, w), mode="bicubic", antialias=True,
@@ -89,19 +96,30 @@ def restore_region(frame: Frames, face: torch.Tensor, matrix: torch.Tensor, crop
     centre = erode(inside, 2 * w_edge)
     blur = 2 * w_edge + 1
     soft = gaussian_blur(centre, blur, 0.3 * ((blur - 1) * 0.5 - 1) + 0.8)
+    if region is not None:
+        region = F.interpolate(region[None, None].to(torch.float32), size=(h, w), mode="bilinear",
+                               align_corners=False)[0]
+        soft = soft * warp_affine(region, inverse, size, fill=None, out_origin=(x0, y0))[0].clamp(0, 1)
+    if frame_weight is not None:
+        soft = soft * frame_weight(box).to(soft.dtype)
     original = frame_region_255(frame, box)
     blended = soft * pasted + (1 - soft) * original
-    return box, blended.permute(1, 2, 0), soft > 0
+    return box, blended.permute(1, 2, 0), soft > 0, soft
 
 
 def paste_back(frames: Frames, faces: AlignedFaces, generated: Frames, inplace: bool = False,
-               progress: Progress | None = None) -> Frames:
+               progress: Progress | None = None, blend: Blend | None = None,
+               weights_out: torch.Tensor | None = None) -> Frames:
     """Put generated crops back into `[N, H, W, C]` frames (C = 1, 3 or 4; uint8 or float 0-1; torch or
     numpy) and return frames of the same type, shape and dtype.
 
     `generated` is `[N, 3, R, R]` in [-1, 1] or `[N, R, R, 3]` images, one per frame; crops of frames without
     a face are ignored. uint8 frames are truncated to whole grey levels as the reference does; float frames
     keep the exact blend. Alpha is left alone; grey frames get the blend's luma.
+
+    `blend` chooses which pixels take the generated face (`blend.Blend`: the reference's whole crop by default,
+    the landmark mouth, or a user's mask); `weights_out` (`[N, H, W]` float, optional) receives each frame's
+    blend weight, 0 where the frame keeps its pixels.
     """
     if len(frames) != len(faces):
         raise ValueError(f"{len(frames)} frames but {len(faces)} aligned faces")
@@ -117,15 +135,43 @@ def paste_back(frames: Frames, faces: AlignedFaces, generated: Frames, inplace: 
     out = frames if inplace else (frames.copy() if is_numpy else frames.clone())
     view = torch.from_numpy(out) if is_numpy else out
     channels = view.shape[-1] if view.ndim == 4 else 1
+    blend = (blend or Blend()).check(len(frames), tuple(frames.shape[1:3]))
     with single_threaded():  # small ops a frame: 2-5x slower on two threads when a core is busy
         for i in range(len(faces)):
             if bool(faces.valid[i]):
-                result = restore_region(view[i], pixels[i], faces.matrices[i], faces.crop_wh, faces.resolution)
+                region, weight = _blend_region(view[i], faces, i, blend), None
+                if blend.mask == "custom":
+                    width = faces.crop_wh[0] / float(torch.linalg.det(faces.matrices[i][:, :2].double()).abs().sqrt())
+                    weight = lambda box, i=i, width=width: blend.frame_weight(i, box, width)  # noqa: E731
+                result = restore_region(view[i], pixels[i], faces.matrices[i], faces.crop_wh, faces.resolution,
+                                        region, weight)
                 if result is not None:
-                    _write(view[i], *result, channels)
+                    if weights_out is not None:
+                        _record(weights_out[i], result[0], result[3])
+                    _write(view[i], *result[:3], channels)
             if progress is not None:
                 progress(i + 1, len(faces))
     return out
+
+
+def _blend_region(frame: torch.Tensor, faces: AlignedFaces, index: int, blend: Blend) -> torch.Tensor | None:
+    """The landmark mouth of face `index` on its aligned crop (before anything is pasted), or None."""
+    if blend.mask != "landmarks":
+        return None
+    crop = warp_face(frame, faces.matrices[index], faces.crop_wh).numpy()
+    return mouth_landmarks().region(crop, blend.grow, blend.feather)
+
+
+@lru_cache(maxsize=1)
+def mouth_landmarks() -> MouthLandmarks:
+    """dlib's 68-point model, loaded once (100 MB) when a landmark blend is first asked for."""
+    return MouthLandmarks()
+
+
+def _record(weights: torch.Tensor, box: tuple[int, int, int, int], soft: torch.Tensor) -> None:
+    x0, y0, x1, y1 = box
+    weights.zero_()
+    weights[y0:y1, x0:x1] = soft.to(weights.dtype)
 
 
 def _write(frame: torch.Tensor, box: tuple[int, int, int, int], rgb: torch.Tensor, touched: torch.Tensor,

@@ -29,6 +29,7 @@ from ..core.errors import error_line
 from ..core.process_state import contained
 from ..media.frame_reader import RetimedFrames, VideoFrames
 from ..media.segments import write_segment
+from ..face.blend import Blend
 from ..sample.sampler import WindowRunner
 from ..sample.stream import run_segments
 from .pipeline import ModelSet, UNetSpec
@@ -52,6 +53,7 @@ class WindowJob:
     fps: float
     crf: int
     pts: np.ndarray  # the input frames' timestamps, from the driver's face pass
+    blend: Blend = Blend()  # what is pasted back (`job.streamed_blend`)
 
 
 def group_segments(segments: list, groups: int) -> list[list]:
@@ -94,6 +96,7 @@ def _make_worker_class(ray, device: str):
             self.source = frames
             self.runner = WindowRunner(unet, models.vae(job.vae), job.settings, job.plan, job.features, job.resolution,
                                        torch.device(job.device), dtype, torch.uint8)
+            self.runner.blend = job.blend
 
         def pid(self) -> int:
             return os.getpid()

@@ -1,10 +1,10 @@
 """The PoC experiment: one clip through a matrix of configurations (VAD policy, 256 vs 1.6@512 vs 256 + upscale
 vs 256 + mouth restoration, quantization, scheduler and steps, guidance, DeepCache), each scored with SyncNet, on
-one library path. Writes `README.md` (a table: config, LSE-C, LSE-D, offset, mouth sharpness and its ratio to the
-source frames, seconds, peak memory), `results.csv`, `chart.png` and one mp4 per configuration. The report is
-rewritten after every configuration, and a configuration that fails (int4 without CUDA, out of memory) is a row
-with its error while the run goes on, and every model file is checked before the first one: an hour of results is
-not lost to the last configuration. Every value is checked against its declaration when the file is read.
+one library path. Writes `README.md` (a table: config, LSE-C, LSE-D, offset, mouth sharpness and mouth flicker with
+their ratios to the source frames, seconds, peak memory), `results.csv`, `chart.png` and one mp4 per configuration.
+The report is rewritten after every configuration, a configuration that fails (int4 without CUDA, out of memory) is
+a row with its error while the run goes on, and every model file is checked before the first one: an hour of
+results is not lost to the last configuration. Every value is checked against its declaration when the file is read.
 
 The configs file (JSON):
     {"models": {"unet_1.5": PATH, "unet_1.6": PATH, "whisper": PATH, "vae": PATH, "syncnet": PATH,
@@ -43,10 +43,11 @@ from ..media.video import write_video
 from ..score.crops import pack_face_detector
 from ..score.evaluate import (CROPS, MIN_TRACK_FRAMES, SCORE_OPTIONS, FaceCrops, TrackRules, score_sync,
                               wants_jpeg)
+from ..score.flicker import compare_flicker
 from ..score.sharpness import compare_sharpness
 from ..upscale.frames import upscale_frames
 from ..upscale.models import load_upscale_model
-from ..upscale.restore import load_face_restorer, restore_mouths
+from ..upscale.restore import MouthBlend, load_face_restorer, restore_mouths
 from .pipeline import Clip, ModelFiles, ModelSet, UNetSpec, lipsync_files, read_clip, resolve_device, resolve_dtype
 from ..core.options import Option, check_all
 from ..core.precision import DTYPE
@@ -54,6 +55,10 @@ from ..sample.settings import SETTINGS, SamplerSettings, one_spelling
 from ..unet.loading import QUANTIZATION
 
 REPORT_FILES = ("README.md", "results.csv", "chart.png")  # rewritten after each configuration
+TABLE_COLUMNS = ("config", "LSE-C", "LSE-D", "offset", "mouth sharpness", "vs source", "mouth flicker", "vs source",
+                 "seconds", "peak memory (MB)", "generated frames")
+CSV_COLUMNS = ("name", "lse_c", "lse_d", "offset", "crops", "sharpness", "sharpness_ratio", "flicker", "flicker_ratio",
+               "seconds", "peak_mb", "frames", "generated", "video", "error")
 # Every sampler setting (sample/settings.py), the run's dtype and quantization and what only the experiment varies.
 RESTORE = (Option("restore", "none", "The face restorer on the mouth, before any upscale.", choices=("none", "model")),
            Option("restore_strength", 0.7, "How much of the restored mouth replaces the generated one.", 0.0, 1.0))
@@ -158,11 +163,10 @@ def run_config(config: dict, clip: Clip, models: dict, model_set: ModelSet, vide
     seconds = time.perf_counter() - started
     write_video(video, frames, clip.fps, audio=clip.audio_path)
     score = _score(frames, clip, models, model_set, score_settings)
-    sharpness = _sharpness(frames, clip, result)
     return {"name": config["name"], "lse_c": score.lse_c, "lse_d": score.lse_d, "offset": score.offset,
-            "crops": score.crops, "sharpness": sharpness["generated"], "sharpness_ratio": sharpness["ratio"],
-            "seconds": seconds, "peak_mb": memory.peak / 2**20, "frames": len(frames),
-            "generated": int(result.generated.sum()), "video": video.name, "warnings": result.stats["warnings"],
+            "crops": score.crops, **_mouth_measures(frames, clip, result), "seconds": seconds,
+            "peak_mb": memory.peak / 2**20, "frames": len(frames), "generated": int(result.generated.sum()),
+            "video": video.name, "warnings": result.stats["warnings"],
             "settings": {k: v for k, v in config.items() if k != "name"}}
 
 
@@ -270,22 +274,20 @@ def write_report(rows: list[dict], out_dir: Path, context: dict) -> None:
              "LSE-C: SyncNet confidence (higher is better); LSE-D: distance (lower is better); offset in frames "
              f"at 25 fps; crops: {done[0]['crops'] if done else '-'}.", "",
              "Mouth sharpness: Laplacian variance over the regenerated mouth (median over the frames; higher is "
-             "sharper); vs source: its ratio to the same measure on the source frames.", "",
-             "| config | LSE-C | LSE-D | offset | mouth sharpness | vs source | seconds | peak memory (MB) "
-             "| generated frames |" + (" error |" if failed else ""),
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + (" --- |" if failed else "")]
+             "sharper). Mouth flicker: mean luma change of the mouth from one frame to the next (0-255; lower is "
+             "steadier). vs source: each one's ratio to the same measure on the source frames.", "",
+             "| " + " | ".join([*TABLE_COLUMNS, *(["error"] if failed else [])]) + " |",
+             "| --- |" + " ---: |" * (len(TABLE_COLUMNS) - 1) + (" --- |" if failed else "")]
     lines += [_table_row(r, failed > 0) for r in rows]
     lines += ["", "Settings per config are in `results.csv`; each config's video is beside this file."]
     if failed:
         lines += [f"{failed} of {len(rows)} configs failed; their error is in the last column."]
     _replace_file(out_dir / REPORT_FILES[0], ("\n".join(lines) + "\n").encode("utf-8"))
     table = io.StringIO(newline="")
-    columns = ["name", "lse_c", "lse_d", "offset", "crops", "sharpness", "sharpness_ratio", "seconds", "peak_mb",
-               "frames", "generated", "video", "error"]
-    writer = csv.DictWriter(table, fieldnames=[*columns, "settings"])
+    writer = csv.DictWriter(table, fieldnames=[*CSV_COLUMNS, "settings"])
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: row.get(k, "") for k in columns} | {"settings": json.dumps(row["settings"])})
+        writer.writerow({k: row.get(k, "") for k in CSV_COLUMNS} | {"settings": json.dumps(row["settings"])})
     _replace_file(out_dir / REPORT_FILES[1], table.getvalue().encode("utf-8"))
     chart = io.BytesIO()
     Image.fromarray(bar_chart([r["name"] for r in rows], [r.get("lse_c") for r in rows])).save(chart, format="png")
@@ -301,10 +303,11 @@ def _replace_file(path: Path, data: bytes) -> None:
 
 def _table_row(row: dict, error_column: bool) -> str:
     if "error" in row:
-        cells = [row["name"], *["-"] * 5, f"{row['seconds']:.1f}", "-", "-", row["error"]]
+        cells = [row["name"], *["-"] * 7, f"{row['seconds']:.1f}", "-", "-", row["error"]]
     else:
         cells = [row["name"], f"{row['lse_c']:.3f}", f"{row['lse_d']:.3f}", f"{row['offset']:+d}",
                  _number(row.get("sharpness"), "{:.1f}"), _number(row.get("sharpness_ratio"), "{:.2f} x"),
+                 _number(row.get("flicker"), "{:.2f}"), _number(row.get("flicker_ratio"), "{:.2f} x"),
                  f"{row['seconds']:.1f}", f"{row['peak_mb']:.0f}", f"{row['generated']}/{row['frames']}"]
         cells += [""] if error_column else []
     return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"  # a bare "|" would split a cell
@@ -363,7 +366,8 @@ def _restore(crops, result, config, models, device):
     if config["restore"] == "none":
         return crops
     model = load_face_restorer(_need(models, "face_restorer"), device=device)
-    return restore_mouths(crops, result.faces.mask, model, strength=config["restore_strength"], device=device)
+    return restore_mouths(crops, result.faces.mask, model, blend=MouthBlend(config["restore_strength"]),
+                          device=device)
 
 
 def _upscale(crops, result, config, models, device):
@@ -387,8 +391,10 @@ def _score(frames, clip: Clip, models: dict, model_set: ModelSet, settings: dict
                       tracks=TrackRules(min_track=settings["min_track"]))
 
 
-def _sharpness(frames, clip: Clip, result) -> dict:
-    """Mouth sharpness of the output and of the source frames it was made from, through the same faces; the
-    source frames are taken one at a time (no second copy of the clip)."""
-    source = (clip.frames[int(i)] for i in result.source_index)
-    return compare_sharpness(frames, source, result.faces)
+def _mouth_measures(frames, clip: Clip, result) -> dict:
+    """Mouth sharpness and flicker against the source frames, read one at a time (no second copy of the clip)."""
+    source = [(clip.frames[int(i)] for i in result.source_index) for _ in range(2)]
+    sharpness = compare_sharpness(frames, source[0], result.faces)
+    flicker = compare_flicker(frames, source[1], result.faces)
+    return {"sharpness": sharpness["generated"], "sharpness_ratio": sharpness["ratio"],
+            "flicker": flicker["generated"], "flicker_ratio": flicker["ratio"]}

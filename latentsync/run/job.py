@@ -15,6 +15,7 @@ import torch
 
 from ..audio.features import FPS
 from ..audio.vad import THRESHOLD
+from ..face.blend import BLEND_MASK, Blend
 from ..face.detect import FaceDetector, FaceTracker, check_selection
 from ..face.smooth import SMOOTHING
 from ..media.partial import file_identity
@@ -67,6 +68,25 @@ class MemoryOptions:
             option.check(getattr(self, option.name))
 
 
+STREAMED_BLEND_MASKS = tuple(choice for choice in BLEND_MASK.choices if choice != "custom")
+
+
+def streamed_blend(blend: Blend) -> Blend:
+    """`blend` checked for a streamed run, which offers no custom mask (it has no frames to give one for)."""
+    if blend.mask == "custom":
+        raise ValueError("blend_mask custom is not offered for a streamed run (the lipsync command, the video-file "
+                         "sampler): choose reference or landmarks, or lip-sync IMAGE frames and paste them with "
+                         "Paste Faces Back and your MASK")
+    return blend.check(1, (1, 1))  # nothing of the frames is checked without a custom mask
+
+
+def blend_options(blend: Blend) -> dict:
+    """The blend's part of a job's `options` (nothing for the default, so older partial outputs still match)."""
+    chosen = {"mask": blend.mask, "grow": blend.grow, "feather": blend.feather, "colour_match": blend.colour_match}
+    default = Blend()
+    return {} if chosen == {name: getattr(default, name) for name in chosen} else {"blend": chosen}
+
+
 def job_identity(inputs: dict, settings: SamplerSettings, face: FaceChoice, options: dict) -> dict:
     """What a streamed run's output is made from, in one record (JSON-able): `inputs` names each input by its
     identity (a file's `file_identity`, or a digest of the tensor a node was given), then every sampler setting,
@@ -82,7 +102,7 @@ class Job:
     `device` and `dtype` default to those of the model set the job runs with (a new one: CUDA when there is
     one, in fp16 there, else the CPU in fp32). `compile_mode` compiles the UNet
     (`unet/compile.py`); `still_fps` is a still image's frame rate; `resume` continues a run that stopped with
-    the same job (`media/partial.py`)."""
+    the same job (`media/partial.py`); `blend` is what is pasted back (`streamed_blend`: no custom mask)."""
 
     video: Path
     audio: Path
@@ -101,6 +121,7 @@ class Job:
     seamless: bool = False
     still_fps: float = FPS.default
     resume: bool = False
+    blend: Blend = Blend()
 
     def __post_init__(self) -> None:
         for name in ("video", "audio", "out", "whisper", "vae"):
@@ -118,5 +139,6 @@ class Job:
         options = {"vad_threshold": self.vad_threshold, "seamless": self.seamless, "crf": self.crf,
                    "still_fps": self.still_fps if still else None, "device": self.device.type,
                    "dtype": str(self.dtype).removeprefix("torch."),
-                   "vae_calls": {"batch": self.memory.vae_batch, "tiling": self.memory.vae_tiling}}
+                   "vae_calls": {"batch": self.memory.vae_batch, "tiling": self.memory.vae_tiling},
+                   **blend_options(self.blend)}
         return job_identity(inputs, self.settings, self.face, options)

@@ -20,7 +20,7 @@ from ..core.options import Option
 from ..core.precision import DTYPE, DTYPES
 from ..media.audio import load_audio
 from ..media.video import read_frames
-from ..sample.sampler import lipsync
+from ..sample.sampler import Output, lipsync
 from ..sample.settings import SamplerSettings
 from ..sample.vae import OFFLOAD, VAE_BATCH, VAE_TILING, load_vae
 from ..sample.vram import estimate_vram
@@ -177,7 +177,7 @@ def lipsync_files(clip: Clip, models: ModelSet, files: ModelFiles, settings: Sam
     if callable(track):
         track = track(clip.frames)
     result = lipsync(clip.frames, features.with_speech(speech), network, face_vae, settings, faces=track,
-                     resolution=resolution, device=models.device, progress=progress, output_dtype=output_dtype)
+                     resolution=resolution, device=models.device, progress=progress, output=Output(output_dtype))
     return Run(result=result, resolution=resolution, config_source=source)
 
 

@@ -18,6 +18,7 @@ import torch
 
 from ..audio.features import AudioFeatures
 from ..audio.vad import SpeechSegments
+from ..face.blend import Blend
 from ..face.detect import track_from_faces
 from ..face.types import FaceTrack
 from ..face.window_crops import faces_from_track
@@ -33,7 +34,7 @@ from ..sample.stream import plan_segments, run_segments
 from ..unet.config import max_window
 from ..unet.files import choose_config
 from .cluster import RayCluster, WindowJob
-from .job import FaceChoice, Job
+from .job import FaceChoice, Job, streamed_blend
 from .pipeline import Clip, ModelSet, resolve_device, resolve_dtype, speech_and_features
 
 
@@ -110,12 +111,14 @@ def _face_track(frames: VideoFrames, partial: PartialOutput, face: FaceChoice, p
 
 def lipsync_stream(frames: VideoFrames, voice: Voice, models: LoadedModels, settings: SamplerSettings,
                    face: FaceChoice, partial: PartialOutput, *, crf: int = CRF.default, hooks: Hooks = Hooks(),
-                   remote: Callable[[RemoteSegments], int] | None = None) -> dict:
+                   remote: Callable[[RemoteSegments], int] | None = None, blend: Blend = Blend()) -> dict:
     """The streamed run, from loaded models and features: the first pass over `frames` finds `face` in every
     frame (kept in `partial`), then the windows run, each written as a segment in `partial` as it finishes (those
     already there are skipped), and the segments are joined into `partial.out` with the voice's soundtrack;
     `partial` is removed once the output is whole. `remote(segments)` makes the segments to do elsewhere
-    (`lipsync_video_file`'s Ray cluster) instead of here and returns how many it made. Returns the summary."""
+    (`lipsync_video_file`'s Ray cluster) instead of here and returns how many it made; `blend` is what is pasted
+    back (`job.streamed_blend`; the remote workers get it from their `WindowJob`). Returns the summary."""
+    blend = streamed_blend(blend)
     fps = float(voice.features.fps)
     clock = time.perf_counter()
     track = _face_track(frames, partial, face, hooks.face_progress)
@@ -138,6 +141,7 @@ def lipsync_stream(frames: VideoFrames, voice: Voice, models: LoadedModels, sett
                         "sizes")
     runner = WindowRunner(models.unet, models.vae, settings, plan, voice.features, models.resolution, models.device,
                           models.dtype, torch.uint8, hooks.progress)
+    runner.blend = blend
     segments = plan_segments(plan, settings.window)
     done = partial.finished(segments)
 
@@ -187,6 +191,7 @@ def lipsync_video_file(job: Job, models: ModelSet | None = None, *, hooks: Hooks
     check_crf(job.crf)
     job.face.check()
     job.memory.check()
+    streamed_blend(job.blend)
     if models is None:
         device = resolve_device(job.device)
         models = ModelSet(device, job.dtype or resolve_dtype("auto", device))
@@ -223,12 +228,13 @@ def lipsync_video_file(job: Job, models: ModelSet | None = None, *, hooks: Hooks
                                settings=settings, plan=work.plan, features=features, faces=work.faces,
                                resolution=resolution, device=str(models.device),
                                dtype=str(dtype).removeprefix("torch."), fps=float(features.fps), crf=job.crf,
-                               pts=work.pts)
+                               pts=work.pts, blend=job.blend)
         return cluster.run(window_job, work.todo, work.keep, work.window_done)
 
     setup = time.perf_counter() - started
     loaded = LoadedModels(network, face_vae, resolution, models.device, dtype)
     summary = lipsync_stream(frames, Voice(features, speech, job.audio), loaded, settings, job.face, partial,
-                             crf=job.crf, hooks=hooks, remote=None if cluster is None else on_cluster)
+                             crf=job.crf, hooks=hooks, remote=None if cluster is None else on_cluster,
+                             blend=job.blend)
     summary["stage_seconds"]["setup"] = round(setup, 3)
     return {**summary, "config": config_source}

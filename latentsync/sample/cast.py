@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..speakers.cast import Cast
 from .frame_plan import audio_frame_count
-from .sampler import LipSyncResult, Progress, lipsync, plan_lipsync
+from .sampler import LipSyncResult, Output, Progress, lipsync, plan_lipsync
 from .settings import SETTING, SamplerSettings
 from .denoise import FaceVAE
 
@@ -87,7 +87,7 @@ def lipsync_cast(frames: Tensor | np.ndarray, cast: Cast, unet: torch.nn.Module,
     for number, role in enumerate(roles):
         result = lipsync(current, role.speaker.features.with_speech(role.speaker.speech), unet, vae, settings,
                          faces=role.track.subset(source_index), resolution=resolution, device=device,
-                         progress=report(sum(totals[:number])), output_dtype=output_dtype)
+                         progress=report(sum(totals[:number])), output=Output(output_dtype))
         source_index = source_index[result.source_index]
         generated = result.generated if generated is None else generated | result.generated
         stats.append({"face": role.label, "speaker": role.speaker.name} | result.stats)

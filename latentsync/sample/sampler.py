@@ -13,7 +13,7 @@ that quiet, skip or cheapen the non-speech stretches (`frame_plan.py`).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -26,7 +26,9 @@ from ..unet.deepcache import DeepCache
 from .denoise import LATENT_SCALE, FaceVAE, decode_faces, denoise, encode_conditioning
 from ..face.align import AlignedFaces
 from ..face.detect import FaceDetector, FaceTrack
+from ..face.blend import Blend
 from ..face.paste import blend_mouth, paste_back
+from ..face.seam import match_colour
 from ..core.memory import check_fits
 from .schedulers import SCHEDULERS, make_scheduler
 from .settings import AUDIO_LONGER, AUDIO_SHORTER, MAX_GUIDANCE, VAD_POLICIES, SamplerSettings
@@ -35,7 +37,8 @@ from ..face.window_crops import clip_faces
 from .frame_plan import FramePlan, Window, audio_frame_count, plan_frames, plan_length
 
 __all__ = ["SCHEDULERS", "VAD_POLICIES", "AUDIO_LONGER", "AUDIO_SHORTER", "LATENT_SCALE", "SamplerSettings",
-           "FaceVAE", "LipSyncResult", "WindowRunner", "lipsync", "plan_lipsync", "window_seed", "MAX_GUIDANCE"]
+           "FaceVAE", "LipSyncResult", "Output", "WindowRunner", "lipsync", "plan_lipsync", "window_seed",
+           "MAX_GUIDANCE"]
 
 Progress = Callable[[int, int], None]
 
@@ -49,6 +52,17 @@ class LipSyncResult:
     source_index: np.ndarray  # [M]: the input frame each output frame was made from
     fps: float = 25.0  # the features' frame rate, which is the output's
     stats: dict = field(default_factory=dict)  # UNet passes, windows, seconds per stage
+
+
+@dataclass(frozen=True)
+class Output:
+    """What `lipsync` returns: frames of `dtype` (float32 0-1, or uint8: a quarter of the memory, pasted faces
+    truncated to whole grey levels as in the reference) with the faces pasted back through `blend` (`Blend`: the
+    reference's whole crop by default, the landmark mouth, or a custom mask with one row or one per input
+    frame; and whether the regenerated colours are matched to the original first)."""
+
+    dtype: torch.dtype = torch.float32
+    blend: Blend = Blend()
 
 
 def _as_frames(frames: Tensor | np.ndarray) -> Tensor:
@@ -117,7 +131,12 @@ class WindowRunner:
     Nothing carries from one window to the next: the noise is one tensor for the clip (drawn on the CPU, so a
     seed means the same on any device), the VAE is reseeded per window (`window_seed`) and DeepCache starts each
     window afresh. Any window can be redone alone with the same result, in any order.
+
+    `blend` (set after construction; default the reference's) is what paste-back does: the blend mask, checked
+    against the input frames (a custom mask has one row, or one per input frame), and the colour match.
     """
+
+    blend: Blend = Blend()
 
     def __init__(self, unet: torch.nn.Module, vae: FaceVAE, settings: SamplerSettings, plan: FramePlan,
                  features: AudioFeatures, resolution: int, device: torch.device, dtype: torch.dtype,
@@ -160,9 +179,12 @@ class WindowRunner:
                           self.noise.expand(-1, -1, len(window), -1, -1), conditioning, audio, settings.guidance,
                           self.cache, self._on_step)
         clock = self.timed("unet", clock)
-        faces_out = blend_mouth(decode_faces(self.vae, latents), faces)
+        decoded = decode_faces(self.vae, latents)
+        if self.blend.colour_match:
+            decoded = match_colour(decoded, faces.pixel_values(), faces.mask)
+        faces_out = blend_mouth(decoded, faces)
         clock = self.timed("decode", clock)
-        pasted = paste_back(frames.clone(), faces, faces_out, inplace=True)
+        pasted = paste_back(frames.clone(), faces, faces_out, inplace=True, blend=self.window_blend(indices))
         weight = torch.from_numpy(plan.output_weight[indices])[:, None, None, None]
         if (weight < 1).any():  # skip's fade from the generated frames into the original ones
             # as a step from the input towards the paste: pixels the paste left alone stay exactly the input's
@@ -171,6 +193,13 @@ class WindowRunner:
         crops = (faces_out / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
         self.timed("paste", clock)
         return pasted, crops
+
+    def window_blend(self, indices: np.ndarray) -> Blend:
+        """The blend of the output frames `indices`: a custom mask's rows of the input frames they come from."""
+        custom = self.blend.custom
+        if self.blend.mask != "custom" or custom is None or len(custom) == 1:
+            return self.blend
+        return replace(self.blend, custom=custom[torch.from_numpy(np.asarray(self.plan.source_index[indices]))])
 
     def stats(self) -> dict:
         plan = self.plan
@@ -185,30 +214,32 @@ def lipsync(frames: Tensor | np.ndarray, features: AudioFeatures, unet: torch.nn
             settings: SamplerSettings = SamplerSettings(), *,
             faces: AlignedFaces | FaceTrack | str | FaceDetector | None = None, resolution: int | None = None,
             device: torch.device | str | None = None, progress: Progress | None = None,
-            output_dtype: torch.dtype = torch.float32) -> LipSyncResult:
+            output: Output = Output()) -> LipSyncResult:
     """Lip-sync `frames` (`[N, H, W, 3]`, float 0-1 or uint8) to `features` (taken at the video's frame times).
 
     `features.speech` gives the VAD policies their segments (`features.with_speech(segments)` attaches the VAD
     node's). Faces come from `faces`: aligned crops of the input frames, a `FaceTrack`, or a detector (a name or
     a `FaceDetector`; default dlib) run here; `resolution` is the crop size (default: the faces', else 256; 512
     for LatentSync 1.6). `device` defaults to the UNet's; the latents are float32 (the models cast to their own).
-    `output_dtype=torch.uint8` returns uint8 frames (a quarter of the memory; pasted faces are truncated to
-    whole grey levels as in the reference) instead of float32 0-1.
+    `output` (`Output`) is the frames' dtype and what is pasted back.
     `progress(done, total)` is called after every UNet step (total = all steps planned) and may raise to
     cancel: the exception propagates and nothing is returned. (`sample/stream.py` runs the same windows on
     frames decoded from a file as they are needed.)
     """
     settings.validate(max_window(getattr(unet, "config", None)))
+    output_dtype = output.dtype
     if output_dtype not in (torch.float32, torch.uint8):
-        raise ValueError(f"output_dtype must be torch.float32 or torch.uint8, got {output_dtype}")
+        raise ValueError(f"Output.dtype must be torch.float32 or torch.uint8, got {output_dtype}")
     frames = _as_frames(frames)
     _check_output_memory(len(frames), features, settings, frames.shape[1:3],
                          resolution or getattr(faces, "resolution", None) or 256, output_dtype)
+    blend = output.blend.check(len(frames), tuple(frames.shape[1:3]))
     clock = time.perf_counter()
     source = clip_faces(frames, faces, resolution)
     plan = plan_lipsync(len(frames), features, source.valid, settings)
     runner = WindowRunner(unet, vae, settings, plan, features, source.resolution, _model_device(unet, device),
                           torch.float32, output_dtype, progress)
+    runner.blend = blend
 
     out = torch.empty((plan.frames, *frames.shape[1:]), dtype=output_dtype)
     for start in range(0, plan.frames, 256):  # converted a slice at a time: no full-size temporary

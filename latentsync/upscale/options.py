@@ -34,3 +34,6 @@ RESTORE_CHUNK = Option("chunk", 4, "Crops on the device at once; halved automati
 RESTORE_PRECISION = Option("precision", DTYPE.default, "Model precision; auto is fp32 (these models are not "
                            "fp16-safe), bf16 saves memory.", choices=DTYPE.choices)
 RESTORE_OPTIONS = (STRENGTH, FEATHER, RESTORE_SIZE, RESTORE_CHUNK, RESTORE_PRECISION)  # Restore Mouths' order
+# Restore Mouths' last input (optional: workflows saved before it keep working).
+TEMPORAL = Option("temporal", 0.0, "Steadies the restored mouth: each frame's change is averaged with the previous "
+                  "frames'; 0 = off.", 0.0, 0.95, step=0.05)

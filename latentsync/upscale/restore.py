@@ -17,7 +17,7 @@ the same way twice.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,10 @@ import torch
 from ..catalogue import CATALOGUE
 from ..checkpoint import CheckpointError
 from ..core.process_state import contained, hushed
+from ..face.align import FILL
 from .frames import as_frames, mouth_weight
 from .models import arch_name, import_spandrel, load_spandrel_descriptor
-from .options import FEATHER, RESTORE_CHUNK, STRENGTH
+from .options import FEATHER, RESTORE_CHUNK, STRENGTH, TEMPORAL
 from .resize import resize_nchw
 from .tiling import (Progress, TiledRunner, Tiling, check_host_memory, default_device, default_dtype, placed,
                      report)
@@ -45,6 +46,20 @@ CODEFORMER_NEEDS = ("pip install spandrel-extra-arches; CodeFormer's weights are
 _FULL_RES_MAPS = 24
 # Restore Mouths' chunk; the tile is always the restorer's whole face (`restore_mouths`).
 RESTORE_TILING = Tiling(chunk=RESTORE_CHUNK.default)
+
+
+@dataclass(frozen=True)
+class MouthBlend:
+    """How the restored mouth goes into the crops: `strength` toward the restored face, over the mouth mask softened
+    by `feather` (a fraction of the crop side), the change steadied over time by `temporal` (`restore_mouths`)."""
+
+    strength: float = STRENGTH.default
+    feather: float = FEATHER.default
+    temporal: float = TEMPORAL.default
+
+    def __post_init__(self) -> None:
+        for option in (STRENGTH, FEATHER, TEMPORAL):
+            option.check(getattr(self, option.name))
 
 
 class FaceRestorerError(CheckpointError):
@@ -135,9 +150,9 @@ def check_face_restorer(model: Any, name: str = "the model", fidelity: float = D
 
 
 def restore_mouths(crops: torch.Tensor, mouth_mask: torch.Tensor, model: FaceRestorer | Any, *,
-                   strength: float = STRENGTH.default, feather: float = FEATHER.default, size: int | None = None,
-                   tiling: Tiling = RESTORE_TILING, device: str | torch.device | None = None,
-                   dtype: torch.dtype | None = None, progress: Progress | None = None) -> torch.Tensor:
+                   blend: MouthBlend = MouthBlend(), size: int | None = None, tiling: Tiling = RESTORE_TILING,
+                   device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+                   progress: Progress | None = None) -> torch.Tensor:
     """Restore the regenerated mouths of `crops` `[N, H, W, 3]` (0-1, the sampler's 256 or 512 px crops);
     returns `[N, S, S, 3]` float32 on the CPU.
 
@@ -145,33 +160,41 @@ def restore_mouths(crops: torch.Tensor, mouth_mask: torch.Tensor, model: FaceRes
     `frames.mouth_weight` takes. The output side S is `size`, default the larger of the crop side and the
     model's 512. Each crop is resized to 512, restored, and resized to S; the base is the crop resized to S
     bicubically as `upscale_frames(..., "bicubic")` does (untouched when S is the crop side), and the result is
-    `base + strength * w * (restored - base)`, `w` the feathered mouth weight: where `strength * w` is 0 the result
-    is the base bit for bit. `tiling.chunk` crops are on the device at once (halved when memory runs out) and
-    `tiling.max_memory` caps the device memory planned; its tile, overlap and `min_tile` are not used (a restorer
-    takes the whole face at its own size). `progress` may raise to cancel; the model goes back to its device and
-    dtype. `dtype` defaults to fp32 for models that spandrel marks as not half-safe (all three).
+    `base + strength * w * (restored - base)`, `w` the feathered mouth weight (`blend`): where `strength * w` is 0
+    the result is the base bit for bit.
+
+    With `blend.temporal` t > 0 the crops are a clip, in order (consecutive frames of one face): the change
+    `restored - base` of each crop is replaced by its exponential moving average, `t * previous + (1 - t) * change`,
+    so the restorer cannot make the mouth flicker (the crops are aligned, so the average follows the head). A crop
+    that is entirely grey 127 (the sampler's crop of a frame without a face) starts the average again. At 0 the
+    result is the one above, bit for bit.
+
+    `tiling.chunk` crops are on the device at once (halved when memory runs out) and `tiling.max_memory` caps the
+    device memory planned; its tile, overlap and `min_tile` are not used (a restorer takes the whole face at its
+    own size). `progress` may raise to cancel; the model goes back to its device and dtype. `dtype` defaults to
+    fp32 for models that spandrel marks as not half-safe (all three).
     """
     crops = as_frames(crops)
     count, height, width, channels = crops.shape
     if height != width or channels != 3:
         raise ValueError(f"face crops are square RGB images [N, S, S, 3], got {tuple(crops.shape)}")
-    strength = STRENGTH.check(strength)
     model = check_face_restorer(model)
     side = int(size) if size else max(width, model.size)
     if side < 1:
         raise ValueError(f"size must be at least one pixel, got {size}")
     check_host_memory(count * side * side * 3 * 4, f"{count} crops of {side}x{side}", None)
     out = torch.empty(count, side, side, 3)
-    blend = strength * mouth_weight(mouth_mask, count, (side, side), feather)
+    weights = blend.strength * mouth_weight(mouth_mask, count, (side, side), blend.feather)
     chunk = tiling.chunk
     for start in range(0, count, max(1, chunk)):
         out[start:start + chunk] = _base(crops[start:start + chunk], side)
-    if not bool((blend > 0).any()):
+    if not bool((weights > 0).any()):
         report(progress, count, count)
         return out
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(model, device)
     faces = _AtModelSize(crops, model.size)
+    steady = _Steady(blend.temporal, crops)
     with placed(model, device, dtype):
         whole_face = replace(tiling, tile=model.size, min_tile=model.size,
                              reserved=tiling.reserved + out.numel() * 4)
@@ -179,10 +202,34 @@ def restore_mouths(crops: torch.Tensor, mouth_mask: torch.Tensor, model: FaceRes
         for first, restored in runner.chunks():
             stop = first + restored.shape[0]
             restored = resize_nchw(restored, (side, side), "bicubic").permute(0, 2, 3, 1).cpu()
-            weight = (blend if blend.shape[0] == 1 else blend[first:stop])[..., None]
+            weight = (weights if weights.shape[0] == 1 else weights[first:stop])[..., None]
             base = out[first:stop]
+            restored = steady(first, restored, base)
             out[first:stop] = torch.where(weight > 0, torch.lerp(base, restored, weight), base)
     return out
+
+
+class _Steady:
+    """The temporal blend of `restore_mouths`: each crop's change (restored - base) as its exponential moving
+    average over the crops before it, kept across chunks (which arrive in order); reset at an all-grey crop."""
+
+    def __init__(self, temporal: float, crops: torch.Tensor):
+        self.temporal, self.crops, self.average = float(temporal), crops, None
+
+    def __call__(self, first: int, restored: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        if self.temporal == 0:
+            return restored  # off: today's result, bit for bit
+        steadied = torch.empty_like(restored)
+        for row in range(restored.shape[0]):
+            change = restored[row] - base[row]
+            if bool(((self.crops[first + row] * 255 - FILL).abs() < 0.5).all()):
+                self.average = None  # a frame without a face: restored as it is, the next face starts afresh
+            else:
+                if self.average is not None:
+                    change = torch.lerp(change, self.average, self.temporal)
+                self.average = change
+            steadied[row] = base[row] + change
+        return steadied
 
 
 class _AtModelSize:
