@@ -11,6 +11,7 @@ from ..latentsync.sample.cast import CAST_VAD_POLICY, lipsync_cast
 from ..latentsync.sample.presets import BUNDLED, PRESET, bundled_settings
 from ..latentsync.sample.sampler import Output, lipsync
 from ..latentsync.sample.settings import SETTINGS, SamplerSettings, Setting
+from ..latentsync.run.job import STREAMED_BLEND_MASKS
 from ._comfy import io, load_for_compute, model_management, override, progress_reporter
 from .base import LatentSyncNode, option_input
 from .data_types import AudioFeatures, Cast, Faces, LatentSyncModel, Speech
@@ -177,6 +178,8 @@ class LatentSyncSpeakersSampler(LatentSyncNode):
                 LatentSyncModel.Input("model", tooltip="From Load LatentSync UNet."),
                 io.Vae.Input("vae", tooltip="sd-vae-ft-mse (vae-ft-mse-840000-ema-pruned) from ComfyUI's Load VAE."),
                 *(cast_setting_input(setting) for setting in SETTINGS),
+                *blend_inputs(STREAMED_BLEND_MASKS, "What is pasted back of each face: reference: the whole crop; "
+                                                    "landmarks: lips, jaw, chin."),
             ],
             outputs=[
                 io.Image.Output(display_name="images", tooltip="The lip-synced frames."),
@@ -187,15 +190,20 @@ class LatentSyncSpeakersSampler(LatentSyncNode):
 
     @classmethod
     @override
-    def execute(cls, images, fps: float, cast, model, vae, **values) -> io.NodeOutput:
+    def execute(cls, images, fps: float, cast, model, vae, blend_mask: str = BLEND_MASK.default,
+                mask_grow: float = GROW.default, mask_feather: float = FEATHER.default,
+                colour_match: bool = COLOUR_MATCH.default, **values) -> io.NodeOutput:
         settings = SamplerSettings(**values)
+        blend = Blend(blend_mask, mask_grow, mask_feather, colour_match=colour_match).check(len(images),
+                                                                                          tuple(images.shape[1:3]))
         for speaker in cast.speakers:
             if abs(speaker.features.fps - fps) > 1e-3:
                 raise ValueError(f"{speaker.name}'s audio features were made for {speaker.features.fps:g} fps but "
                                  f"the images are at {fps:g} fps; give Whisper Encode the video's fps")
         device = load_for_compute(model.patcher)
         result = lipsync_cast(images, cast, model.patcher.model, ComfyFaceVAE(vae), settings,
-                              resolution=model.resolution, device=device, progress=progress_reporter())
+                              resolution=model.resolution, device=device, progress=progress_reporter(),
+                              output=Output(blend=blend))
         out = model_management.intermediate_device()
         generated = result.generated.to(torch.float32).view(-1, 1, 1)
         summary = {"frames": len(result.frames), "generated": int(result.generated.sum()),

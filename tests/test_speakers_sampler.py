@@ -10,11 +10,12 @@ from sampler_fixtures import RESOLUTION, PoolVAE, face_boxes, fake_features, out
 from two_people import two_person_frames
 
 from latentsync.audio.vad import SpeechSegments
+from latentsync.face.blend import Blend
 from latentsync.face.detect import detect_faces
 from latentsync.face.tracks import FaceTracks
 from latentsync.sample.cast import lipsync_cast
 from latentsync.sample.frame_plan import runs
-from latentsync.sample.sampler import SamplerSettings, lipsync
+from latentsync.sample.sampler import Output, SamplerSettings, lipsync
 from latentsync.speakers.cast import Speaker, make_cast, parse_mapping
 from latentsync.unet.loading import load_unet
 
@@ -202,3 +203,20 @@ def test_auto_mapping_by_syncnet_reports_how_it_decided(clip, tracks, tmp_path):
     assert auto_mapping(clip, 25.0, tracks, unheard, syncnet)[0] is None  # no audio: in order, and it says so
     mapping, how = auto_mapping(clip[:4], 25.0, tracks.subset(slice(0, 4)), speakers, syncnet)
     assert mapping is None and "could not compare" in how  # 4 frames: too short for the metric
+
+
+def test_the_landmark_blend_changes_only_part_of_each_face(unet, clip, tracks):
+    """blend_mask landmarks: each face's paste touches a part of what the reference's whole-crop paste touches;
+    a custom mask is refused (one mask cannot say which face it is for)."""
+    cast = make_cast(tracks, mixed_speakers(), "A = 1, B = 2")
+    config = settings(vad_policy="silence")
+    whole = lipsync_cast(clip, cast, unet, PoolVAE(), config, resolution=RESOLUTION)
+    mouth = lipsync_cast(clip, cast, unet, PoolVAE(), config, resolution=RESOLUTION,
+                         output=Output(blend=Blend("landmarks")))
+    touched_whole = (whole.frames != clip).any(dim=-1)
+    touched_mouth = (mouth.frames != clip).any(dim=-1)
+    assert touched_mouth.any() and bool((touched_mouth <= touched_whole).all())
+    assert touched_mouth.sum() < 0.6 * touched_whole.sum()
+    with pytest.raises(ValueError, match="custom is not offered for several faces"):
+        lipsync_cast(clip, cast, unet, PoolVAE(), config, resolution=RESOLUTION,
+                     output=Output(blend=Blend("custom", custom=torch.ones(1, *clip.shape[1:3]))))

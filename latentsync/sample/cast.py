@@ -54,13 +54,18 @@ def check_cast(cast: Cast, settings: SamplerSettings) -> list:
 def lipsync_cast(frames: Tensor | np.ndarray, cast: Cast, unet: torch.nn.Module, vae: FaceVAE,
                  settings: SamplerSettings = SamplerSettings(), *, resolution: int = 256,
                  device: torch.device | str | None = None, progress: Progress | None = None,
-                 output_dtype: torch.dtype = torch.float32) -> LipSyncResult:
+                 output: Output = Output()) -> LipSyncResult:
     """Lip-sync every face of `cast` that has a speaker, each to its speaker (see the module's docstring).
 
     `frames` are the clip the cast's face tracks were found in. The result's `generated` marks frames where any
-    face was diffused; `crops` and `faces` are those of the last face generated.
+    face was diffused; `crops` and `faces` are those of the last face generated. `output` is the frames' dtype and
+    what each face's paste-back does (the reference's whole crop, or the landmark mouth; a custom mask is not
+    offered: one mask cannot say which face it is for).
     """
     settings.validate()  # lipsync checks the window against this UNet too
+    if output.blend.mask == "custom":
+        raise ValueError("blend_mask custom is not offered for several faces (one mask cannot say which face it is "
+                         "for): choose reference or landmarks")
     roles = check_cast(cast, settings)
     count = len(frames)
     for role in roles:
@@ -87,7 +92,7 @@ def lipsync_cast(frames: Tensor | np.ndarray, cast: Cast, unet: torch.nn.Module,
     for number, role in enumerate(roles):
         result = lipsync(current, role.speaker.features.with_speech(role.speaker.speech), unet, vae, settings,
                          faces=role.track.subset(source_index), resolution=resolution, device=device,
-                         progress=report(sum(totals[:number])), output=Output(output_dtype))
+                         progress=report(sum(totals[:number])), output=output)
         source_index = source_index[result.source_index]
         generated = result.generated if generated is None else generated | result.generated
         stats.append({"face": role.label, "speaker": role.speaker.name} | result.stats)
