@@ -105,3 +105,17 @@ class RecordingUNet:
     def __call__(self, sample, timestep, context, cache=None):
         self.calls.append((sample.clone(), timestep.clone(), context.clone()))
         return self.unet(sample, timestep, context, cache=cache)
+
+
+def golden_tiny_unet(folder):
+    """The reference's tiny UNet config, written with random weights as an official checkpoint in `folder` and
+    loaded through the pack's loader (what the sampler tests run)."""
+    import json
+
+    from conftest import shared_path
+    from latentsync.unet.loading import load_unet
+    from scripts.model_files import write_tiny_unet
+
+    config = json.loads(shared_path("reference/latentsync/unet_tiny_config.json").read_text())["unet_config"]
+    return load_unet(write_tiny_unet(folder / "latentsync_unet.pt", config), config)
+

@@ -5,19 +5,17 @@ A random tiny UNet, the `PoolVAE` stand-in and the real clip at 360x640 with 64 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
 import pytest
 import torch
 from conftest import shared_path
-from sampler_fixtures import CLIP, RESOLUTION, PoolVAE, decode_clip, fake_features
+from sampler_fixtures import CLIP, RESOLUTION, PoolVAE, decode_clip, fake_features, golden_tiny_unet
 
 from latentsync.face.blend import Blend
 from latentsync.face.detect import FaceTrack, detect_faces
 from latentsync.face.paste import paste_back
 from latentsync.sample.sampler import Output, SamplerSettings, lipsync
-from latentsync.unet.loading import load_unet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FRAMES = 12
@@ -26,10 +24,7 @@ SETTINGS = SamplerSettings(steps=1, window=8)  # two windows: a custom mask's ro
 
 @pytest.fixture(scope="module")
 def unet(tmp_path_factory):
-    from scripts.model_files import write_tiny_unet
-
-    config = json.loads(shared_path("reference/latentsync/unet_tiny_config.json").read_text())["unet_config"]
-    return load_unet(write_tiny_unet(tmp_path_factory.mktemp("unet") / "latentsync_unet.pt", config), config)
+    return golden_tiny_unet(tmp_path_factory.mktemp("unet"))
 
 
 @pytest.fixture(scope="module")

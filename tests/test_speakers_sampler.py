@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import shared_path
-from sampler_fixtures import RESOLUTION, PoolVAE, face_boxes, fake_features, outside_boxes
+from sampler_fixtures import RESOLUTION, PoolVAE, face_boxes, fake_features, golden_tiny_unet, outside_boxes
 from two_people import two_person_frames
 
 from latentsync.audio.vad import SpeechSegments
@@ -17,7 +16,6 @@ from latentsync.sample.cast import lipsync_cast
 from latentsync.sample.frame_plan import runs
 from latentsync.sample.sampler import Output, SamplerSettings, lipsync
 from latentsync.speakers.cast import Speaker, make_cast, parse_mapping
-from latentsync.unet.loading import load_unet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,12 +33,7 @@ def mask(speaker: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def unet(tmp_path_factory):
-    import json
-
-    from scripts.model_files import write_tiny_unet
-
-    config = json.loads(shared_path("reference/latentsync/unet_tiny_config.json").read_text())["unet_config"]
-    return load_unet(write_tiny_unet(tmp_path_factory.mktemp("unet") / "latentsync_unet.pt", config), config)
+    return golden_tiny_unet(tmp_path_factory.mktemp("unet"))
 
 
 @pytest.fixture(scope="module")
