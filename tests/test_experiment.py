@@ -33,7 +33,8 @@ def setup(tmp_path_factory, tiny_unet_config):
                     # fails at once: int4 needs CUDA, and on CUDA a bf16 model (auto is fp16 there)
                     {"name": "int4", "quantization": "int4"},
                     {"name": "bicubic x2", "upscale": "bicubic"},
-                    {"name": "mouth restored", "restore": "model", "restore_strength": 1.0}]}))
+                    {"name": "mouth restored", "restore": "model", "restore_strength": 1.0,
+                     "restore_temporal": 0.5}]}))
     return root, models, clip, voice, configs
 
 
@@ -123,6 +124,9 @@ def test_configs_are_checked_before_anything_runs(setup, tmp_path):
     assert str(models["face_restorer"]).endswith("facerestore_models/GFPGANv1.4.pth") and score["jpeg"] == "auto"
     bad.write_text(json.dumps({"configs": [{"name": "a", "restore": "GFPGAN"}]}))
     with pytest.raises(ValueError, match="restore"):
+        load_plan(bad)
+    bad.write_text(json.dumps({"configs": [{"name": "a", "restore": "model", "restore_temporal": 0.99}]}))
+    with pytest.raises(ValueError, match="restore_temporal"):  # Restore Mouths' temporal: at most 0.95
         load_plan(bad)
     assert score["jpeg"] == "auto"  # the JPEG round trip follows the crops unless the file says otherwise
     bad.write_text(json.dumps({"score": {"jpeg": "yes"}, "configs": [{"name": "a"}]}))

@@ -1,10 +1,8 @@
-"""The PoC experiment: one clip through a matrix of configurations (VAD policy, 256 vs 1.6@512 vs 256 + upscale
-vs 256 + mouth restoration, quantization, scheduler and steps, guidance, DeepCache), each scored with SyncNet, on
-one library path. Writes `README.md` (a table: config, LSE-C, LSE-D, offset, mouth sharpness and mouth flicker with
-their ratios to the source frames, seconds, peak memory), `results.csv`, `chart.png` and one mp4 per configuration.
-The report is rewritten after every configuration, a configuration that fails (int4 without CUDA, out of memory) is
-a row with its error while the run goes on, and every model file is checked before the first one: an hour of
-results is not lost to the last configuration. Every value is checked against its declaration when the file is read.
+"""The PoC experiment: one clip through configurations (VAD policy, 1.5 vs 1.6, upscale, mouth restoration,
+quantization, scheduler, steps, guidance, DeepCache), each scored with SyncNet on one library path. Writes
+`README.md` (LSE-C, LSE-D, offset, mouth sharpness and flicker with their ratios to the source, seconds, memory),
+`results.csv`, `chart.png` and an mp4 per configuration, after each one; a failing configuration (int4 without CUDA,
+out of memory) is a row with its error while the run goes on. Model files are checked first, values when read.
 
 The configs file (JSON):
     {"models": {"unet_1.5": PATH, "unet_1.6": PATH, "whisper": PATH, "vae": PATH, "syncnet": PATH,
@@ -12,7 +10,7 @@ The configs file (JSON):
      "defaults": {"version": "1.5", "dtype": "auto", "quantization": "none", "scheduler": "ddim", "steps": 20,
                   "guidance": 1.5, "seed": 1247, "deepcache_interval": 0, "vad_policy": "off", "upscale": "none",
                   "restore": "none" | "model" (the face restorer on the mouth, before any upscale),
-                  "restore_strength": 0.7, ...: every sampler setting by its name in sample/settings.py},
+                  "restore_strength": 0.7, "restore_temporal": 0, ...: every sampler setting by its name},
      "score": {"crops": "pack" | "s3fd", "min_track": 50, "jpeg": "auto" | true | false (auto: on with s3fd)},
      "configs": [{"name": "baseline 256"}, {"name": "VAD skip", "vad_policy": "skip"}, ...]}
 Relative model paths are read from the `--models` folder (a ComfyUI models/ folder) or the file's folder.
@@ -47,6 +45,7 @@ from ..score.flicker import compare_flicker
 from ..score.sharpness import compare_sharpness
 from ..upscale.frames import upscale_frames
 from ..upscale.models import load_upscale_model
+from ..upscale.options import TEMPORAL
 from ..upscale.restore import MouthBlend, load_face_restorer, restore_mouths
 from .pipeline import Clip, ModelFiles, ModelSet, UNetSpec, lipsync_files, read_clip, resolve_device, resolve_dtype
 from ..core.options import Option, check_all
@@ -61,7 +60,8 @@ CSV_COLUMNS = ("name", "lse_c", "lse_d", "offset", "crops", "sharpness", "sharpn
                "seconds", "peak_mb", "frames", "generated", "video", "error")
 # Every sampler setting (sample/settings.py), the run's dtype and quantization and what only the experiment varies.
 RESTORE = (Option("restore", "none", "The face restorer on the mouth, before any upscale.", choices=("none", "model")),
-           Option("restore_strength", 0.7, "How much of the restored mouth replaces the generated one.", 0.0, 1.0))
+           Option("restore_strength", 0.7, "How much of the restored mouth replaces the generated one.", 0.0, 1.0),
+           Option("restore_temporal", TEMPORAL.default, TEMPORAL.help, TEMPORAL.low, TEMPORAL.high, step=TEMPORAL.step))
 KEYS = (DTYPE, QUANTIZATION, *SETTINGS, *RESTORE)
 DEFAULTS = {"version": "1.5", **{key.name: key.default for key in KEYS}, "upscale": "none", "upscale_scale": 2.0}
 # The models a configs file names (under --models), by default where the catalogue puts them (optional: if named).
@@ -366,8 +366,8 @@ def _restore(crops, result, config, models, device):
     if config["restore"] == "none":
         return crops
     model = load_face_restorer(_need(models, "face_restorer"), device=device)
-    return restore_mouths(crops, result.faces.mask, model, blend=MouthBlend(config["restore_strength"]),
-                          device=device)
+    blend = MouthBlend(config["restore_strength"], temporal=config["restore_temporal"])
+    return restore_mouths(crops, result.faces.mask, model, blend=blend, device=device)
 
 
 def _upscale(crops, result, config, models, device):
