@@ -217,15 +217,14 @@ class AutoFaceDetector(DlibCnnFaceDetector):
 
     def __init__(self, threshold: float | None = None, detect_size: int = 960, track_face_px: int = 100) -> None:
         super().__init__(None, detect_size, track_face_px)
-        self.sure = HOG_SURE if threshold is None else float(threshold)
-        self.threshold = self.sure
+        self.threshold = HOG_SURE if threshold is None else float(threshold)  # HOG's sure score
         self._skip = self._wait = 0  # full-frame searches to go without the costly passes; the last wait
 
     def detect(self, frame: np.ndarray, around: tuple[float, float, float, float] | None = None) -> list[DetectedFace]:
         height, width = frame.shape[:2]
         if around is not None:
             x0, y0, x1, y1, size = _search_region(around, width, height)
-            found = self.hog_boxes(frame, (x0, y0, x1, y1), min(HOG_TRACK_PX / size, 4.0), self.sure)
+            found = self.hog_boxes(frame, (x0, y0, x1, y1), min(HOG_TRACK_PX / size, 4.0), self.threshold)
             found = found or self._cnn_checked(frame, [(around, 0.0)])
             return [self.face(frame, box, score) for box, score in found]
         found = self._full_frame(frame, min(1.0, self.detect_size / max(height, width)))
@@ -244,8 +243,8 @@ class AutoFaceDetector(DlibCnnFaceDetector):
 
     def _full_frame(self, frame: np.ndarray, scale: float, small: bool = False):
         height, width = frame.shape[:2]
-        candidates = self.hog_boxes(frame, (0, 0, width, height), scale, min(HOG_CANDIDATE, self.sure))
-        sure = [c for c in candidates if c[1] >= self.sure and not small]
+        candidates = self.hog_boxes(frame, (0, 0, width, height), scale, min(HOG_CANDIDATE, self.threshold))
+        sure = [c for c in candidates if c[1] >= self.threshold and not small]
         return sure or self._cnn_checked(frame, candidates)
 
     def _cnn_checked(self, frame: np.ndarray, candidates):
