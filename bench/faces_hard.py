@@ -2,7 +2,7 @@
 steady they are, and how fast, on frames of the shared clips transformed the way real footage is hard.
 
     python -m bench.faces_hard [--detectors dlib,dlib-cnn,auto] [--frames 12] [--runs 2] [--families size,roll]
-                               [--insightface DIR] [--picture OUT.png]
+                               [--insightface DIR] [--picture OUT.jpg]
 
 Each case renders short runs of consecutive frames of the shared clips (`--runs` per clip, `--frames` each):
 
@@ -435,7 +435,8 @@ def main() -> None:
     parser.add_argument("--view-faces", default="120,64", help="face widths (px) for every family but size")
     parser.add_argument("--media", type=Path, default=REPO.parent / "shared" / "media")
     parser.add_argument("--insightface", type=Path, default=None, help="buffalo_l folder: compare crops with it")
-    parser.add_argument("--picture", type=Path, default=None, help="write the detectors' picture here (jpg)")
+    parser.add_argument("--picture", type=Path, default=None, help="write the detectors' picture here (jpg; the Detect Faces help "
+                        "page shows js/docs/LatentSyncDetectFaces/LatentSyncDetectFaces_hard.jpg)")
     parser.add_argument("--json", type=Path, default=None, help="also write every number here")
     args = parser.parse_args()
     names = args.detectors.split(",") + (["insightface"] if args.insightface else [])

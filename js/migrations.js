@@ -22,10 +22,13 @@ function widget(node, name) {
   return node.widgets?.find((w) => w.name === name);
 }
 
+// The nodes fed by the node's first output, from the graph's own link table: an output slot's `links` list is
+// a deprecated mirror from frontend 1.58 on (reading it logs a warning), while `graph.links` is the Map of every
+// LLink in the pinned frontend (1.32, a Map that also reads as a record) and in 1.58 alike.
 function targets(graph, node) {
-  const ids = node.outputs?.[0]?.links ?? [];
-  return ids.map((id) => graph.getLink?.(id) ?? graph.links?.[id])
-    .filter(Boolean).map((link) => graph.getNodeById(link.target_id)).filter(Boolean);
+  const links = graph.links instanceof Map ? [...graph.links.values()] : Object.values(graph.links ?? {});
+  return links.filter((link) => link && link.origin_id === node.id && link.origin_slot === 0)
+    .map((link) => graph.getNodeById(link.target_id)).filter(Boolean);
 }
 
 app.registerExtension({

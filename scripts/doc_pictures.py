@@ -1,4 +1,4 @@
-"""Make the pictures of the nodes' help pages (js/docs/*.png, *.jpg) from the library's own code.
+"""Make the pictures of the nodes' help pages (js/docs/<node id>/*.png, *.jpg) from the library's own code.
 
     ~/.cache/comfyui-latentsync/venv/bin/python -m scripts.doc_pictures   # from the repository root
 
@@ -62,7 +62,12 @@ def labelled(panels: list[tuple[np.ndarray, str]], gap: int = 6) -> Image.Image:
 
 
 def save(image: Image.Image, name: str) -> Path:
-    path = DOCS / name
+    """Write a picture into its node's help folder: `LatentSyncPasteFaces_masks.jpg` goes to
+    js/docs/LatentSyncPasteFaces/, beside that node's en.md and zh.md, which link it as
+    `LatentSyncPasteFaces/LatentSyncPasteFaces_masks.jpg` (the help panel resolves a picture against
+    /extensions/<pack>/docs/, not against the page's own folder)."""
+    path = DOCS / name.split(".")[0].split("_")[0] / name
+    path.parent.mkdir(exist_ok=True)
     if name.endswith(".jpg"):
         image.save(path, quality=85, optimize=True)
     else:

@@ -219,7 +219,7 @@ def _said(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-# Where a help page (js/docs/<node>.md) states a default: (page, pattern, the declared values its groups state).
+# Where a help page (js/docs/<node>/en.md) states a default: (page, pattern, the declared values its groups state).
 HELP_PAGE_DEFAULTS = [
     ("LatentSyncDetectFaces",
      r"(-?\d+) keeps the detector's default \(auto HOG score (\S+), dlib score (\S+), dlib-cnn confidence (\S+), "
@@ -246,7 +246,7 @@ HELP_PAGE_DEFAULTS = [
 @pytest.mark.parametrize("page, pattern, declared", HELP_PAGE_DEFAULTS,
                          ids=[f"{page}-{i}" for i, (page, _, _) in enumerate(HELP_PAGE_DEFAULTS)])
 def test_the_help_pages_state_the_declared_defaults(page, pattern, declared):
-    text = " ".join((REPO / "js" / "docs" / f"{page}.md").read_text(encoding="utf-8").split())
+    text = " ".join((REPO / "js" / "docs" / page / "en.md").read_text(encoding="utf-8").split())
     found = re.search(pattern, text)
     assert found, (page, pattern)
     assert found.groups() == tuple(_said(value) for value in declared), (page, found.group(0))

@@ -24,8 +24,8 @@ PRECISION = Option("precision", DTYPE.default, "Model precision; auto is fp16 on
 RESIZE_MODE = Option("resize_mode", "bicubic", "How a model's result is brought to the requested size, when they "
                      "differ.", choices=INTERPOLATION_MODES)
 
-STRENGTH = Option("strength", 0.7, "How far the mouth moves toward the restored face; 0 leaves the crops as they "
-                  "are.", 0.0, 1.0, step=0.05)
+STRENGTH = Option("strength", 0.7, "How far the mouth moves toward the restored face; 0 runs no restorer (the "
+                  "crops are only resized to the output size).", 0.0, 1.0, step=0.05)
 FEATHER = Option("feather", 0.03, "Softness of the mouth edge, as a fraction of the crop side.", 0.0, 0.5,
                  step=0.005)
 RESTORE_SIZE = Option("size", 0, "Output crop side in pixels; 0 = the larger of the crop side and 512.", 0, 4096,
