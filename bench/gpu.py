@@ -5,7 +5,7 @@ and a random-weight full-size SD VAE) and per preset (`latentsync/sample/presets
 the sampler (`latentsync.sample.sampler.lipsync`, on synthetic aligned crops and whisper-shaped features)
 after one warm-up window. Each row has seconds per window, the real-time factor, the split into UNet, VAE
 (encode + decode) and CPU-side time (the rest: crops, pasting, the plan), the peak memory and the preset's
-`estimate_vram` beside it. Then int8 and int4 against the fp16 UNet (fp32 on the CPU): the relative error
+`estimate_vram` beside it. Then int8, int4, fp8 and GGUF Q8_0 / Q4_K against the fp16 UNet (fp32 on the CPU): the relative error
 ||out - ref|| / ||ref|| of one UNet call, on the golden tiny UNet through the loader and on the full-size
 random 1.5 UNet, with the weights' memory and what it saves. `--compile MODE` adds the fast preset compiled.
 
@@ -185,6 +185,13 @@ def one_call(unet, device: torch.device, dtype: torch.dtype, latent: int, frames
     return out.float().cpu(), peak_bytes(device)
 
 
+def quantized_rows(reference_dtype: torch.dtype) -> tuple[tuple[str, torch.dtype], ...]:
+    """The quantizations measured against the reference, with their activations' dtype: int8, fp8 and the GGUF
+    formats keep the reference's; int4 needs bf16 (torchao's kernels)."""
+    return (("int8", reference_dtype), ("int4", torch.bfloat16), ("fp8_e4m3fn", reference_dtype),
+            ("Q8_0", reference_dtype), ("Q4_K", reference_dtype))
+
+
 def quantization_rows(args, device: torch.device, folder: Path, budget: Budget) -> list[dict]:
     """int8 and int4 against fp16 (fp32 on the CPU) on the golden tiny UNet (through the loader) and on a
     full-size random 1.5 UNet (the tiny config with --tiny)."""
@@ -214,7 +221,7 @@ def quantization_rows(args, device: torch.device, folder: Path, budget: Budget) 
         row["reference_weight_bytes"], row["reference_peak_bytes"] = weight_bytes(unet), reference_peak
         del unet
         # int8 keeps the reference's dtype for activations; int4 needs bf16 (torchao's kernels) and CUDA.
-        for quantization, dtype in (("int8", reference_dtype), ("int4", torch.bfloat16)):
+        for quantization, dtype in quantized_rows(reference_dtype):
             if quantization == "int4" and not cuda:
                 row[quantization] = {"skipped": "needs CUDA (torchao's int4 kernels run only there)"}
                 continue
@@ -299,7 +306,7 @@ def print_quantization(rows: list[dict]) -> None:
             print(f"{row['model']}: skipped ({row['skipped']})")
             continue
         parts = []
-        for name in ("int8", "int4"):
+        for name, _ in quantized_rows(torch.float32):
             result = row[name]
             parts.append(f"{name} {result['skipped']}" if "skipped" in result else
                          f"{name} rel err {result['relative_error']:.2e}, weights "

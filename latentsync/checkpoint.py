@@ -20,15 +20,18 @@ checkpoint", "a VAE", ...) that every loader's error message uses.
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import pickletools
 import re
 import struct
 import warnings
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import torch
 
 # file_format's answers, as a message names them.
@@ -240,6 +243,63 @@ def read_checkpoint_and_format(path: str | Path, expected: str, hint: str = "", 
         raise error(f"{path} is neither a safetensors nor a PyTorch checkpoint (it starts with "
                               f"{head!r}); nothing was loaded{tail}")
     return _torch_load(path, tail, error, mmap=mmap and kind == "torch-zip", allowed=tuple(allowed)), kind
+
+
+@dataclass(frozen=True)
+class GGUFTensor:
+    """One tensor of a GGUF file: its name, GGML type ("F32", "Q4_K", ...), shape in torch's order as stored, and
+    its values (floats) or blocks (`[rows, bytes]` uint8), memory-mapped from the file."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    data: np.ndarray
+
+
+def read_gguf(path: str | Path, expected: str, hint: str = "", *,
+              error: type[CheckpointError] = CheckpointError) -> tuple[dict, list[GGUFTensor]]:
+    """`(metadata, tensors)` of a GGUF file, parsed by the `gguf` package's reader: a header, key-value metadata
+    (numbers, strings, arrays) and raw tensor bytes, nothing that runs. Any other file, or a truncated one, is
+    `error` with one line naming what it is."""
+    path = Path(path)
+    tail = f"; expected {expected}" + (f". {hint}" if hint else "")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found{tail}")
+    kind = file_format(path)
+    if kind != "gguf":
+        raise error(f"{what_it_is(path, kind)}, not a GGUF file; nothing was loaded{tail}")
+    try:
+        from gguf import GGUFReader
+
+        reader = GGUFReader(path, "r")
+        metadata = {name: field.contents() for name, field in reader.fields.items() if not name.startswith("GGUF.")}
+        tensors = [GGUFTensor(t.name, t.tensor_type.name, tuple(int(n) for n in reversed(t.shape)), t.data)
+                   for t in reader.tensors]
+    except ImportError as exc:
+        raise ImportError("reading .gguf files needs the gguf package: run `pip install gguf` in ComfyUI's Python "
+                          "environment") from exc
+    except Exception as exc:  # the reader's ValueError/IndexError/struct.error for every kind of damage
+        raise error(f"{path} cannot be read as GGUF; it looks truncated or corrupt (an interrupted download?): "
+                    f"{_first_line(exc)}; nothing was loaded{tail}") from None
+    return metadata, tensors
+
+
+def file_metadata(path: str | Path) -> dict:
+    """The metadata a safetensors header (`__metadata__`, strings) or a GGUF file (its key-value pairs) carries;
+    {} for other formats or a file whose header cannot be read (its loader then says what is wrong)."""
+    path = Path(path)
+    kind = file_format(path) if path.is_file() else "missing"
+    try:
+        if kind == "safetensors":
+            with open(path, "rb") as file:
+                length = struct.unpack("<Q", file.read(8))[0]
+                header = json.loads(file.read(min(length, 100 << 20)))
+            return dict(header.get("__metadata__") or {})
+        if kind == "gguf":
+            return read_gguf(path, "a GGUF file")[0]
+    except (CheckpointError, ValueError, OSError, struct.error):
+        return {}
+    return {}
 
 
 def _read_safetensors(path: Path, tail: str, error: type[CheckpointError]) -> dict[str, torch.Tensor]:

@@ -14,9 +14,10 @@ from comfy_api.v0_0_2 import ComfyExtension, InputImpl, io, ui
 from typing_extensions import override  # as core V3 nodes import it (torch depends on typing_extensions)
 
 from ..latentsync.core.precision import DTYPE, DTYPES
+from ..latentsync.sample.progress import StepInfo, StepProgress, step_text
 
 __all__ = ["ComfyExtension", "io", "ui", "override", "folder_paths", "model_management", "progress_reporter",
-           "window_reporter", "video_from_file", "managed", "load_for_compute", "compute_dtype"]
+           "step_reporter", "window_reporter", "video_from_file", "managed", "load_for_compute", "compute_dtype"]
 
 
 
@@ -31,6 +32,65 @@ def progress_reporter():
         model_management.throw_exception_if_processing_interrupted()
 
     return report
+
+
+class _StepReporter(StepProgress):
+    """ComfyUI's progress bar at every UNet step with a live preview of the window being denoised, made as core
+    KSampler makes its previews (`latent_preview.get_previewer`: TAESD when models/vae_approx has it and
+    --preview-method taesd asks for it, else the latent-to-RGB approximation of the SD latent space; none with
+    --preview-method none, ComfyUI's default), and the window, step and time left as the node's progress text."""
+
+    def __init__(self):
+        import comfy.latent_formats
+        import latent_preview
+
+        self.bar: ProgressBar | None = None
+        self.previewer = latent_preview.get_previewer(model_management.get_torch_device(),
+                                                      comfy.latent_formats.SD15())
+        context = _executing_context()
+        self.node_id = getattr(context, "node_id", None)
+
+    def __call__(self, done: int, total: int) -> None:
+        model_management.throw_exception_if_processing_interrupted()
+
+    def step(self, info: StepInfo) -> None:
+        if self.bar is None:
+            self.bar = ProgressBar(info.total)
+        preview = None
+        if self.previewer is not None:
+            middle = len(info.latents) // 2  # the window's middle frame
+            preview = self.previewer.decode_latent_to_preview_image("JPEG", info.latents[middle:middle + 1].float())
+        self.bar.update_absolute(info.done, info.total, preview)
+        _progress_text(step_text(info), self.node_id)
+
+    def picture(self, image) -> None:
+        """Show a PIL image (e.g. a finished window's face) with the bar where it is."""
+        if self.bar is not None:
+            self.bar.update_absolute(self.bar.current, self.bar.total, ("JPEG", image, 512))
+
+
+def _executing_context():
+    try:
+        from comfy_execution.utils import get_executing_context
+    except ImportError:  # an older ComfyUI: no text, the bar still moves
+        return None
+    return get_executing_context()
+
+
+def _progress_text(text: str, node_id) -> None:
+    """The text under the node's progress bar (PromptServer.send_progress_text; the editor shows it on the node)."""
+    try:
+        from server import PromptServer
+    except ImportError:
+        return
+    server = getattr(PromptServer, "instance", None)
+    if server is not None and node_id is not None and hasattr(server, "send_progress_text"):
+        server.send_progress_text(text, node_id, getattr(server, "client_id", None))
+
+
+def step_reporter() -> StepProgress:
+    """A sampler `progress` (a `StepProgress`) for the nodes that sample: see `_StepReporter`."""
+    return _StepReporter()
 
 
 def window_reporter(total: int):

@@ -6,7 +6,7 @@ import os
 from ..latentsync.catalogue import MODEL_FOLDERS
 from ._comfy import folder_paths
 
-WEIGHT_EXTENSIONS = {".pt", ".pth", ".safetensors", ".ckpt", ".bin", ".onnx", ".model"}
+WEIGHT_EXTENSIONS = {".pt", ".pth", ".safetensors", ".ckpt", ".bin", ".onnx", ".model", ".gguf"}
 
 
 def register_model_folders() -> None:

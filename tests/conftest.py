@@ -33,8 +33,8 @@ PACK_NODES = {"LatentSyncVAD", "LatentSyncSampleVideo", "LatentSyncVideoInfo", "
 
 
 # The longest files first: with two workers (scripts/test.sh), a long file started last would run alone at the end.
-LONGEST_FIRST = ("test_workflows.py", "test_browser.py", "test_experiment.py", "test_offline.py", "test_bad_input.py",
-                 "test_cluster.py", "test_vhs.py")
+LONGEST_FIRST = ("test_workflows.py", "test_browser.py", "test_workflow_layout.py", "test_experiment.py",
+                 "test_offline.py", "test_bad_input.py", "test_cluster.py", "test_vhs.py")
 
 
 def pytest_collection_modifyitems(items):

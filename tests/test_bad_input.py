@@ -1373,14 +1373,15 @@ def test_lipsync_starts_without_third_party_warnings(plain_run):
     assert digests(*inputs) == inputs
 
 
-def test_lipsync_progress_to_a_pipe_is_one_line_a_step(plain_run):
-    """25 frames (one line for the first pass's 25), 25 output frames in two windows of one step: each step a
-    line of its own, in order, after the faces."""
+def test_lipsync_progress_to_a_pipe_is_one_line_a_window(plain_run):
+    """25 frames (one line for the first pass's 25), 25 output frames in two windows of one step: each finished
+    window a line of its own with the time left, in order, after the faces."""
     run, inputs, _ = plain_run
     lines = stderr_lines(run.stderr)
-    steps = [line for line in lines if line.startswith("lipsync: step ")]
-    assert steps == [f"lipsync: step {i}/{len(steps)}" for i in range(1, len(steps) + 1)] and len(steps) == 2
-    assert lines.index("lipsync: faces in 25 frames") < lines.index(steps[0])
+    windows = [line for line in lines if line.startswith("lipsync: window ")]
+    assert [line.split(",")[0] for line in windows] == ["lipsync: window 1/2 done", "lipsync: window 2/2 done"]
+    assert all(line.endswith(" left") for line in windows), windows
+    assert lines.index("lipsync: faces in 25 frames") < lines.index(windows[0])
     assert digests(*inputs) == inputs
 
 

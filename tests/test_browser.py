@@ -192,3 +192,48 @@ def test_a_mapping_typed_in_the_editor_is_saved_with_the_workflow_and_sent_in_th
     assert shown == typed
     exported = editor.evaluate("async () => (await window.app.graphToPrompt()).output")
     assert exported[str(assign["id"])]["inputs"]["mapping"] == typed
+
+
+def test_a_node_report_shows_every_line_and_comes_back_from_the_node_properties(editor):
+    """js/node_reports.js: the report element is as high as its lines (none cut off), the last report is kept in
+    the node's properties, and it is shown again when the workflow is loaded again (a reload) and when a run is
+    served from cache (ComfyUI sends no UI output then for a node that is not an output node)."""
+    workflow = load_workflow(editor, "latentsync_two_speakers.json")
+    (detect,) = [n for n in workflow["nodes"] if n["type"] == "LatentSyncDetectFaces"]
+    assert not any("latentsync_report" in n.get("properties", {}) for n in workflow["nodes"])
+    measure = """async (id) => {
+        const node = window.app.graph.getNodeById(id);
+        window.app.canvas.centerOnNode?.(node);
+        window.app.canvas.setDirty(true, true);
+        await new Promise(r => setTimeout(r, 600));  // the DOM widget is placed on the next frames
+        const widget = node.widgets?.find(w => w.name === 'latentsync_report');
+        const el = widget?.element;
+        return el ? {text: el.textContent, lines: el.textContent.split('\\n').length, scroll: el.scrollHeight,
+                     client: el.clientHeight, stored: node.properties?.latentsync_report?.text ?? null} : null; }"""
+    report = {"frames_with_face": 97, "frames": 100, "resolution": 256, "detector": "auto", "smoothing": True,
+              "tracks": ["A", "B"], "warnings": ["3 frames have no face: they are passed through unchanged"]}
+    editor.evaluate("""([id, data]) => window.app.graph.getNodeById(id)
+        .onExecuted({latentsync_faces: [data]})""", [detect["id"], report])
+    shown = editor.evaluate(measure, detect["id"])
+    assert shown["lines"] == 3 and shown["stored"] == shown["text"], shown
+    assert shown["client"] >= 3 * 16 and shown["scroll"] <= shown["client"] + 1, shown
+
+    # Saved with the run's report, then opened again (what a page reload does): the report is back, whole.
+    saved = editor.evaluate("() => window.app.graph.serialize()")
+    load_workflow(editor, "latentsync_two_speakers.json")
+    assert editor.evaluate(measure, detect["id"]) is None  # the shipped file has no report
+    editor.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", saved)
+    again = editor.evaluate(measure, detect["id"])
+    assert again["text"] == shown["text"] and again["scroll"] <= again["client"] + 1, again
+
+    # A run served from cache: only `execution_cached` arrives; a blanked element gets the stored report again.
+    cached = editor.evaluate("""async (id) => {
+        const node = window.app.graph.getNodeById(id);
+        node.widgets.find(w => w.name === 'latentsync_report').element.textContent = '';
+        window.app.api.dispatchCustomEvent('execution_cached', {nodes: [String(id)], prompt_id: 'x'});
+        return node.widgets.find(w => w.name === 'latentsync_report').element.textContent; }""", detect["id"])
+    assert cached == shown["text"]
+    # Display only: the saved node keeps the shipped widget values, and only gains the report property.
+    (saved_detect,) = [n for n in saved["nodes"] if n["id"] == detect["id"]]
+    assert saved_detect["widgets_values"] == detect["widgets_values"]
+    assert saved_detect["properties"]["latentsync_report"]["data"] == report

@@ -88,3 +88,28 @@ def test_missing_model_files_are_named(models, short_clip, tmp_path):
         run_cli("--video", str(short_clip), "--audio", str(short_clip), "--out", str(tmp_path / "x.mp4"),
                 "--unet", str(models["unet"]), "--whisper", str(models["whisper"]),
                 "--vae", str(tmp_path / "nothing.safetensors"), "--quiet")
+
+
+def test_a_log_file_gets_one_line_per_window_with_the_time_left_and_no_third_party_warnings(models, short_clip,
+                                                                                             tmp_path):
+    """stderr to a file (no terminal): whole lines only, no carriage-return runs; one progress line per window."""
+    import re
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = tmp_path / "out.mp4"
+    run = subprocess.run([sys.executable, "-m", "latentsync", "lipsync", "--video", str(short_clip), "--audio",
+                          str(short_clip), "--out", str(out), "--unet", str(models["unet"]), "--whisper",
+                          str(models["whisper"]), "--vae", str(models["vae"]), "--steps", "2", "--window", "4"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "\r" not in run.stderr
+    lines = run.stderr.splitlines()
+    assert all(line.startswith("lipsync: ") for line in lines), lines  # nothing from a dependency
+    windows = [line for line in lines if " done, " in line]
+    assert [re.sub(r"\d+:\d\d left", "T left", line) for line in windows] == \
+        ["lipsync: window 1/2 done, T left", "lipsync: window 2/2 done, T left"], lines
+    assert windows[1] == "lipsync: window 2/2 done, 0:00 left", lines
+    assert not any("step " in line for line in lines), lines

@@ -61,6 +61,15 @@ def test_the_sampler_nodes_settings_are_the_librarys(object_info):
             assert (spec["min"], spec["max"]) == (setting.low, setting.high), setting.name
 
 
+def test_the_sampler_nodes_output_their_blend_mask_last(object_info):
+    """The blend mask each sampler pasted through comes after the outputs saved workflows link by slot (its
+    values: tests/test_sampler_blend.py, and a run in tests/test_workflows.py's VAD A/B test)."""
+    for name, before in (("LatentSyncSampler", ["images", "crops", "faces", "generated"]),
+                         ("LatentSyncSpeakersSampler", ["images", "generated"])):
+        info = object_info[name]
+        assert info["output_name"] == [*before, "blend_mask"] and info["output"][-1] == "MASK", name
+
+
 def test_js_extension_is_served(comfy_server):
     extensions = comfy_server.get("/extensions")
     assert {"/extensions/comfyui-latentsync/vad_timeline.js", "/extensions/comfyui-latentsync/node_reports.js"} <= set(extensions)
@@ -274,6 +283,52 @@ def test_unet_loader_loads_an_official_layout_checkpoint(comfy_server):
     history = load(quantization="int4")
     (error,) = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
     assert "int4 needs a CUDA GPU" in error["exception_message"]
+
+
+def test_unet_loader_lists_and_loads_gguf_and_fp8_files(comfy_server):
+    """Every file `convert` writes, in models/latentsync/ and in ComfyUI's models/unet/, is offered and loads with
+    the config its metadata names; a float checkpoint quantizes to a GGUF format at load; a packed file refuses
+    another quantization."""
+    from latentsync.unet.convert import TARGETS, Conversion, convert_unet
+    from scripts.model_files import write_tiny_unet
+
+    config = json.loads(shared_path("reference/latentsync/unet_tiny_config.json").read_text())["unet_config"]
+    source = write_tiny_unet(comfy_server.dir("models") / "latentsync" / "tiny_q" / "latentsync_unet.pt", config)
+    unet_folder = comfy_server.dir("models") / "unet"
+    unet_folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for target in TARGETS[1:]:  # fp8 into models/unet/, GGUF beside the checkpoint
+        kind = target.removeprefix("gguf-").upper() if target.startswith("gguf-") else target
+        if target.startswith("gguf-"):
+            out, name = source.with_name(f"latentsync_unet-{kind}.gguf"), f"tiny_q/latentsync_unet-{kind}.gguf"
+        else:
+            out = unet_folder / f"latentsync_tiny_{kind}.safetensors"
+            name = out.name
+        convert_unet(Conversion(source, target, out))
+        files[kind] = name
+    (unet_folder / "flux_other.safetensors").write_bytes(b"x")  # another model's file is not offered
+    info = comfy_server.get("/object_info/LatentSyncUNetLoader")["LatentSyncUNetLoader"]["input"]["required"]
+    names = info["unet_name"][1]["options"]
+    assert set(files.values()) <= set(names) and "flux_other.safetensors" not in names
+
+    def load(name, quantization="none"):
+        history = comfy_server.run({"1": {"class_type": "LatentSyncUNetLoader", "inputs": {
+            "unet_name": name, "version": "auto", "dtype": "auto", "quantization": quantization}}})
+        return history, history["outputs"].get("1", {}).get("latentsync_unet", [None])[0]
+
+    _, full = load("tiny_q/latentsync_unet.pt")
+    for kind, name in files.items():
+        history, summary = load(name)
+        assert summary is not None, (kind, history["status"])
+        assert summary["storage"].startswith(kind) or kind in summary["storage"], (kind, summary["storage"])
+        assert summary["parameters"] == full["parameters"] == 5_321_380
+        assert "metadata" in summary["config"] and summary["resolution"] == 256
+        assert summary["weights_mb"] < 0.35 * full["weights_mb"], kind
+    _, q8 = load("tiny_q/latentsync_unet.pt", "Q8_0")
+    assert q8["storage"].startswith("Q8_0") and q8["quantization"] == "Q8_0"
+    history, _ = load(files["Q4_K"], "int8")
+    (error,) = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
+    assert "already holds packed weights" in error["exception_message"]
 
 
 def test_unet_loader_errors(comfy_server):
@@ -615,7 +670,7 @@ def unet_loader_prompt(**settings) -> dict:
 @pytest.mark.parametrize("name, value, options", [
     ("version", "2.0", "auto, 1.5, 1.6"),
     ("dtype", "fp8", "auto, fp32, fp16, bf16"),
-    ("quantization", "int2", "none, int8, int4"),
+    ("quantization", "int2", "none, int8, int4, fp8_e4m3fn, fp8_e5m2, Q8_0, Q6_K, Q5_K, Q4_K, Q4_0"),
 ])
 def test_the_unet_loaders_combos_are_checked_before_the_run(comfy_server, name, value, options):
     status, reply = comfy_server.queue(unet_loader_prompt(**{name: value}))

@@ -52,3 +52,6 @@ def test_int8_error_is_small_and_int4_is_marked_cuda_only(report):
         assert 0 < row["int8"]["weight_bytes"] < 0.5 * row["reference_weight_bytes"]
         assert row["int8"]["saved_bytes"] == row["reference_weight_bytes"] - row["int8"]["weight_bytes"]
         assert "needs CUDA" in row["int4"]["skipped"]
+        for name in ("fp8_e4m3fn", "Q8_0", "Q4_K"):  # the packed storages run on the CPU too
+            assert 0 < row[name]["relative_error"] < 0.5, name
+            assert row[name]["weight_bytes"] < 1.1 * row["int8"]["weight_bytes"], name

@@ -204,7 +204,7 @@ def test_low_vram_run_reports_the_preset_and_estimate_and_offloads(tmp_path, tin
     said = capsys.readouterr().err.replace("\r", "\n").splitlines()
     (line,) = [line for line in said if "preset;" in line]
     assert line == f"lipsync: low-vram preset; {format_estimate(summary['vram_estimate'])}"
-    assert said.index(line) < min(k for k, text in enumerate(said) if "step " in text)  # before the sampling
+    assert said.index(line) < min(k for k, text in enumerate(said) if "window " in text)  # before the sampling
     assert summary["generated_frames"] == 4
     assert summary["preset"] == "low-vram" and summary["settings"]["steps"] == 2
     assert (summary["quantization"], summary["vae_batch"], summary["vae_tiling"], summary["offload"]) == (

@@ -10,6 +10,7 @@ SD VAE runs end to end in test_vae.py.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -222,6 +223,48 @@ def test_progress_may_cancel_and_nothing_is_returned(unet, clip, track):
     with pytest.raises(Cancelled):
         run(unet, clip, track, fake_features(20), progress=progress)
     assert seen == [(1, 6), (2, 6)]  # 2 windows (16 + 4 frames) x 3 steps planned
+
+
+def test_a_step_progress_sees_every_step_of_every_window_with_its_latents_and_the_time_left(unet, clip, track):
+    from latentsync.sample.progress import StepClock, StepInfo, StepProgress, format_seconds, step_text
+
+    class Steps(StepProgress):
+        def __init__(self):
+            self.calls, self.steps = [], []
+
+        def __call__(self, done, total):
+            self.calls.append((done, total))
+
+        def step(self, info: StepInfo):
+            self.steps.append(info)
+
+    steps = Steps()
+    run(unet, clip, track, fake_features(20), progress=steps)
+    assert steps.calls == [(i, 6) for i in range(1, 7)]  # still a plain progress(done, total)
+    assert [(i.window, i.windows, i.step, i.steps, i.done) for i in steps.steps] == \
+        [(w, 2, s, 3, 3 * w + s) for w in range(2) for s in range(1, 4)]
+    assert [tuple(i.latents.shape) for i in steps.steps] == [(16, 4, 8, 8)] * 3 + [(4, 4, 8, 8)] * 3
+    assert steps.steps[0].seconds_left is None and all(i.seconds_left >= 0 for i in steps.steps[1:])
+    assert steps.steps[-1].seconds_left == 0
+    times = iter([10.0, 12.0, 14.0])
+    clock = StepClock(now=lambda: next(times))
+    assert [clock.seconds_left(d, 5) for d in (1, 2, 3)] == [None, 6.0, 4.0]
+    assert [format_seconds(s) for s in (None, 9.4, 247, 3909)] == ["?", "0:09", "4:07", "1:05:09"]
+    info = replace(steps.steps[1], seconds_left=41)
+    assert step_text(info) == "window 1/2, step 2/3, 0:41 left"
+    assert step_text(steps.steps[0]) == "window 1/2, step 1/3, estimating time left"
+
+
+def test_the_step_latents_are_the_prediction_of_the_clean_latents(unet):
+    """dpmpp_2m's last step lands on its data prediction: the x0 handed to `on_step` there is the result."""
+    torch.manual_seed(0)
+    noise, chunks = torch.randn(1, 4, 2, 8, 8), torch.randn(2, 50, 384)
+    conditioning = torch.randn(1, 9, 2, 8, 8)
+    seen = []
+    out = denoise(unet, make_scheduler("dpmpp_2m", 3), noise, conditioning, chunks, 1.5, None,
+                  lambda index, x0: seen.append((index, x0)))
+    assert [index for index, _ in seen] == [0, 1, 2]
+    torch.testing.assert_close(seen[-1][1], out)
 
 
 # --- VAD policies ------------------------------------------------------------------------------------------

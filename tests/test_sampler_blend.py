@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from conftest import shared_path
@@ -39,10 +40,10 @@ def track(clip) -> FaceTrack:
     return found
 
 
-def run(unet, clip, track, blend: Blend | None = None):
-    output = {} if blend is None else {"output": Output(blend=blend)}
-    return lipsync(clip, fake_features(FRAMES), unet, PoolVAE(), SETTINGS, faces=track, resolution=RESOLUTION,
-                   **output)
+def run(unet, clip, track, blend: Blend | None = None, weights: bool = False, features=None, settings=SETTINGS):
+    output = {} if blend is None else {"output": Output(blend=blend, weights=weights)}
+    return lipsync(clip, features or fake_features(FRAMES), unet, PoolVAE(), settings, faces=track,
+                   resolution=RESOLUTION, **output)
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +83,49 @@ def test_a_custom_mask_takes_its_rows_per_input_frame(unet, clip, track, referen
     assert torch.equal(result.frames[[2, 9]], reference.frames[[2, 9]])  # the whole frame's mask: the reference's
     with pytest.raises(ValueError, match="blend mask has 3 frames for 12 frames"):
         run(unet, clip, track, Blend("custom", custom=torch.zeros(3, *clip.shape[1:3])))
+
+
+def assert_weights_say_what_changed(result, clip) -> torch.Tensor:
+    """The result's blend weights: [M, H, W] float32 in [0, 1]; pixels of weight 0 are the input frame's exactly,
+    and every pixel that changed has a weight above 0."""
+    weights = result.blend_weights
+    source = clip[torch.from_numpy(np.asarray(result.source_index))]
+    assert weights is not None and weights.dtype == torch.float32 and weights.shape == source.shape[:3]
+    assert weights.min() >= 0 and weights.max() <= 1
+    kept = weights == 0
+    assert torch.equal(result.frames[kept], source[kept])
+    changed = (result.frames != source).any(-1)
+    assert changed.any() and bool((weights[changed] > 0).all())
+    return weights
+
+
+def test_the_blend_weights_say_where_each_frame_took_the_generated_face(unet, clip, track, reference):
+    assert reference.blend_weights is None  # Output(): none kept
+    whole = run(unet, clip, track, Blend(), weights=True)
+    assert torch.equal(whole.frames, reference.frames)  # keeping the weights changes nothing else
+    whole_weights = assert_weights_say_what_changed(whole, clip)
+    assert whole_weights.max() > 0.99 and bool((whole_weights > 0).flatten(1).any(1).all())  # every frame a face
+    torch.testing.assert_close(whole_weights, weights_of(reference, clip, Blend()))  # the paste's own weights
+    mouth_weights = assert_weights_say_what_changed(run(unet, clip, track, Blend("landmarks"), weights=True), clip)
+    assert bool(((mouth_weights > 0) <= (whole_weights > 0)).all())
+    assert (mouth_weights > 0).sum() < (whole_weights > 0).sum()  # the mouth: strictly less than the whole crop
+
+
+def test_the_blend_weights_are_0_where_no_face_was_generated_and_follow_the_skip_fade(unet, clip, track):
+    speech = np.zeros(FRAMES, bool)
+    speech[:5] = True  # skip: frames 0-4 generated, 5-6 fading out, 7-11 passed through
+    cut = track.subset(slice(0, FRAMES))
+    cut.valid = cut.valid.copy()
+    cut.valid[1] = False  # no face in frame 1
+    skip = replace(SETTINGS, vad_policy="skip", min_silence_s=0.2, crossfade_frames=2)
+    result = run(unet, clip, cut, Blend(), weights=True, features=fake_features(FRAMES, speech_mask=speech),
+                 settings=skip)
+    weights = assert_weights_say_what_changed(result, clip)
+    peaks = weights.flatten(1).amax(1).tolist()
+    assert peaks[1] == 0 and peaks[7:] == [0] * 5 and min(peaks[0], peaks[2]) > 0.99
+    # the fade into the passed-through frames scales the paste's weights: 2/3 and 1/3
+    assert peaks[5:7] == pytest.approx([2 / 3 * peaks[4], 1 / 3 * peaks[4]], rel=0.01)
+    assert torch.equal(result.frames[7:], clip[7:]) and torch.equal(result.frames[1], clip[1])
 
 
 def test_the_colour_match_changes_only_the_regenerated_region(unet, clip, track, reference):

@@ -213,3 +213,21 @@ def test_the_landmark_blend_changes_only_part_of_each_face(unet, clip, tracks):
     with pytest.raises(ValueError, match="custom is not offered for several faces"):
         lipsync_cast(clip, cast, unet, PoolVAE(), config, resolution=RESOLUTION,
                      output=Output(blend=Blend("custom", custom=torch.ones(1, *clip.shape[1:3]))))
+
+
+def test_the_blend_weights_combine_every_faces_paste(unet, clip, tracks):
+    """Output(weights=True): per pixel the largest of the faces' blend weights, so each face's paste shows in it,
+    pixels of weight 0 are the input's exactly and every changed pixel has a weight above 0."""
+    cast = make_cast(tracks, stem_speakers(), "A = SPEAKER_1, B = SPEAKER_2")
+    result = lipsync_cast(clip, cast, unet, PoolVAE(), settings(vad_policy="skip"), resolution=RESOLUTION,
+                          output=Output(weights=True))
+    weights = result.blend_weights
+    assert weights is not None and weights.shape == clip.shape[:3] and 0 <= weights.min() <= weights.max() <= 1
+    kept, changed_pixels = weights == 0, (result.frames != clip).any(-1)
+    assert torch.equal(result.frames[kept], clip[kept]) and bool((weights[changed_pixels] > 0).all())
+    left, right = footprints(clip, tracks.by_label("A")), footprints(clip, tracks.by_label("B"))
+    for i in (5, 30, 45):  # the left voice only, the right only, both
+        for speaks, where, name in ((mask(1), left[i], "left"), (mask(2), right[i], "right")):
+            assert bool((weights[i][where] > 0).any()) == bool(speaks[i]), (name, i)
+        assert not (weights[i][~(left[i] | right[i])] > 0).any()
+    assert not (weights[18:20] > 0).any()  # nobody speaks: not generated (skip)

@@ -148,6 +148,8 @@ def test_vad_ab_workflow_skips_the_pause(comfy_server, object_info, lipsync_inpu
     prompt["2000"] = {"class_type": "MaskToImage", "inputs": {"mask": [skip, 3]}}
     prompt["2001"] = {"class_type": "MaskToImage", "inputs": {"mask": [reference, 3]}}
     generated_key, reference_key = save_images(prompt, ["2000", 0]), save_images(prompt, ["2001", 0])
+    prompt["2002"] = {"class_type": "MaskToImage", "inputs": {"mask": [skip, 4]}}  # blend_mask, the last output
+    blend_key = save_images(prompt, ["2002", 0])
     history = comfy_server.run(prompt, timeout=1200)
     assert history["status"]["status_str"] == "success", failure(history)
     for save in (k for k, v in prompt.items() if v["class_type"] == "SaveVideo"):
@@ -155,7 +157,10 @@ def test_vad_ab_workflow_skips_the_pause(comfy_server, object_info, lipsync_inpu
     generated = [int(img.max() > 0) for img in images_of(comfy_server, history, generated_key)]
     assert 0 < sum(generated) < DEMO_FRAMES, generated  # the voice starts after a 0.45 s pause
     sources, skipped = images_of(comfy_server, history, source_key), images_of(comfy_server, history, skip_key)
-    for flag, source, output in zip(generated, sources, skipped):
+    blends = images_of(comfy_server, history, blend_key)
+    for flag, source, output, blend in zip(generated, sources, skipped, blends):
+        assert blend.shape == source.shape and (blend.max() > 0) == bool(flag)  # 0 where the frame passed through
+        assert (blend[..., 0] > 0).mean() < 0.2  # the face, not the frame
         if not flag:
             assert np.array_equal(source, output)
     assert all(img.min() > 0 for img in images_of(comfy_server, history, reference_key))  # off: every frame

@@ -28,7 +28,8 @@ from ..run.cluster import RayCluster
 from ..run.job import STREAMED_BLEND_MASKS, FaceChoice, Job, MemoryOptions
 from ..run.pipeline import DEVICE, ModelSet, UNetSpec, estimate_run_vram, resolve_device, resolve_dtype
 from ..run.stream import Hooks, lipsync_video_file
-from ..sample.presets import PRESET, PRESETS, RUN_OPTION, RUN_OPTIONS, dtype_name, resolve
+from ..sample.progress import StepInfo, StepProgress, step_text
+from ..sample.presets import PRESET, PRESETS, RUN_OPTION, RUN_OPTIONS, dtype_name, preset_unet_file, resolve
 from ..sample.settings import SETTINGS, SamplerSettings, old_flags
 from ..sample.vram import format_estimate
 from ..unet.compile import COMPILE
@@ -121,7 +122,9 @@ def lipsync_command(args: argparse.Namespace) -> dict:
     check_selection(args.select, args.index, args.position)
     device = resolve_device(args.device)
     dtype = resolve_dtype(dtype_name(chosen["dtype"], device), device)
-    unet = UNetSpec(Path(args.unet), args.config, chosen["quantization"])
+    typed = "quantization" in getattr(args, "typed_flags", ())  # a quantization the user chose wins over a GGUF
+    path, quantization = preset_unet_file(Path(args.unet), None if typed else args.preset, chosen["quantization"])
+    unet = UNetSpec(path, args.config, quantization)
     memory = MemoryOptions(chosen["vae_batch"], chosen["vae_tiling"], chosen["offload"])
     options = {"models_dir": args.insightface_dir} if args.detector == "insightface" else {}
     detector = make_detector(args.detector, **options)
@@ -138,8 +141,17 @@ def lipsync_command(args: argparse.Namespace) -> dict:
         else:
             print(f"lipsync: {text}", file=sys.stderr, flush=True)
 
-    def progress(done: int, total: int) -> None:
-        say(f"step {done}/{total}", "\n" if done == total else "")
+    class Progress(StepProgress):
+        """A terminal's line follows every step; a log file gets one line per finished window, with the time
+        left (`sample/progress.step_text`)."""
+
+        def step(self, info: StepInfo) -> None:
+            if tty:
+                say(step_text(info), "\n" if info.done == info.total else "")
+            elif info.step == info.steps:
+                say(step_text(info).replace(f", step {info.step}/{info.steps}", " done"))
+
+    progress = Progress()
 
     def face_progress(frames: int) -> None:
         if frames % 25 == 0:

@@ -20,6 +20,7 @@ from typing import Iterator, NoReturn
 from ..audio import vad as vad_lib
 from ..media.audio import load_audio
 from ..core.errors import error_line, join_lines
+from .convert import add_convert_parser
 from .experiment import add_experiment_parser
 from .faces import add_faces_parser
 from .features import add_features_parser
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_upscale_parser(commands)
     add_lipsync_parser(commands)
     add_experiment_parser(commands)
+    add_convert_parser(commands)
     for command in commands.choices.values():
         # SUPPRESS: without the flag after the command, the value given before it stays.
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)

@@ -18,6 +18,7 @@ from torch import Tensor
 from ..speakers.cast import Cast
 from .frame_plan import audio_frame_count
 from .sampler import LipSyncResult, Output, Progress, lipsync, plan_lipsync
+from .progress import StepInfo, StepProgress
 from .settings import SETTING, SamplerSettings
 from .denoise import FaceVAE
 
@@ -58,7 +59,8 @@ def lipsync_cast(frames: Tensor | np.ndarray, cast: Cast, unet: torch.nn.Module,
     """Lip-sync every face of `cast` that has a speaker, each to its speaker (see the module's docstring).
 
     `frames` are the clip the cast's face tracks were found in. The result's `generated` marks frames where any
-    face was diffused; `crops` and `faces` are those of the last face generated. `output` is the frames' dtype and
+    face was diffused; `crops` and `faces` are those of the last face generated; `blend_weights` (with
+    `output.weights`) is, per pixel, the largest of the faces' blend weights. `output` is the frames' dtype and
     what each face's paste-back does (the reference's whole crop, or the landmark mouth; a custom mask is not
     offered: one mask cannot say which face it is for).
     """
@@ -81,21 +83,35 @@ def lipsync_cast(frames: Tensor | np.ndarray, cast: Cast, unet: torch.nn.Module,
         source_index, frames_in = source_index[plan.source_index], plan.frames
     done = [0]
 
-    def report(offset: int):
-        def step(current: int, _total: int) -> None:
-            done[0] = offset + current
+    class Offset(StepProgress):  # one run's steps counted after the passes before it; steps passed on
+        def __init__(self, offset: int):
+            self.offset = offset
+
+        def __call__(self, current: int, _total: int) -> None:
+            done[0] = self.offset + current
             if progress is not None:
                 progress(done[0], sum(totals))
-        return step
+
+        def step(self, info: StepInfo) -> None:
+            if isinstance(progress, StepProgress):
+                progress.step(replace(info, done=done[0], total=sum(totals)))
+
+    def report(offset: int) -> Offset:
+        return Offset(offset)
 
     current, source_index, generated, stats, result = frames, np.arange(count), None, [], None
+    weights = None  # with output.weights: per output frame, the most any face's paste took of the generated face
     for number, role in enumerate(roles):
         result = lipsync(current, role.speaker.features.with_speech(role.speaker.speech), unet, vae, settings,
                          faces=role.track.subset(source_index), resolution=resolution, device=device,
                          progress=report(sum(totals[:number])), output=output)
         source_index = source_index[result.source_index]
         generated = result.generated if generated is None else generated | result.generated
+        if result.blend_weights is not None:
+            new = result.blend_weights
+            previous = None if weights is None else weights[torch.from_numpy(result.source_index)]
+            weights = new if previous is None else torch.maximum(previous, new, out=new)
         stats.append({"face": role.label, "speaker": role.speaker.name} | result.stats)
         current = result.frames
     return LipSyncResult(frames=result.frames, crops=result.crops, faces=result.faces, generated=generated,
-                         source_index=source_index, fps=result.fps, stats={"faces": stats})
+                         source_index=source_index, fps=result.fps, stats={"faces": stats}, blend_weights=weights)

@@ -88,8 +88,10 @@ def guided_noise(unet: Callable[..., Tensor], latents: Tensor, timestep: Tensor 
 
 def denoise(unet: Callable[..., Tensor], scheduler: Scheduler, noise: Tensor, conditioning: Tensor,
             chunks: Tensor, guidance: float, cache: DeepCache | None = None,
-            on_step: Callable[[], None] | None = None) -> Tensor:
-    """Run `scheduler` from `noise` `[1, 4, F, h, w]`; returns the final latents (scaled, as the UNet's)."""
+            on_step: Callable[[int, Tensor], None] | None = None) -> Tensor:
+    """Run `scheduler` from `noise` `[1, 4, F, h, w]`; returns the final latents (scaled, as the UNet's).
+    `on_step(index, x0)` is called after every step with the step's prediction of the clean latents
+    (`x0 = (x_t - sqrt(1 - alpha_bar) * eps) / sqrt(alpha_bar)`, `[1, 4, F, h, w]`): what a preview shows."""
     context = audio_context(chunks, guidance > 1.0)
     latents = noise
     if cache is not None:
@@ -98,9 +100,12 @@ def denoise(unet: Callable[..., Tensor], scheduler: Scheduler, noise: Tensor, co
         if cache is not None:
             cache.before_step(index)
         eps = guided_noise(unet, latents, timestep, conditioning, context, guidance, cache)
+        if on_step is not None:
+            alpha_bar = float(scheduler.alpha_bars[index])
+            x0 = (latents - (1.0 - alpha_bar) ** 0.5 * eps) / alpha_bar ** 0.5
         latents = scheduler.step(eps, index, latents)
         if on_step is not None:
-            on_step()
+            on_step(index, x0)
     return latents
 
 

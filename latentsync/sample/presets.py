@@ -6,7 +6,10 @@ A preset only chooses values a user could also choose one by one, and whatever t
 
 - **dtype** of the UNet and the VAE: `auto` (the pipeline's: fp16 on CUDA, fp32 on the CPU) or `half` (fp16 on
   CUDA and MPS, bf16 on other accelerators, fp32 on the CPU, which has no fast half precision); `dtype_name`.
-- **quantization** of the UNet's weights (`unet/quantize.py`): none, int8 or int4.
+- **quantization** of the UNet's weights (`unet/quantize.py`, `unet/packed.py`): none, int8, int4, fp8 or a GGUF
+  format. A preset may also name a GGUF format (`gguf`; low-vram: Q5_K): a `.gguf` of it beside the checkpoint
+  (`*q5_k*.gguf`, as `python -m latentsync convert --to gguf-q5_k` writes) is then loaded instead of quantizing
+  the checkpoint at load (`preset_unet_file`), unless the user chose the quantization.
 - **vae_batch**: images per VAE call. The sampler encodes `2 x window` crops per window (masked and
   reference) and decodes `window`; 8 is the pipeline's default; 16 is what the reference sends per call
   (it encodes the 16 masked and the 16 reference crops in two calls and decodes 16 at once); 1 is diffusers'
@@ -24,6 +27,7 @@ preset gets PyTorch's fused (flash / memory-efficient) kernels where the device 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -51,6 +55,7 @@ class Preset:
     vae_batch: int = VAE_BATCH.default
     vae_tiling: bool = VAE_TILING.default
     offload: bool = OFFLOAD.default
+    gguf: str | None = None  # a GGUF format whose file beside the checkpoint this preset prefers
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
@@ -63,8 +68,9 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
     Preset("quality", "The reference: DDIM 20 steps, fp16 on CUDA, the VAE 8 images a call (the defaults)."),
     Preset("fast", "DPM-Solver++ 10 steps, DeepCache 3, half precision, the VAE 16 images a call (a window).",
            settings={"scheduler": "dpmpp_2m", "steps": 10, "deepcache_interval": 3}, dtype="half", vae_batch=16),
-    Preset("low-vram", "int8 UNet weights; the VAE one image a call, tiled; whisper and the VAE off the GPU "
-                       "between stages.", quantization="int8", vae_batch=1, vae_tiling=True, offload=True),
+    Preset("low-vram", "int8 UNet (or a *q5_k*.gguf beside it); the VAE one image a call, tiled; whisper and "
+                       "the VAE off the GPU between stages.", quantization="int8", vae_batch=1, vae_tiling=True,
+           offload=True, gguf="Q5_K"),
 )}
 
 
@@ -94,6 +100,18 @@ def resolve(preset: str | None, explicit: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"{', '.join(unknown)} is not a sampler setting or a run option ({', '.join(RUN_OPTIONS)})")
     return {**{setting.name: setting.default for setting in SETTINGS}, **chosen.settings, **chosen.run_options(),
             **explicit}
+
+
+def preset_unet_file(checkpoint: Path, preset: str | None, quantization: str) -> tuple[Path, str]:
+    """The UNet file and quantization a run uses: under a preset that names a GGUF format, with its own
+    quantization (not one the user chose), a `*<format>*.gguf` beside `checkpoint` (already packed: loaded with
+    quantization none); otherwise `checkpoint` and `quantization` as they are."""
+    chosen = PRESETS.get(preset or "")
+    if chosen is None or chosen.gguf is None or quantization != chosen.quantization or checkpoint.suffix == ".gguf":
+        return checkpoint, quantization
+    tag = chosen.gguf.lower()
+    found = sorted(path for path in checkpoint.parent.glob("*.gguf") if tag in path.name.lower())
+    return (found[0], "none") if found else (checkpoint, quantization)
 
 
 def dtype_name(dtype: str, device: torch.device | str) -> str:

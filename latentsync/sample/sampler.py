@@ -23,7 +23,7 @@ from torch import Tensor
 from ..audio.features import AudioFeatures
 from ..unet.config import max_window
 from ..unet.deepcache import DeepCache
-from .denoise import LATENT_SCALE, FaceVAE, decode_faces, denoise, encode_conditioning
+from .denoise import LATENT_SCALE, FaceVAE, decode_faces, denoise, encode_conditioning, from_clip
 from ..face.align import AlignedFaces
 from ..face.detect import FaceDetector, FaceTrack
 from ..face.blend import Blend
@@ -35,12 +35,13 @@ from .settings import AUDIO_LONGER, AUDIO_SHORTER, MAX_GUIDANCE, VAD_POLICIES, S
 from ..audio.vad import SpeechSegments
 from ..face.window_crops import clip_faces
 from .frame_plan import FramePlan, Window, audio_frame_count, plan_frames, plan_length
+from .progress import StepClock, StepInfo, StepProgress
 
 __all__ = ["SCHEDULERS", "VAD_POLICIES", "AUDIO_LONGER", "AUDIO_SHORTER", "LATENT_SCALE", "SamplerSettings",
            "FaceVAE", "LipSyncResult", "Output", "WindowRunner", "lipsync", "plan_lipsync", "window_seed",
            "MAX_GUIDANCE"]
 
-Progress = Callable[[int, int], None]
+Progress = Callable[[int, int], None]  # or a `progress.StepProgress`, which also sees every step's latents
 
 
 @dataclass
@@ -52,6 +53,9 @@ class LipSyncResult:
     source_index: np.ndarray  # [M]: the input frame each output frame was made from
     fps: float = 25.0  # the features' frame rate, which is the output's
     stats: dict = field(default_factory=dict)  # UNet passes, windows, seconds per stage
+    # [M, H, W] float32 0-1 (with `Output.weights`): where each output frame took the generated face (the paste's
+    # blend weight times the skip policy's fade); 0 where it kept the input frame's pixels
+    blend_weights: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -59,10 +63,12 @@ class Output:
     """What `lipsync` returns: frames of `dtype` (float32 0-1, or uint8: a quarter of the memory, pasted faces
     truncated to whole grey levels as in the reference) with the faces pasted back through `blend` (`Blend`: the
     reference's whole crop by default, the landmark mouth, or a custom mask with one row or one per input
-    frame; and whether the regenerated colours are matched to the original first)."""
+    frame; and whether the regenerated colours are matched to the original first). With `weights`, each output
+    frame's blend weight is kept in the result's `blend_weights`."""
 
     dtype: torch.dtype = torch.float32
     blend: Blend = Blend()
+    weights: bool = False
 
 
 def _as_frames(frames: Tensor | np.ndarray) -> Tensor:
@@ -101,13 +107,16 @@ def plan_lipsync(input_frames: int, features: AudioFeatures, face_valid: np.ndar
 
 
 def _check_output_memory(input_frames: int, features: AudioFeatures, settings: SamplerSettings,
-                         frame_hw: tuple[int, int], resolution: int, output_dtype: torch.dtype) -> None:
+                         frame_hw: tuple[int, int], resolution: int, output_dtype: torch.dtype,
+                         weights: bool = False) -> None:
     """Refuse an output that cannot fit in RAM before any work: the frames, their uint8 face crops and the
-    float32 crops returned beside them, one of each per output frame (as many as the audio asks for)."""
+    float32 crops returned beside them, one of each per output frame (as many as the audio asks for), and the
+    float32 blend weights if they are kept."""
     audio_frames = audio_frame_count(features.duration, features.fps, features.frames)
     count = len(plan_length(input_frames, audio_frames, settings.audio_longer, settings.audio_shorter))
     height, width = (int(v) for v in frame_hw)
     per_frame = height * width * 3 * output_dtype.itemsize + resolution * resolution * 3 * (1 + 4)
+    per_frame += height * width * 4 if weights else 0
     check_fits(count * per_frame, f"lip-syncing {count} output frames of {width}x{height}",
                "the number of output frames (it follows the audio: use shorter audio) or the frames' size", "cpu")
 
@@ -134,9 +143,14 @@ class WindowRunner:
 
     `blend` (set after construction; default the reference's) is what paste-back does: the blend mask, checked
     against the input frames (a custom mask has one row, or one per input frame), and the colour match.
+    `weights` (`[M, H, W]` float32 over the plan's output frames, or None) receives each window's frames' blend
+    weights, times the plan's output weight.
+    `progress` is `progress(done, total)` after every UNet step; a `StepProgress` also gets `step(StepInfo)`:
+    the window, the step, the time left and the window's predicted clean latents (for live previews).
     """
 
     blend: Blend = Blend()
+    weights: Tensor | None = None
 
     def __init__(self, unet: torch.nn.Module, vae: FaceVAE, settings: SamplerSettings, plan: FramePlan,
                  features: AudioFeatures, resolution: int, device: torch.device, dtype: torch.dtype,
@@ -149,6 +163,7 @@ class WindowRunner:
         self.noise = noise.to(device, dtype)
         self.cache = DeepCache(settings.deepcache_interval)
         self.steps_done = 0  # UNet steps of the plan done (a resumed run starts past the finished windows)
+        self.clock = StepClock()
         self.seconds = {"faces": 0.0, "encode": 0.0, "unet": 0.0, "decode": 0.0, "paste": 0.0}
 
     def timed(self, stage: str, start: float) -> float:
@@ -159,10 +174,16 @@ class WindowRunner:
         self.seconds[stage] += now - start
         return now
 
-    def _on_step(self) -> None:
+    def _on_step(self, window: Window, index: int, x0: Tensor) -> None:
         self.steps_done += 1
+        total = self.plan.total_steps
         if self.progress is not None:
-            self.progress(self.steps_done, self.plan.total_steps)
+            self.progress(self.steps_done, total)
+        if isinstance(self.progress, StepProgress):
+            windows = self.plan.windows
+            number = next((i for i, w in enumerate(windows) if w is window or w.start == window.start), -1)
+            self.progress.step(StepInfo(number, len(windows), index + 1, window.steps, self.steps_done, total,
+                                        from_clip(x0), self.clock.seconds_left(self.steps_done, total)))
 
     @torch.no_grad()
     def run(self, window: Window, faces: AlignedFaces, frames: Tensor) -> tuple[Tensor, Tensor]:
@@ -177,15 +198,19 @@ class WindowRunner:
         audio = self.features.mixed_chunks(indices, plan.chunk_weight[indices]).to(self.device, self.dtype)
         latents = denoise(self.unet, make_scheduler(settings.scheduler, window.steps),
                           self.noise.expand(-1, -1, len(window), -1, -1), conditioning, audio, settings.guidance,
-                          self.cache, self._on_step)
+                          self.cache, lambda index, x0: self._on_step(window, index, x0))
         clock = self.timed("unet", clock)
         decoded = decode_faces(self.vae, latents)
         if self.blend.colour_match:
             decoded = match_colour(decoded, faces.pixel_values(), faces.mask)
         faces_out = blend_mouth(decoded, faces)
         clock = self.timed("decode", clock)
-        pasted = paste_back(frames.clone(), faces, faces_out, inplace=True, blend=self.window_blend(indices))
+        blend_weights = None if self.weights is None else torch.zeros(frames.shape[:3])
+        pasted = paste_back(frames.clone(), faces, faces_out, inplace=True, blend=self.window_blend(indices),
+                            weights_out=blend_weights)
         weight = torch.from_numpy(plan.output_weight[indices])[:, None, None, None]
+        if blend_weights is not None:
+            self.weights[indices] = blend_weights * weight[:, 0].to(blend_weights.dtype)
         if (weight < 1).any():  # skip's fade from the generated frames into the original ones
             # as a step from the input towards the paste: pixels the paste left alone stay exactly the input's
             faded = frames.float() + weight * (pasted.float() - frames.float())
@@ -232,7 +257,7 @@ def lipsync(frames: Tensor | np.ndarray, features: AudioFeatures, unet: torch.nn
         raise ValueError(f"Output.dtype must be torch.float32 or torch.uint8, got {output_dtype}")
     frames = _as_frames(frames)
     _check_output_memory(len(frames), features, settings, frames.shape[1:3],
-                         resolution or getattr(faces, "resolution", None) or 256, output_dtype)
+                         resolution or getattr(faces, "resolution", None) or 256, output_dtype, output.weights)
     blend = output.blend.check(len(frames), tuple(frames.shape[1:3]))
     clock = time.perf_counter()
     source = clip_faces(frames, faces, resolution)
@@ -240,6 +265,8 @@ def lipsync(frames: Tensor | np.ndarray, features: AudioFeatures, unet: torch.nn
     runner = WindowRunner(unet, vae, settings, plan, features, source.resolution, _model_device(unet, device),
                           torch.float32, output_dtype, progress)
     runner.blend = blend
+    if output.weights:
+        runner.weights = torch.zeros((plan.frames, *frames.shape[1:3]), dtype=torch.float32)
 
     out = torch.empty((plan.frames, *frames.shape[1:]), dtype=output_dtype)
     for start in range(0, plan.frames, 256):  # converted a slice at a time: no full-size temporary
@@ -251,4 +278,5 @@ def lipsync(frames: Tensor | np.ndarray, features: AudioFeatures, unet: torch.nn
         indices = window.indices
         out[indices], crops[indices] = runner.run(window, out_faces.subset(indices), out[indices])
     return LipSyncResult(frames=out, crops=crops, faces=out_faces, generated=torch.from_numpy(plan.generated.copy()),
-                         source_index=plan.source_index, fps=float(features.fps), stats=runner.stats())
+                         source_index=plan.source_index, fps=float(features.fps), stats=runner.stats(),
+                         blend_weights=runner.weights)

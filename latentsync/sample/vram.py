@@ -14,6 +14,7 @@ from ..core.precision import DTYPES
 from ..unet.config import resolve_unet_config
 from ..unet.loading import QUANTIZATION
 from ..unet.model import build_unet
+from ..unet.packed import KINDS as PACKED_KINDS, stored_bytes
 from .vae import OFFLOAD, VAE_BATCH, VAE_TILING, vae_config
 
 
@@ -40,25 +41,28 @@ def _itemsize(dtype: torch.dtype | str) -> int:
 def unet_weight_bytes(config, dtype: torch.dtype | str, quantization: str = QUANTIZATION.default) -> int:
     """Bytes of the UNet's weights once loaded (`unet/loading.py`), counted on a skeleton built on the meta
     device: every state-dict tensor in `dtype`; int8 stores Linear and Conv2d weights in one byte each with
-    per-output-channel scales (`unet/quantize.py`); int4 packs Linear weights in half a byte."""
+    per-output-channel scales (`unet/quantize.py`); int4 packs Linear weights in half a byte; fp8 and the GGUF
+    formats store Linear and Conv2d weights as `unet/packed.py` does."""
     QUANTIZATION.check(quantization)
     size = _itemsize(dtype)
     total = 0
-    for numel, rows, layer, element_size in _weight_table(resolve_unet_config(config)):
+    for numel, rows, layer, element_size, name in _weight_table(resolve_unet_config(config)):
         if quantization == "int8" and layer == "linear":
             total += numel + rows * _INT8_LINEAR_ROW_BYTES
         elif quantization == "int8" and layer == "conv":
             total += numel + rows * size
         elif quantization == "int4" and layer == "linear":
             total += numel // 2 + math.ceil(numel / _INT4_GROUP) * 2 * 2
+        elif quantization in PACKED_KINDS and layer is not None:
+            total += stored_bytes(numel, rows, quantization, name)
         else:  # the loader casts what the file holds; a buffer made at build time keeps its own dtype
             total += numel * (element_size or size)
     return total
 
 
 @lru_cache(maxsize=8)
-def _weight_table(config) -> tuple[tuple[int, int, str | None, int | None], ...]:
-    """(elements, output rows, "linear"/"conv"/None, own element size or None for the loaded dtype) of every
+def _weight_table(config) -> tuple[tuple[int, int, str | None, int | None, str], ...]:
+    """(elements, output rows, "linear"/"conv"/None, own element size or None for the loaded dtype, name) of every
     parameter and buffer of the UNet built on the meta device (a second or so for the full size: kept)."""
     unet = build_unet(config, device="meta")
     layers = {}
@@ -67,8 +71,8 @@ def _weight_table(config) -> tuple[tuple[int, int, str | None, int | None], ...]
             layers[id(module.weight)] = "linear" if isinstance(module, nn.Linear) else "conv"
     persistent = {id(tensor) for tensor in unet.state_dict(keep_vars=True).values()}
     return tuple((tensor.numel(), tensor.shape[0] if tensor.ndim else 1, layers.get(id(tensor)),
-                  None if id(tensor) in persistent else tensor.element_size())
-                 for tensor in [*unet.parameters(), *unet.buffers()])
+                  None if id(tensor) in persistent else tensor.element_size(), name)
+                 for name, tensor in [*unet.named_parameters(), *unet.named_buffers()])
 
 
 def unet_activation_bytes(config, resolution: int, dtype: torch.dtype | str, window: int = 16,

@@ -151,7 +151,7 @@ class PositionalEncoding(nn.Module):
         if x.shape[1] > self.pe.shape[1]:
             raise ValueError(f"the motion modules handle at most {self.pe.shape[1]} frames per clip, "
                              f"got {x.shape[1]}")
-        return x + self.pe[:, : x.shape[1]].to(x.dtype)
+        return x + self.pe[:, : x.shape[1]].to(x.device, x.dtype)  # a buffer ComfyUI's partial load leaves behind
 
 
 class TemporalAttention(Attention):

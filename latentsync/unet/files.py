@@ -2,8 +2,9 @@
 
 The official 1.5 (256 px) and 1.6 (512 px) checkpoints have identical keys, so the file alone cannot say
 which it is. In order: a JSON config beside the checkpoint (`<name>.json` or `config.json`, the
-reference's `unet_config` format, optionally with `"resolution"`), the user's choice, or the file's path
-(`1.6` or `512` in it means 1.6; anything else 1.5).
+reference's `unet_config` format, optionally with `"resolution"`), the user's choice, what a file written by
+`convert` says in its metadata (GGUF, safetensors), or the file's path (`1.6` or `512` in it means 1.6;
+anything else 1.5).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..catalogue import CATALOGUE
+from ..checkpoint import file_metadata
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,9 @@ def choose_config(checkpoint: str | Path, version: str = "auto") -> UNetChoice:
     for candidate in (path.with_suffix(".json"), path.parent / "config.json"):
         if candidate.is_file():
             return config_file(candidate)
+    stored = stored_choice(path) if version == "auto" else None
+    if stored is not None:
+        return stored
     if version == "auto":
         # "1.6", "1_6", "16" or "512" anywhere in the path (a folder named for the version, a Hugging Face cache's
         # models--ByteDance--LatentSync-1.6), but not inside a longer number such as a run's "pytest-160".
@@ -64,6 +69,19 @@ def choose_config(checkpoint: str | Path, version: str = "auto") -> UNetChoice:
     else:
         source = f"version {version} chosen"
     return UNetChoice(config=version, resolution=OFFICIAL[version][2], source=source)
+
+
+def stored_choice(path: str | Path) -> UNetChoice | None:
+    """The version (or config) and resolution a converted file names in its metadata, or None."""
+    meta = file_metadata(path)
+    version, config, resolution = (meta.get(f"latentsync.{key}") for key in ("version", "config", "resolution"))
+    if version in OFFICIAL:
+        return UNetChoice(config=version, resolution=OFFICIAL[version][2],
+                          source=f"version {version} from the file's metadata")
+    if config:
+        return UNetChoice(config=json.loads(config), resolution=int(resolution or 256),
+                          source="config from the file's metadata")
+    return None
 
 
 def where_to_get(version: str, folder: str | Path) -> str:

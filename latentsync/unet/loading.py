@@ -7,9 +7,11 @@ extra, and every shape must match; otherwise nothing is loaded and the error nam
 expected.
 
 Accepted files: the official `latentsync_unet.pt` (`{"state_dict": ..., "global_step": ...}`), a bare state
-dict in a `.pt`/`.pth`/`.ckpt`, or a `.safetensors` file with the same keys. The format is recognised from
-the file's first bytes, not its name. The 40 `pos_encoder.pe` tables are persistent buffers, so official
-checkpoints carry them and they are demanded like any other tensor.
+dict in a `.pt`/`.pth`/`.ckpt`, a `.safetensors` file with the same keys (its layer weights may be fp8, each
+with an optional `<layer>.scale_weight` per output channel, as `convert --to fp8_e4m3fn` writes), or a LatentSync
+`.gguf` (`gguf_files.py`). The format is recognised from the file's first bytes, not its name. The 40
+`pos_encoder.pe` tables are persistent buffers, so official checkpoints carry them and they are demanded like any
+other tensor. Packed weights (fp8, GGUF) stay packed in memory (`packed.py`).
 """
 from __future__ import annotations
 
@@ -22,24 +24,27 @@ from torch import Tensor
 
 from . import quantize as unet_quantize
 from ..catalogue import CATALOGUE
-from ..checkpoint import CheckpointError, read_checkpoint_and_format
+from ..checkpoint import CheckpointError, file_format, read_checkpoint_and_format
 from ..core.options import Option
+from .gguf_files import read_unet_gguf
 from .model import LatentSyncUNet, build_unet
-from .config import ConfigLike, UNetConfig, resolve_unet_config
+from .config import NAMED_CONFIGS, ConfigLike, UNetConfig, resolve_unet_config
+from .packed import FP8, KINDS, Packed, pack_layers, place_packed
 
 log = logging.getLogger(__name__)
 
-# How the weights are held after loading. "none" keeps every tensor in `dtype`; weight-only int8/int4 will be
-# functions here that replace the Linear/Conv2d layers of the loaded UNet (after the strict load, so that
-# validation always sees the checkpoint's own shapes).
+# How the weights are held after loading. "none" keeps every tensor in `dtype` (or as a packed file stores them);
+# the others replace the Linear/Conv2d layers of the loaded UNet (after the strict load, so that validation always
+# sees the checkpoint's own shapes): torchao's int8/int4, or fp8 and GGUF's block formats (`packed.py`).
 _QUANTIZERS: dict[str, Callable[[LatentSyncUNet], LatentSyncUNet]] = {
     "none": lambda unet: unet,
     "int8": lambda unet: unet_quantize.quantize_int8(unet),
     "int4": lambda unet: unet_quantize.quantize_int4(unet),
+    **{kind: lambda unet, kind=kind: pack_layers(unet, kind) for kind in KINDS},
 }
 QUANTIZATIONS = tuple(_QUANTIZERS)
-QUANTIZATION = Option("quantization", "none", "UNet weights: none, int8 (CPU or CUDA) or int4 (CUDA, with "
-                      "dtype bf16) to save memory.", choices=QUANTIZATIONS)
+QUANTIZATION = Option("quantization", "none", "UNet weights: int8, int4 (CUDA, bf16), fp8 or GGUF Q8_0...Q4_0 (any "
+                      "device); none: as the file holds them.", choices=QUANTIZATIONS)
 
 
 EXPECTED = "latentsync_unet.pt from ByteDance/LatentSync-1.5 or -1.6"
@@ -53,33 +58,45 @@ class UNetCheckpointError(CheckpointError):
 def load_unet(
     checkpoint: str | Path,
     config: ConfigLike,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     device: torch.device | str = "cpu",
     quantization: str = "none",
 ) -> LatentSyncUNet:
     """Build the UNet for `config` ("1.5", "1.6", a reference-format dict or JSON path) and load `checkpoint`.
 
     The module is built on the meta device and takes the file's tensors directly (`assign=True`), each
-    converted to `dtype` on `device` one at a time, so a 1.3 B-parameter model never exists twice in memory.
-    Returns the module in eval mode without gradients. Raises `FileNotFoundError` for a missing file and
-    `UNetCheckpointError` for any file that is not exactly this UNet.
+    converted to `dtype` (default: the file's own float precision; float32 for GGUF) on `device` one at a time,
+    so a 1.3 B-parameter model never exists twice in memory. Packed weights (fp8, GGUF) stay packed and are
+    unpacked into the activations' dtype layer by layer. Returns the module in eval mode without gradients.
+    Raises `FileNotFoundError` for a missing file and `UNetCheckpointError` for any file that is not exactly
+    this UNet.
     """
     _check_quantization(quantization)
-    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
     unet_config = resolve_unet_config(config)
     label = f"LatentSync {config}" if isinstance(config, str) and not config.endswith(".json") else "the given config"
     path = Path(checkpoint)
-    state_dict, what = read_state_dict(path)
+    state_dict, what = read_unet_file(path, config)
     unet = build_unet(unet_config, device="meta")
     expected = {name: tuple(tensor.shape) for name, tensor in unet.state_dict().items()}
-    _check_keys_and_shapes(path, what, state_dict, expected, unet_config, label)
+    check_keys_and_shapes(path, what, state_dict, expected, unet_config, label)
+    packed = {name: value for name, value in state_dict.items() if isinstance(value, Packed)}
+    if packed and quantization != "none":
+        kinds = sorted({value.kind for value in packed.values()})
+        raise UNetCheckpointError(f"{path} already holds packed weights ({', '.join(kinds)}); load it with "
+                                  f"quantization none, or quantize the original checkpoint to {quantization}")
+    if dtype is None:
+        floats = [value.dtype for value in state_dict.values() if isinstance(value, Tensor)]
+        dtype = max(set(floats), key=floats.count) if floats else torch.float32
+    place_packed(unet, {name: state_dict.pop(name) for name in packed}, device)
 
-    tensors = {}
-    for name in expected:
-        tensors[name] = _owned_copy(state_dict.pop(name), device, dtype)
+    tensors = {name: _owned_copy(state_dict.pop(name), device, dtype) for name in expected if name not in packed}
     del state_dict
-    unet.load_state_dict(tensors, strict=True, assign=True)
+    missing, unexpected = unet.load_state_dict(tensors, strict=False, assign=True)
+    left = [name for name in missing if name.rpartition(".")[0] + ".weight" not in packed]
+    if left or unexpected:  # cannot happen after the check above; say so loudly if it ever does
+        raise UNetCheckpointError(f"{path}: internal error placing the weights ({left[:3]}, {unexpected[:3]})")
     unet.eval().requires_grad_(False)
     return quantize_unet(unet, quantization)
 
@@ -109,7 +126,7 @@ def _owned_copy(tensor: Tensor, device: torch.device | str, dtype: torch.dtype) 
 
 
 def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], str]:
-    """The tensors of a checkpoint file and a short description of its layout, unvalidated.
+    """The tensors of a float checkpoint file and a short description of its layout, unvalidated.
 
     `.pt` files are memory-mapped where possible, so tensors are paged in only as they are used.
     """
@@ -118,6 +135,32 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], str]:
     if kind == "safetensors":
         return payload, "a safetensors file"
     return _unwrap(path, payload)
+
+
+def read_unet_file(path: str | Path, config: ConfigLike | None = None) -> tuple[dict[str, Tensor | Packed], str]:
+    """As `read_state_dict`, for every file `load_unet` takes: packed weights (a GGUF file's, or fp8 with their
+    scales) come as `Packed`. A GGUF file made for the other named version than `config` is refused."""
+    path = Path(path)
+    if path.is_file() and file_format(path) == "gguf":
+        state, info = read_unet_gguf(path, EXPECTED, WHERE_TO_GET, UNetCheckpointError)
+        version = info["version"]
+        if isinstance(config, str) and config in NAMED_CONFIGS and version in NAMED_CONFIGS and version != config:
+            raise UNetCheckpointError(f"{path} is the LatentSync {version} UNet (its metadata says so) but was loaded "
+                                      f"as {config}; choose version {version} (or auto)")
+        return state, f"a GGUF file ({info['format']}, LatentSync {version})"
+    state, what = read_state_dict(path)
+    scales = {name for name in state if name.endswith(".scale_weight")}
+    fp8 = {name: tensor for name, tensor in state.items() if tensor.dtype in FP8.values()}
+    for name, tensor in fp8.items():
+        scale = state.pop(name.removesuffix("weight") + "scale_weight", None)
+        kind = next(kind for kind, dtype in FP8.items() if dtype == tensor.dtype)
+        scale = torch.ones(tensor.shape[0]) if scale is None else scale.float().reshape(-1).expand(tensor.shape[0])
+        state[name] = Packed(kind, tensor.contiguous().view(torch.uint8), tuple(tensor.shape), scale.contiguous())
+    stray = sorted(name for name in scales if name in state)
+    if stray:
+        raise UNetCheckpointError(f"{path}: {len(stray)} scales (e.g. {stray[0]}) belong to no fp8 weight; "
+                                  "the file is damaged or not a LatentSync UNet; nothing was loaded")
+    return state, what + (f" with {len(fp8)} fp8 weights" if fp8 else "")
 
 
 def _unwrap(path: Path, payload: object) -> tuple[dict[str, Tensor], str]:
@@ -144,13 +187,13 @@ def _unwrap(path: Path, payload: object) -> tuple[dict[str, Tensor], str]:
     return dict(state_dict), what
 
 
-def _check_keys_and_shapes(path: Path, what: str, state_dict: dict[str, Tensor], expected: dict[str, tuple],
+def check_keys_and_shapes(path: Path, what: str, state_dict: dict[str, Tensor | Packed], expected: dict[str, tuple],
                            config: UNetConfig, label: str) -> None:
     shapes = {name: tuple(tensor.shape) for name, tensor in state_dict.items()}
     missing = [n for n in expected if n not in shapes]
     unexpected = [n for n in shapes if n not in expected]
     wrong = [n for n in expected if n in shapes and shapes[n] != expected[n]]
-    not_float = [n for n in expected if n in state_dict and not state_dict[n].is_floating_point()]
+    not_float = [n for n in expected if isinstance(state_dict.get(n), Tensor) and not state_dict[n].is_floating_point()]
     if not (missing or unexpected or wrong or not_float):
         return
     problems = []
