@@ -68,15 +68,14 @@ class UNetLoader(LatentSyncNode):
             is_output_node=True,  # shows what was loaded, and runs on its own to check a file
             inputs=[
                 io.Combo.Input("unet_name", options=[*unet_files(), *DOWNLOAD],
-                               tooltip="latentsync_unet.pt, .gguf or fp8 .safetensors in models/latentsync/ (or "
-                                       "latentsync* in models/unet/); 'download 1.5/1.6' fetches the official file."),
+                               tooltip="A UNet (.pt, .gguf, fp8 .safetensors) in models/latentsync/ or "
+                                       "models/unet/ (latentsync*); or download 1.5/1.6."),
                 io.Combo.Input("version", options=list(VERSIONS), default="auto",
                                tooltip="1.5 makes 256 px faces, 1.6 makes 512 px; auto reads it from a config, "
                                        "the file's metadata or its path."),
                 option_input(DTYPE, tooltip="Weights and compute precision; auto is fp16 on CUDA, fp32 on CPU."),
-                option_input(QUANTIZATION, tooltip="Weight-only, to save memory: int8, int4 (CUDA, bf16), fp8 or GGUF "
-                                                   "Q8_0...Q4_0 (any device; K formats take minutes to make: "
-                                                   "convert once). none for .gguf/fp8 files."),
+                option_input(QUANTIZATION, tooltip="Weight-only: int8, int4 (CUDA, bf16), fp8, GGUF Q8_0...Q4_0 (K: "
+                                                   "slow to make, convert once). none for .gguf/fp8 files."),
                 # Optional and last: saved workflows and API prompts from before it still load and validate.
                 option_input(COMPILE, optional=True, tooltip="torch.compile the UNet (CUDA): the first window of "
                                                              "each shape compiles (minutes), later ones run faster."),

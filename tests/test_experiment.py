@@ -119,7 +119,7 @@ def test_configs_are_checked_before_anything_runs(setup, tmp_path):
     with pytest.raises(ValueError, match="unique name"):
         load_plan(bad)
     models, configs, score = load_plan(REPO / "bench" / "poc_experiment.json", "/models")
-    assert len(configs) == 11 and score["crops"] == "s3fd" and str(models["vae"]).startswith("/models/vae/")
+    assert len(configs) == 13 and score["crops"] == "s3fd" and str(models["vae"]).startswith("/models/vae/")
     assert [c["name"] for c in configs if c["restore"] == "model"] == ["256 + GFPGAN on the mouth"]
     assert str(models["face_restorer"]).endswith("facerestore_models/GFPGANv1.4.pth") and score["jpeg"] == "auto"
     bad.write_text(json.dumps({"configs": [{"name": "a", "restore": "GFPGAN"}]}))

@@ -24,7 +24,7 @@ import latentsync
 from conftest import shared_path
 from hostile_files import intact, make_target, write_hostile
 from latentsync.unet import ggml
-from latentsync.unet.convert import TARGETS, Conversion, convert_unet
+from latentsync.unet.convert import ALIASES, TARGETS, Conversion, convert_unet
 from latentsync.unet.files import choose_config
 from latentsync.unet.gguf_files import write_unet_gguf
 from latentsync.unet.loading import UNetCheckpointError, load_unet
@@ -36,7 +36,7 @@ from latentsync.sample.vram import unet_weight_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 # relative L2 error of the golden tiny UNet's output against fp32 (bench/quant.py --tiny-only measured about 0.7x)
-TOLERANCE = {"safetensors": 0.0, "fp8_e4m3fn": 0.14, "fp8_e5m2": 0.28, "gguf-q8_0": 0.04, "gguf-q6_k": 0.045,
+TOLERANCE = {"safetensors": 0.0, "fp8": 0.14, "fp8_e4m3fn": 0.14, "fp8_e5m2": 0.28, "gguf-q8_0": 0.04, "gguf-q6_k": 0.045,
              "gguf-q5_k": 0.06, "gguf-q4_k": 0.11, "gguf-q4_0": 0.25}
 # relative L2 error of one tensor of N(0, 1) values after a round trip (llama.cpp's formats measure the same)
 BLOCK_ERROR = {"Q8_0": 0.006, "Q6_K": 0.02, "Q5_K": 0.04, "Q4_K": 0.08, "Q4_0": 0.09}
@@ -144,7 +144,7 @@ def test_convert_and_load_back_stay_within_each_formats_tolerance(golden, target
         assert error == 0 and summary["ratio"] > 0.9
         return
     assert error > 0 and summary["ratio"] < 0.35  # packed: about a quarter of fp32 or less
-    kind = target.removeprefix("gguf-").upper() if target.startswith("gguf-") else target
+    kind = target.removeprefix("gguf-").upper() if target.startswith("gguf-") else ALIASES.get(target, target)
     layers = {name: m for name, m in unet.named_modules() if isinstance(m, PackedLayer)}
     assert len(layers) == 521 and sum(m.kind == kind for m in layers.values()) > 200
     for name, layer in layers.items():  # finer at the two finest levels, Q8_0 where blocks do not fit

@@ -1,7 +1,7 @@
 """Convert a LatentSync UNet checkpoint into another storage, and check that the written file loads.
 
-Targets: GGUF block formats (`gguf-q8_0` ... `gguf-q4_0`, `gguf_files.py`), fp8 safetensors (`fp8_e4m3fn`,
-`fp8_e5m2`: layer weights in fp8 with a `<layer>.scale_weight` per output channel, ComfyUI's name for an fp8
+Targets: GGUF block formats (`gguf-q8_0` ... `gguf-q4_0`, `gguf_files.py`), fp8 safetensors (`fp8_e4m3fn`, also
+called `fp8`, and `fp8_e5m2`: layer weights in fp8 with a `<layer>.scale_weight` per output channel, ComfyUI's name for an fp8
 weight's scale) and plain `safetensors` (the editor's missing-model dialog fetches only .safetensors). Every
 output keeps the official key names and says its version, config and resolution in its metadata. The file is
 written beside the output as `<name>.part`, loaded back strictly, and only then given its name.
@@ -27,7 +27,8 @@ from .loading import UNetCheckpointError, check_keys_and_shapes, load_unet, read
 from .model import build_unet
 from .packed import FP8, Packed, pack, packs
 
-TARGETS = ("safetensors", *FP8, *(f"gguf-{name.lower()}" for name in ggml.FORMATS))
+TARGETS = ("safetensors", "fp8", *FP8, *(f"gguf-{name.lower()}" for name in ggml.FORMATS))
+ALIASES = {"fp8": "fp8_e4m3fn"}  # ComfyUI's usual fp8
 TARGET = Option("to", None, "The storage to write: GGUF (gguf-q8_0 ... gguf-q4_0), fp8 (e4m3fn, e5m2) safetensors, or plain safetensors.",
                 choices=TARGETS)
 
@@ -57,6 +58,7 @@ class Conversion:
 def convert_unet(conversion: Conversion, progress: Callable[[int, int], None] | None = None) -> dict:
     """Write `conversion.out`; returns a summary: sizes, the storage of each tensor, the check's outcome."""
     conversion = conversion.check()
+    target = ALIASES.get(conversion.target, conversion.target)
     clock = time.perf_counter()
     choice = choose_config(conversion.source, conversion.version)
     config = resolve_unet_config(choice.config)
@@ -70,14 +72,14 @@ def convert_unet(conversion: Conversion, progress: Callable[[int, int], None] | 
     state = {name: state[name] for name in expected}
     version = choice.config if isinstance(choice.config, str) else "custom"
     metadata = {"version": version, "config": json.dumps(asdict(config)), "resolution": str(choice.resolution),
-                "format": conversion.target.removeprefix("gguf-").upper()}
+                "format": target.removeprefix("gguf-").upper() if target.startswith("gguf-") else target}
     part = conversion.out.with_name(conversion.out.name + ".part")
     try:
-        if conversion.target.startswith("gguf-"):
+        if target.startswith("gguf-"):
             counts = write_unet_gguf(state, part, metadata["format"], config=config, version=version,
                                      resolution=choice.resolution, progress=progress)
         else:
-            counts = _write_safetensors(state, part, conversion.target, metadata, progress)
+            counts = _write_safetensors(state, part, target, metadata, progress)
         unet = load_unet(part, choice.config)  # strict: every key, shape and block must read back
         del unet
         if progress is not None:
@@ -86,7 +88,7 @@ def convert_unet(conversion: Conversion, progress: Callable[[int, int], None] | 
     finally:
         part.unlink(missing_ok=True)
     source_bytes, out_bytes = conversion.source.stat().st_size, conversion.out.stat().st_size
-    return {"out": str(conversion.out), "format": conversion.target, "config": choice.source,
+    return {"out": str(conversion.out), "format": target, "config": choice.source,
             "bytes": out_bytes, "source_bytes": source_bytes, "ratio": round(out_bytes / source_bytes, 4),
             "tensors": counts, "check": f"loaded back strictly ({len(expected)} tensors)",
             "seconds": round(time.perf_counter() - clock, 1)}
