@@ -2,6 +2,7 @@
 
     ~/.cache/comfyui-latentsync/venv/bin/python -m scripts.locales           # write locales/en/nodeDefs.json
     ~/.cache/comfyui-latentsync/venv/bin/python -m scripts.locales --check   # only compare, exit 1 if stale
+    ~/.cache/comfyui-latentsync/venv/bin/python -m scripts.locales --accept zh   # zh's texts are now current
 
 ComfyUI 0.3.75 (app/custom_node_manager.py) merges every pack's `locales/<lang>/main.json` and
 `locales/<lang>/nodeDefs.json` (as the key "nodeDefs") and serves them at `GET /i18n`; the frontend reads
@@ -10,7 +11,9 @@ and `.tooltip`, and `.outputs.<index>.name` and `.tooltip`, falling back to the 
 
 `locales/en/nodeDefs.json` is made here from the nodes' schemas (the same text the server sends, so it never
 disagrees with them: tests/test_locales.py compares it with this output); `locales/zh/nodeDefs.json` is written
-by hand, and this script reports every node, input and output it lacks or names in vain.
+by hand, and this script reports every node, input and output it lacks or names in vain. Beside each hand-written
+file, `nodeDefs.source.json` (which ComfyUI does not read) keeps the English it was translated from: an English
+text changed since is reported as stale until its translation is redone and `--accept LANG` records the new English.
 """
 from __future__ import annotations
 
@@ -79,6 +82,29 @@ def english(infos: dict[str, dict]) -> dict:
     return out
 
 
+SOURCE = "nodeDefs.source.json"  # beside a translation: the English texts it was made from
+
+
+def texts(entries: dict) -> dict[str, str]:
+    """Every text of a nodeDefs file by its path ("Node.inputs.fps.tooltip": "...")."""
+    flat = {}
+    for node_id, entry in entries.items():
+        for key, value in entry.items():
+            if isinstance(value, dict):
+                for slot, fields in value.items():
+                    flat.update({f"{node_id}.{key}.{slot}.{field}": text for field, text in fields.items()})
+            else:
+                flat[f"{node_id}.{key}"] = value
+    return flat
+
+
+def stale(reference: dict, source: dict) -> list[str]:
+    """The English texts that changed (or are new) since a translation was made from `source`."""
+    before = texts(source)
+    return [f"{path}: the English changed since it was translated" for path, text in texts(reference).items()
+            if before.get(path) != text]
+
+
 def render(data: dict) -> str:
     return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
 
@@ -117,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only compare locales/en/nodeDefs.json, write nothing")
     parser.add_argument("--comfyui", type=Path, default=None, help="ComfyUI's folder (default: the test harness's)")
+    parser.add_argument("--accept", metavar="LANG", action="append", default=[],
+                        help="record today's English as what LANG's translation was made from (after redoing it)")
     args = parser.parse_args(argv)
     reference = english(node_infos(args.comfyui))
     text, path = render(reference), LOCALES / "en" / "nodeDefs.json"
@@ -132,7 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     for lang_dir in sorted(p for p in LOCALES.iterdir() if p.is_dir() and p.name != "en"):
         translated_path = lang_dir / "nodeDefs.json"
         translated = json.loads(translated_path.read_text(encoding="utf-8")) if translated_path.is_file() else {}
-        said = problems(translated, reference)
+        if lang_dir.name in args.accept:
+            (lang_dir / SOURCE).write_text(render(reference), encoding="utf-8")
+        source_path = lang_dir / SOURCE
+        source = json.loads(source_path.read_text(encoding="utf-8")) if source_path.is_file() else {}
+        said = problems(translated, reference) + stale(reference, source)
         for line in said:
             print(f"{lang_dir.name}: {line}")
         if said:

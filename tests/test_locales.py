@@ -78,6 +78,21 @@ def test_the_check_finds_what_a_translation_lacks_or_names_in_vain(generated):
     assert "LatentSyncVAD.inputs.no_such_input: no such input" in said
 
 
+def test_a_chinese_text_whose_english_changed_since_is_stale(generated):
+    """nodeDefs.source.json holds the English each Chinese text was translated from: today's English must equal it,
+    so a tooltip changed in the code fails here until its translation is redone (`--accept zh` records it)."""
+    locales, _, english = generated
+    source = json.loads((LOCALES / "zh" / locales.SOURCE).read_text(encoding="utf-8"))
+    assert locales.stale(english, source) == []
+    changed = json.loads(json.dumps(source))
+    changed["LatentSyncVAD"]["inputs"]["threshold"]["tooltip"] += " (older wording)"
+    del changed["LatentSyncVAD"]["outputs"]["0"]
+    assert locales.stale(english, changed) == [
+        "LatentSyncVAD.inputs.threshold.tooltip: the English changed since it was translated",
+        "LatentSyncVAD.outputs.0.name: the English changed since it was translated",
+        "LatentSyncVAD.outputs.0.tooltip: the English changed since it was translated"]
+
+
 def test_every_node_has_help_in_english_and_chinese_with_its_pictures():
     for name in PACK_NODES:
         pages = {lang: (DOCS / name / f"{lang}.md") for lang in ("en", "zh")}
