@@ -29,11 +29,6 @@ class BlockFormat:
     size: int  # bytes per block
     code: int  # GGMLQuantizationType's number in GGUF files
 
-    @property
-    def bits(self) -> float:
-        """Bits per value, scales included."""
-        return 8 * self.size / self.block
-
 
 FORMATS = {f.name: f for f in (BlockFormat("Q8_0", 32, 34, 8), BlockFormat("Q6_K", 256, 210, 14),
                                BlockFormat("Q5_K", 256, 176, 13), BlockFormat("Q4_K", 256, 144, 12),

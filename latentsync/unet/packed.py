@@ -49,10 +49,6 @@ class Packed:
             return self.data.view(torch.float16).to(dtype).view(self.shape)
         return ggml.dequantize(self.data, self.kind, dtype).view(self.shape)
 
-    @property
-    def nbytes(self) -> int:
-        return self.data.numel() + (0 if self.scale is None else self.scale.numel() * self.scale.element_size())
-
 
 def packs(name: str, tensor: Tensor) -> bool:
     """Whether a state-dict entry is a layer weight that packing stores (Linear and Conv2d weights)."""
