@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # The GPU benchmark (bench/gpu.py): presets x versions, quantization error, peak VRAM; fits in 8 minutes.
+# Then per preset the real-time factor of a prepared run (bench/prepared.py: the full-size 1.5 UNet with random
+# weights, the prepared video made once with one voice, then a second voice; rtf_prepared against rtf_cold),
+# each in OUT-prepared-PRESET.json; skipped with --tiny or LATENTSYNC_BENCH_PREPARED=0.
 #   bash bench/gpu.sh [--out bench-gpu.json] [--compile reduce-overhead] [--device cpu --tiny]
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -7,7 +10,19 @@ source "$repo/scripts/env.sh"
 python="$LATENTSYNC_VENV/bin/python"
 [ -x "$python" ] || python="$(command -v python3)"
 cd "$repo"
+out=bench-gpu.json device=cuda tiny=0 previous=
+for arg in "$@"; do
+  case "$previous" in --out) out="$arg" ;; --device) device="$arg" ;; esac
+  case "$arg" in --out=*) out="${arg#--out=}" ;; --device=*) device="${arg#--device=}" ;; --tiny) tiny=1 ;; esac
+  previous="$arg"
+done
 case " $* " in
-  *" --out "* | *" --out="*) exec "$python" -m bench.gpu "$@" ;;
-  *) exec "$python" -m bench.gpu --out bench-gpu.json "$@" ;;
+  *" --out "* | *" --out="*) "$python" -m bench.gpu "$@" ;;
+  *) "$python" -m bench.gpu --out bench-gpu.json "$@" ;;
 esac
+[ "$tiny" = 0 ] && [ "${LATENTSYNC_BENCH_PREPARED:-1}" != 0 ] || exit 0
+for preset in $("$python" -c 'from latentsync.sample.presets import PRESETS; print(*PRESETS)'); do
+  "$python" -m bench.prepared --preset "$preset" --device "$device" --unet-version 1.5 --height 1920 \
+    --seconds "${LATENTSYNC_BENCH_PREPARED_SECONDS:-4}" --threads 0 --out "${out%.json}-prepared-$preset.json" \
+    | grep -E '^(cold|baseline|prepared)|"rtf_(cold|prepared)"' || echo "prepared run, $preset preset: failed"
+done

@@ -19,6 +19,9 @@ const REPORTS = {
     [`${d.generated} of ${d.frames} frames generated${d.resumed_segments ? ` · ${d.resumed_segments} segments resumed` : ""}`]],
   LatentSyncSpeakersSampler: ["latentsync_sampler", (d) =>
     [`${d.generated} of ${d.frames} frames generated`, `faces: ${d.faces.join(", ")}`]],
+  LatentSyncPrepareVideo: ["latentsync_prepared", (d) =>
+    [`${d.faces} of ${d.frames} frames with a face ${d.made ? "prepared" : "read back"}`,
+     ...(d.folder ? [`${d.folder}`] : [])]],
   LatentSyncWhisperEncode: ["latentsync_features", (d) =>
     [`${d.frames} frames at ${d.fps} fps · ${d.speech_frames} with speech`,
      `${d.duration.toFixed(2)} s of audio${d.speech_segments ? "" : " · no VAD"}${d.seamless ? " · seamless" : ""}`]],

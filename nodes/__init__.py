@@ -4,6 +4,7 @@ from __future__ import annotations
 from ._comfy import ComfyExtension, io, override
 from .model_folders import register_model_folders
 from .faces import DetectFaces, PasteFaces
+from .prepare import PrepareVideo
 from .sample_video import LatentSyncSampleVideo, VideoInfo
 from .sampler import LatentSyncSampler, LatentSyncSpeakersSampler
 from .score import SyncNetScore
@@ -15,7 +16,8 @@ from .whisper import WhisperEncode
 
 NODES: list[type[io.ComfyNode]] = [VoiceActivityDetection, WhisperEncode, UNetLoader, DetectFaces, PasteFaces,
                                    LatentSyncSampler, LatentSyncSampleVideo, VideoInfo, Upscale, SyncNetScore,
-                                   SpeakerNode, DiarizeSpeakers, AssignFaces, LatentSyncSpeakersSampler, RestoreMouths]
+                                   SpeakerNode, DiarizeSpeakers, AssignFaces, LatentSyncSpeakersSampler, RestoreMouths,
+                                   PrepareVideo]
 
 
 class LatentSyncExtension(ComfyExtension):

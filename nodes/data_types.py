@@ -21,3 +21,6 @@ Speakers = io.Custom("LATENTSYNC_SPEAKERS")
 
 # latentsync.speakers.cast.Cast: each face track and the speaker that drives it, for the speakers sampler.
 Cast = io.Custom("LATENTSYNC_CAST")
+
+# latentsync.prepared.PreparedVideo: a video's faces and VAE latents, from Prepare Video to the samplers.
+Prepared = io.Custom("LATENTSYNC_PREPARED")

@@ -8,16 +8,17 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 from ..latentsync.audio.features import FPS
+from ..latentsync.core.digest import tensor_digest, weights_digest
 from ..latentsync.face.smooth import SMOOTHING
 from ..latentsync.media.audio import write_wav
 from ..latentsync.media.frame_reader import VideoFrames
 from ..latentsync.media.outputs import check_output
 from ..latentsync.media.partial import PartialOutput, file_identity
+from ..latentsync.prepared import file_video_identity
 from ..latentsync.media.video import CRF, check_crf, video_info
 from ..latentsync.face.blend import BLEND_MASK, FEATHER, GROW, Blend
 from ..latentsync.face.seam import COLOUR_MATCH
@@ -27,46 +28,20 @@ from ..latentsync.sample.settings import SETTINGS, SamplerSettings
 from ..latentsync.unet.config import max_window
 from ._comfy import folder_paths, io, load_for_compute, override, step_reporter, video_from_file, window_reporter
 from .base import LatentSyncNode, option_input
-from .data_types import AudioFeatures, LatentSyncModel, Speech
+from .data_types import AudioFeatures, LatentSyncModel, Prepared, Speech
 from .faces import face_choice_inputs, face_detector, smoothing_input
-from .sampler import ComfyFaceVAE, apply_preset, blend_inputs, preset_input, setting_input
-
-
-def _digest(*tensors: torch.Tensor) -> str:
-    digest = hashlib.sha256()
-    for tensor in tensors:
-        digest.update(np.ascontiguousarray(tensor.detach().to("cpu", torch.float32).numpy()).tobytes())
-    return digest.hexdigest()[:32]
-
-
-def _weights_digest(module: torch.nn.Module) -> str:
-    """Names the weights a module holds: a hash of its first and last parameters (cheap, and any two different
-    checkpoints differ there)."""
-    parameters = list(module.parameters())
-    return _digest(parameters[0], parameters[-1]) if parameters else "none"
+from .prepare import video_file
+from .sampler import ComfyFaceVAE, check_prepared, apply_preset, blend_inputs, preset_input, setting_input
 
 
 def inputs_identity(path: Path, audio: dict, features, speech, model, vae) -> dict:
     """The inputs of a job as the node gets them: the video's file, and digests of the tensors and weights that
     stand for the audio, features and model files the `lipsync` command would name (`run/job.job_identity`)."""
-    return {"video": file_identity(path), "audio": [_digest(audio["waveform"][0]), int(audio["sample_rate"])],
-            "features": _digest(features.features, features.silence_features, torch.as_tensor(features.rows)),
+    return {"video": file_identity(path), "audio": [tensor_digest(audio["waveform"][0]), int(audio["sample_rate"])],
+            "features": tensor_digest(features.features, features.silence_features, torch.as_tensor(features.rows)),
             "speech": None if speech is None else [speech.duration, [list(s) for s in speech.speech]],
-            "unet": [model.source, model.resolution, _weights_digest(model.patcher.model)],
-            "vae": _weights_digest(getattr(vae, "first_stage_model", torch.nn.Module()))}
-
-
-def video_file(video, folder: Path) -> Path:
-    """The file behind a core VIDEO: Load Video's own file, else the video saved once under `folder`."""
-    source = video.get_stream_source() if hasattr(video, "get_stream_source") else None
-    if isinstance(source, (str, Path)) and Path(source).is_file():
-        return Path(source)
-    folder.mkdir(parents=True, exist_ok=True)
-    temporary = folder / "incoming.mp4"
-    video.save_to(str(temporary))
-    path = folder / f"video_{file_identity(temporary)['sha256_ends'][:16]}.mp4"
-    temporary.replace(path)
-    return path
+            "unet": [model.source, model.resolution, weights_digest(model.patcher.model)],
+            "vae": weights_digest(getattr(vae, "first_stage_model", torch.nn.Module()))}
 
 
 class LatentSyncSampleVideo(LatentSyncNode):
@@ -99,6 +74,9 @@ class LatentSyncSampleVideo(LatentSyncNode):
                 smoothing_input(),
                 *blend_inputs(STREAMED_BLEND_MASKS, "What is pasted back: reference: the whole crop; landmarks: "
                                                     "lips, jaw, chin (a MASK: Paste Faces Back)."),
+                Prepared.Input("prepared", optional=True,
+                               tooltip="From Prepare Video given this video: its faces and latents are used (the "
+                                       "face widgets here are not)."),
             ],
             outputs=[io.Video.Output(display_name="video", tooltip="The lip-synced video with the voice, backed "
                                                                    "by the mp4 written.")],
@@ -110,7 +88,7 @@ class LatentSyncSampleVideo(LatentSyncNode):
                 position_y: float, threshold: float, crf: int, filename_prefix: str, speech=None,
                 preset: str = "custom", smoothing: bool = SMOOTHING.default, blend_mask: str = BLEND_MASK.default,
                 mask_grow: float = GROW.default, mask_feather: float = FEATHER.default,
-                colour_match: bool = COLOUR_MATCH.default, **values) -> io.NodeOutput:
+                colour_match: bool = COLOUR_MATCH.default, prepared=None, **values) -> io.NodeOutput:
         settings = SamplerSettings(**apply_preset(values, preset))  # one input per setting (SETTINGS)
         blend = streamed_blend(Blend(blend_mask, mask_grow, mask_feather, colour_match=colour_match))
         settings.validate(max_window(model.patcher.model.config))
@@ -126,8 +104,13 @@ class LatentSyncSampleVideo(LatentSyncNode):
             raise ValueError(f"the audio features were made for {fps:g} fps but the video is at {frames.fps:g} fps; "
                              "give Whisper Encode the video's fps")
         face = FaceChoice(face_detector(detector, threshold), select, index, (position_x, position_y), smoothing)
-        job = job_identity(inputs_identity(path, audio, features, speech, model, vae), settings, face,
-                           {"crf": crf, **blend_options(blend)})
+        options = {"crf": crf, **blend_options(blend)}
+        if prepared is not None:  # its faces, found as Prepare Video's widgets said, name the output
+            if prepared.pts is None:
+                raise ValueError("the prepared video was made from images; connect this video to Prepare Video")
+            check_prepared(prepared, file_video_identity(path), ComfyFaceVAE(vae), vae, model.resolution, fps)
+            options["prepared_face"] = prepared.identity["face"]
+        job = job_identity(inputs_identity(path, audio, features, speech, model, vae), settings, face, options)
         name = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:12]
         out = check_output(out_base.with_name(f"{out_base.name}_{name}.mp4"), {"the video": path},
                            flag="filename_prefix's file")
@@ -153,7 +136,8 @@ class LatentSyncSampleVideo(LatentSyncNode):
 
         device = load_for_compute(model.patcher)
         loaded = LoadedModels(model.patcher.model, ComfyFaceVAE(vae), model.resolution, device)
-        summary = lipsync_stream(frames, Voice(features, speech, voice), loaded, settings, face, partial, crf=crf,
+        summary = lipsync_stream(frames, Voice(features, speech, voice), loaded, settings, prepared or face, partial,
+                                 crf=crf,
                                  hooks=Hooks(progress=steps, face_progress=face_progress, on_window=on_window), blend=blend)
         note = {"file": str(out), "frames": summary["frames"], "generated": summary["generated_frames"],
                 "resumed_segments": summary["resumed_segments"], "warnings": cls.warned(summary["warnings"]),

@@ -5,6 +5,8 @@ import torch
 
 from ..latentsync.audio.features import FPS
 from ..latentsync.catalogue import CATALOGUE
+from ..latentsync.core.digest import weights_digest
+from ..latentsync.prepared import frames_identity, vae_identity
 from ..latentsync.face.blend import BLEND_MASK, FEATHER, GROW, Blend
 from ..latentsync.face.seam import COLOUR_MATCH
 from ..latentsync.sample.cast import CAST_VAD_POLICY, lipsync_cast
@@ -14,7 +16,7 @@ from ..latentsync.sample.settings import SETTINGS, SamplerSettings, Setting
 from ..latentsync.run.job import STREAMED_BLEND_MASKS
 from ._comfy import io, load_for_compute, model_management, override, step_reporter
 from .base import LatentSyncNode, option_input
-from .data_types import AudioFeatures, Cast, Faces, LatentSyncModel, Speech
+from .data_types import AudioFeatures, Cast, Faces, LatentSyncModel, Prepared, Speech
 
 
 class ComfyFaceVAE:
@@ -31,12 +33,34 @@ class ComfyFaceVAE:
         self.vae = vae
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """ComfyUI's encode: the posterior's mean (deterministic: a prepared video stores it as it is)."""
         pixels = (images.float().cpu() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
         return self.vae.encode(pixels)
+
+    def identity(self) -> dict:
+        """What a prepared video records of this VAE (`prepared.store.vae_identity`)."""
+        return {"kind": "comfyui", "weights": weights_digest(self.vae.first_stage_model),
+                "dtype": str(getattr(self.vae, "vae_dtype", "")).removeprefix("torch.")}
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         pixels = self.vae.decode(latents)
         return pixels.reshape(-1, *pixels.shape[-3:]).movedim(-1, 1).float() * 2 - 1
+
+
+def vae_device(vae) -> torch.device:
+    """Where ComfyUI's VAE computes (what a prepared video's latents depend on, beside the weights)."""
+    return torch.device(getattr(vae, "device", None) or "cpu")
+
+
+def check_prepared(prepared: object, video: dict, face_vae: ComfyFaceVAE, vae, resolution: int,
+                   fps: float | None = None) -> None:
+    """Refuse a prepared video made from other frames, another VAE or device, at another face size or (a video
+    file) frame rate: the differences named (how its faces were found is its own)."""
+    expected = {**prepared.identity, "video": video, "vae": vae_identity(face_vae), "device": vae_device(vae).type,
+                "resolution": int(resolution)}
+    if fps is not None and prepared.identity.get("fps") is not None:
+        expected["fps"] = round(float(fps), 6)
+    prepared.check(expected, "the prepared video")
 
 
 def refuse_meta_batches(prompt: dict | None, node_id: str | None) -> None:
@@ -115,6 +139,8 @@ class LatentSyncSampler(LatentSyncNode):
                 *blend_inputs(),
                 io.Mask.Input("mask", optional=True, tooltip="blend_mask=custom: where the generated face goes (1), "
                                                              "one mask or one per input frame, at the frames' size."),
+                Prepared.Input("prepared", optional=True,
+                               tooltip="From Prepare Video given these images: its faces and VAE latents are used."),
             ],
             outputs=[
                 io.Image.Output(display_name="images", tooltip="The lip-synced frames."),
@@ -134,7 +160,7 @@ class LatentSyncSampler(LatentSyncNode):
     def execute(cls, images, fps: float, features, model, vae, speech=None, faces=None, preset: str = "custom",
                 blend_mask: str = BLEND_MASK.default, mask_grow: float = GROW.default,
                 mask_feather: float = FEATHER.default, colour_match: bool = COLOUR_MATCH.default, mask=None,
-                **values) -> io.NodeOutput:
+                prepared=None, **values) -> io.NodeOutput:
         settings = SamplerSettings(**apply_preset(values, preset))  # one input per setting (SETTINGS)
         blend = Blend(blend_mask, mask_grow, mask_feather, mask, colour_match).check(len(images), images.shape[1:3])
         refuse_meta_batches(cls.hidden.prompt, cls.hidden.unique_id)
@@ -144,6 +170,11 @@ class LatentSyncSampler(LatentSyncNode):
         if faces is not None and faces.resolution != model.resolution:
             raise ValueError(f"the faces were aligned at {faces.resolution} px but the model makes "
                              f"{model.resolution} px faces; set Detect Faces' resolution to {model.resolution}")
+        if prepared is not None:
+            if faces is not None:
+                raise ValueError("a prepared video brings its own faces: connect faces to Prepare Video, not here")
+            check_prepared(prepared, frames_identity(images), ComfyFaceVAE(vae), vae, model.resolution)
+            faces = prepared
         device = load_for_compute(model.patcher)
         result = lipsync(images, features.with_speech(speech), model.patcher.model, ComfyFaceVAE(vae), settings,
                          faces=faces, resolution=model.resolution, device=device, progress=step_reporter(),

@@ -21,8 +21,11 @@ import comfyui
 
 REPO = Path(__file__).resolve().parents[1]
 VOICE, VIDEO = "latentsync_demo_voice.wav", "latentsync_demo.mp4"  # the names the sample workflows load
+VOICE_B = "latentsync_demo_voice_b.wav"  # latentsync_many_voices' second voice
 DEMO_TEXT = ("Hello! This face was never filmed speaking. [[ ]] "
              "Now it says what the voice says, and rests its mouth in the pauses.")
+DEMO_TEXT_B = ("Here is a second voice for the same face. [[ ]] "
+               "The video was prepared once, so only the mouth is made again.")
 sys.path.insert(0, str(REPO))
 from latentsync.catalogue import CATALOGUE  # noqa: E402  (the pack's model table; imports nothing heavy)
 
@@ -31,7 +34,7 @@ WEIGHTS = {CATALOGUE[key].path: (CATALOGUE[key].source, CATALOGUE[key].source_fi
            for key in ("unet_1.5", "whisper", "vae")}
 
 
-def demo_voice(target: Path) -> None:
+def demo_voice(target: Path, text: str | None = None) -> None:
     """Two sentences with a pause between them, spoken by espeak-ng, as a 16-bit WAV."""
     import wave
 
@@ -44,7 +47,7 @@ def demo_voice(target: Path) -> None:
     if exe is None:
         sys.exit("espeak-ng is not installed (Debian: apt-get install espeak-ng); or pass your own voice with --audio")
     parts = []
-    for i, text in enumerate(DEMO_TEXT.split(" [[ ]] ")):
+    for i, text in enumerate((text or DEMO_TEXT).split(" [[ ]] ")):
         path = target.with_name(f"part{i}.wav")
         subprocess.run([exe, "-w", str(path), text], check=True)
         parts.append(load_audio(path))
@@ -134,8 +137,10 @@ def main() -> int:
     inputs.mkdir(parents=True, exist_ok=True)
     if args.audio:
         shutil.copy(args.audio, inputs / VOICE)
+        shutil.copy(args.audio, inputs / VOICE_B)  # replace it with another voice for latentsync_many_voices
     else:
         demo_voice(inputs / VOICE)
+        demo_voice(inputs / VOICE_B, DEMO_TEXT_B)
     if args.video and args.video.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".bmp"):
         shutil.copy(args.video, inputs / VIDEO)
     else:

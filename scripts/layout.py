@@ -30,7 +30,7 @@ AFTER_RUN = {
     "LatentSyncAssignFaces": PREVIEW + REPORT, "LatentSyncVAD": PREVIEW + REPORT,
     "LatentSyncWhisperEncode": REPORT, "LatentSyncUNetLoader": REPORT, "LatentSyncSampler": REPORT,
     "LatentSyncSpeakersSampler": REPORT, "LatentSyncSampleVideo": REPORT, "LatentSyncSpeaker": REPORT,
-    "LatentSyncDiarize": REPORT,
+    "LatentSyncDiarize": REPORT, "LatentSyncPrepareVideo": REPORT,
 }
 
 # Heights some nodes reach with their preview, whether it is already shown (a file that exists) or not yet.
@@ -42,7 +42,7 @@ GROUPS = [
                            "VHS_VideoInfo", "LatentSyncVideoInfo"}),
     ("Voice", "#8A8", {"LatentSyncVAD", "LatentSyncWhisperEncode", "LatentSyncSpeaker", "LatentSyncDiarize",
                        "AudioMerge"}),
-    ("Faces", "#a1309b", {"LatentSyncDetectFaces", "LatentSyncAssignFaces"}),
+    ("Faces", "#a1309b", {"LatentSyncDetectFaces", "LatentSyncAssignFaces", "LatentSyncPrepareVideo"}),
     ("Model", "#b58b2a", {"LatentSyncUNetLoader", "VAELoader"}),
     ("Sampler", "#b06634", {"LatentSyncSampler", "LatentSyncSpeakersSampler", "LatentSyncSampleVideo",
                             "LatentSyncUpscale", "LatentSyncRestoreMouths", "LatentSyncPasteFaces"}),

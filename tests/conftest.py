@@ -29,7 +29,7 @@ VOICES = ("latentsync_demo1_audio.wav", "latentsync_demo3_audio.wav")
 PACK_NODES = {"LatentSyncVAD", "LatentSyncSampleVideo", "LatentSyncVideoInfo", "LatentSyncWhisperEncode", "LatentSyncUNetLoader", "LatentSyncUpscale",
               "LatentSyncDetectFaces", "LatentSyncPasteFaces", "LatentSyncSyncNetScore",
               "LatentSyncSampler", "LatentSyncSpeaker", "LatentSyncDiarize", "LatentSyncAssignFaces",
-              "LatentSyncSpeakersSampler", "LatentSyncRestoreMouths"}  # every node the pack registers
+              "LatentSyncSpeakersSampler", "LatentSyncRestoreMouths", "LatentSyncPrepareVideo"}  # every node the pack registers
 
 
 # The longest files first: with two workers (scripts/test.sh), a long file started last would run alone at the end.
@@ -135,6 +135,9 @@ def write_lipsync_inputs(server) -> Path:
     cut_clip(shared_path("media/latentsync_demo1_video.mp4"), server.dir("input") / "latentsync_demo.mp4",
              DEMO_FRAMES, 720)
     cut_voice(shared_path("media/latentsync_demo1_audio.wav"), server.dir("input") / "latentsync_demo_voice.wav",
+              DEMO_FRAMES / 25)
+    # latentsync_many_voices' second voice: another speaker, as long
+    cut_voice(shared_path("media/latentsync_demo3_audio.wav"), server.dir("input") / "latentsync_demo_voice_b.wav",
               DEMO_FRAMES / 25)
     return server.dir("input")
 

@@ -45,14 +45,14 @@ def clip_file(tmp_path_factory):
     return write_video(tmp_path_factory.mktemp("clip") / "clip.mp4", frames, 25.0, audio=shared_path(CLIP))
 
 
-def run_file(models, clip, out, cluster=None):
+def run_file(models, clip, out, cluster=None, prepared=None):
     from latentsync.face.detect import make_detector
     from latentsync.run.job import FaceChoice, Job
     from latentsync.run.pipeline import ModelSet, UNetSpec
     from latentsync.run.stream import lipsync_video_file
 
     job = Job(clip, clip, out, UNetSpec(models["unet"]), models["whisper"], models["vae"],
-              FaceChoice(make_detector("dlib")), SamplerSettings(**SETTINGS))
+              FaceChoice(make_detector("dlib")), SamplerSettings(**SETTINGS), prepared=prepared)
     return lipsync_video_file(job, ModelSet(torch.device("cpu")), cluster=cluster)
 
 
@@ -63,14 +63,35 @@ def single(models, clip_file, tmp_path_factory):
     return read_frames(out)[0]
 
 
+def altered_latents(folder) -> None:
+    """Scale the prepared video's reference latents, with its manifest's sizes and hashes renewed: data a run
+    reads without complaint, and that shows in its output only if the latents are read, not made."""
+    from latentsync.prepared.store import MANIFEST, read_checked, write_checked, write_manifest
+
+    manifest = json.loads((folder / MANIFEST).read_text())
+    for name in [name for name in manifest["files"] if name.startswith("latents/")]:
+        tensors = read_checked(folder, name, manifest["files"][name])
+        tensors["reference"] = tensors["reference"] * 0.5
+        manifest["files"][name] = write_checked(folder, name, tensors)
+    write_manifest(folder, manifest)
+
+
 def test_two_workers_make_the_single_process_output(models, clip_file, single, tmp_path):
+    """With a prepared video, read by the workers: latents changed on disk change the cluster's output as they
+    change a single process's (a killed worker's test checks the output without one against `single`)."""
     from latentsync.run.cluster import RayCluster
 
     environment = dict(os.environ)
-    summary = run_file(models, clip_file, tmp_path / "out.mp4", RayCluster("local", workers=2))
+    assert run_file(models, clip_file, tmp_path / "made.mp4", prepared=tmp_path / "p")["prepared"]["made"]
+    assert torch.equal(read_frames(tmp_path / "made.mp4")[0], single)
+    altered_latents(tmp_path / "p")
+    run_file(models, clip_file, tmp_path / "altered.mp4", prepared=tmp_path / "p")
+    altered = read_frames(tmp_path / "altered.mp4")[0]
+    assert not torch.equal(altered, single)
+    summary = run_file(models, clip_file, tmp_path / "cluster.mp4", RayCluster("local", workers=2), tmp_path / "p")
+    assert not summary["prepared"]["made"] and torch.equal(read_frames(tmp_path / "cluster.mp4")[0], altered)
     # 6 windows of 4 frames, one a group: the cuts land in speech too (the voice starts at 0.45 s).
     assert summary["segments"] == 6 and summary["made_segments"] == 6
-    assert torch.equal(read_frames(tmp_path / "out.mp4")[0], single)
     assert not ray.is_initialized()  # the driver let go of the cluster
     assert dict(os.environ) == environment
 

@@ -166,6 +166,37 @@ def test_vad_ab_workflow_skips_the_pause(comfy_server, object_info, lipsync_inpu
     assert all(img.min() > 0 for img in images_of(comfy_server, history, reference_key))  # off: every frame
 
 
+def test_many_voices_workflow_prepares_the_video_once_and_equals_runs_without_it(comfy_server, object_info,
+                                                                                  lipsync_inputs, lipsync_models):
+    """One Prepare Video feeds two samplers with two voices; the same graph without the prepared links gives the
+    same frames, bit for bit (PNG previews are lossless), and differs between the voices."""
+    prompt = cpu_friendly(load_prompt("latentsync_many_voices.json", object_info))
+    samplers = sorted(k for k, v in prompt.items() if v["class_type"] == "LatentSyncSampler")
+    prepare = node_id(prompt, "LatentSyncPrepareVideo")
+    assert len(samplers) == 2 and all(prompt[k]["inputs"]["prepared"] == [prepare, 0] for k in samplers)
+    keys = [save_images(prompt, [k, 0]) for k in samplers]
+    history = comfy_server.run(prompt, timeout=1200)
+    assert history["status"]["status_str"] == "success", failure(history)
+    (note,) = history["outputs"][prepare]["latentsync_prepared"]
+    assert note["frames"] == DEMO_FRAMES and note["faces"] > 0 and note["made"]
+    prepared = [images_of(comfy_server, history, key) for key in keys]
+    for k in samplers:
+        del prompt[k]["inputs"]["prepared"]
+    del prompt[prepare]
+    history = comfy_server.run(prompt, timeout=1200)
+    assert history["status"]["status_str"] == "success", failure(history)
+    for key, made in zip(keys, prepared):
+        assert all(np.array_equal(a, b) for a, b in zip(images_of(comfy_server, history, key), made, strict=True))
+    assert any(not np.array_equal(a, b) for a, b in zip(*prepared))  # the two voices move the mouths differently
+
+    prompt = cpu_friendly(load_prompt("latentsync_many_voices.json", object_info))  # prepared from other frames
+    prompt["3000"] = {"class_type": "ImageInvert", "inputs": {"image": prompt[prepare]["inputs"]["images"]}}
+    prompt[prepare]["inputs"]["images"] = ["3000", 0]
+    history = comfy_server.run(prompt, timeout=1200)
+    assert history["status"]["status_str"] == "error"
+    assert "the prepared video was made from another video or with other settings: video.sha256" in failure(history)
+
+
 @pytest.fixture(scope="module")
 def poc_models(lipsync_models, tiny_unet_config):
     """What the PoC workflows add: a 1.6-style (512 px) tiny UNet, SyncNet, a Real-ESRGAN x2plus and GFPGANv1.4
@@ -316,7 +347,7 @@ def test_a_vae_of_another_latent_space_is_refused_by_name(comfy_server, object_i
     history = comfy_server.run(prompt, timeout=1200)
     assert history["status"]["status_str"] == "error"
     (error,) = [m[1] for m in history["status"]["messages"] if m[0] == "execution_error"]
-    assert error["node_type"] == "LatentSyncSampler"
+    assert error["node_type"] == "LatentSyncPrepareVideo"  # the first node to use the VAE (the sampler's is the same)
     assert "3 latent channels" in error["exception_message"] and "vae-ft-mse-840000" in error["exception_message"]
 
 
@@ -375,3 +406,44 @@ def test_two_speakers_workflow_drives_each_face_with_its_own_voice(comfy_server,
         assert any(np.abs(s[:, side] - o[:, side]).max() > 0 for s, o in zip(sources, outputs))
     for source, output in zip(sources, outputs):  # the faces are in the upper half; the rest is untouched
         assert np.array_equal(source[frames.shape[1] * 3 // 4:], output[frames.shape[1] * 3 // 4:])
+
+
+def test_prepare_video_feeds_the_video_file_sampler_and_is_read_back_from_its_folder(comfy_server, object_info,
+                                                                                     lipsync_inputs, lipsync_models):
+    """The long-video graph with Prepare Video given the same VIDEO: the mp4 equals the one made without it, frame
+    for frame; once ComfyUI's cache is cleared (as in a new session) the folder it wrote is read, not made again."""
+    import copy
+
+    from latentsync.media.video import read_frames
+
+    prompt = cpu_friendly(load_prompt("latentsync_long_video.json", object_info))
+    sampler = node_id(prompt, "LatentSyncSampleVideo")
+    prompt[sampler]["inputs"].update(window=8, filename_prefix="latentsync/prepared_video")
+    history = comfy_server.run(copy.deepcopy(prompt), timeout=1200)
+    assert history["status"]["status_str"] == "success", failure(history)
+    (plain,) = history["outputs"][sampler]["latentsync_video"]
+    given = prompt[sampler]["inputs"]
+    prompt["3000"] = {"class_type": "LatentSyncPrepareVideo",
+                      "inputs": {"vae": given["vae"], "model": given["model"], "video": given["video"],
+                                 **{name: given[name] for name in ("detector", "select", "index", "position_x",
+                                                                   "position_y", "threshold")}}}
+    given["prepared"] = ["3000", 0]
+    history = comfy_server.run(prompt, timeout=1200)
+    assert history["status"]["status_str"] == "success", failure(history)
+    (made,) = history["outputs"]["3000"]["latentsync_prepared"]
+    assert made["made"] and made["frames"] == made["faces"] == DEMO_FRAMES
+    folder = comfy_server.dir("output") / "latentsync" / "prepared"
+    assert (folder / made["folder"].rsplit("/", 1)[-1] / "prepared.json").is_file()
+    (note,) = history["outputs"][sampler]["latentsync_video"]
+    assert note["file"] != plain["file"] and torch.equal(read_frames(note["file"])[0], read_frames(plain["file"])[0])
+
+    comfy_server.request("POST", "/free", {"free_memory": True})  # taken after the next prompt: a cheap one
+    vad = {"threshold": 0.5, "min_speech_ms": 250, "min_silence_ms": 100, "padding_ms": 30, "backend": "jit"}
+    cheap = {"1": {"class_type": "LoadAudio", "inputs": {"audio": "latentsync_demo_voice.wav"}},
+             "2": {"class_type": "LatentSyncVAD", "inputs": {"audio": ["1", 0], **vad}},
+             "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 1], "filename_prefix": "cache_cleared"}}}
+    assert comfy_server.run(cheap, timeout=600)["status"]["status_str"] == "success"
+    history = comfy_server.run(prompt, timeout=1200)
+    assert history["status"]["status_str"] == "success", failure(history)
+    (again,) = history["outputs"]["3000"]["latentsync_prepared"]
+    assert not again["made"] and again["folder"] == made["folder"]

@@ -24,6 +24,7 @@ from ..face.seam import COLOUR_MATCH
 from ..face.smooth import SMOOTHING
 from ..media.outputs import check_output
 from ..media.video import CRF
+from ..prepared import PREPARED, REBUILD_PREPARED
 from ..run.cluster import RayCluster
 from ..run.job import STREAMED_BLEND_MASKS, FaceChoice, Job, MemoryOptions
 from ..run.pipeline import DEVICE, ModelSet, UNetSpec, estimate_run_vram, resolve_device, resolve_dtype
@@ -100,6 +101,8 @@ def add_lipsync_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     parser.add_argument("--resume", action="store_true",
                         help="continue a run that stopped (killed, out of memory, Ctrl-C, full disk): finished "
                              "windows wait in OUT.partial/ and are kept when the inputs and settings are the same")
+    add_option(parser, PREPARED, metavar="DIR")
+    add_option(parser, REBUILD_PREPARED)
     parser.add_argument("--ray", default=None, metavar="local|auto|ADDRESS",
                         help="run the windows on a Ray cluster (pip install ray): local starts one on this machine for "
                              "the run, auto joins the one `ray start` runs here, or the address of a cluster whose "
@@ -157,6 +160,10 @@ def lipsync_command(args: argparse.Namespace) -> dict:
         if frames % 25 == 0:
             say(f"faces in {frames} frames")
 
+    def prepare_progress(done: int, total: int) -> None:
+        if done == total or done % 128 < 16:
+            say(f"preparing {args.prepared}: {done}/{total} faces encoded", "\n")
+
     estimate = estimate_run_vram(unet, settings, dtype, **asdict(memory))
 
     def ready() -> None:  # inputs checked and models loaded (an error before it stays one line); the run next
@@ -173,8 +180,9 @@ def lipsync_command(args: argparse.Namespace) -> dict:
                   compile_mode=None if args.compile == "off" else args.compile, crf=args.crf,
                   vad_threshold=args.vad_threshold, seamless=args.seamless,
                   still_fps=args.fps, resume=args.resume,
-                  blend=Blend(args.blend_mask, args.mask_grow, args.mask_feather, colour_match=args.colour_match))
-        hooks = Hooks(progress=progress, face_progress=face_progress, on_ready=ready)
+                  blend=Blend(args.blend_mask, args.mask_grow, args.mask_feather, colour_match=args.colour_match),
+                  prepared=args.prepared, rebuild_prepared=args.rebuild_prepared)
+        hooks = Hooks(progress=progress, face_progress=face_progress, on_ready=ready, on_prepare=prepare_progress)
         summary = lipsync_video_file(job, ModelSet(device, dtype), hooks=hooks, cluster=cluster)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"what was finished (the face track once found, then every finished window) is "

@@ -26,6 +26,7 @@ from .faces import add_faces_parser
 from .features import add_features_parser
 from .lipsync import add_lipsync_parser
 from .options import add_options
+from .prepare import add_prepare_parser
 from .score import add_score_parser
 from .upscale import add_upscale_parser
 
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lipsync_parser(commands)
     add_experiment_parser(commands)
     add_convert_parser(commands)
+    add_prepare_parser(commands)
     for command in commands.choices.values():
         # SUPPRESS: without the flag after the command, the value given before it stays.
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)

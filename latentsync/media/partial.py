@@ -37,12 +37,13 @@ class ResumeRefused(ValueError):
     """A partial output that cannot be continued with these inputs and settings, or would be lost."""
 
 
-def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """What changed from `old` to `new` (nested records), one "key: OLD then, NEW now" each."""
     out = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
+            out += differences(a, b, f"{prefix}{key}.")
         elif a != b:
             out.append(f"{prefix}{key}: {a!r} then, {b!r} now")
     return out
@@ -68,7 +69,7 @@ class PartialOutput:
             if old is None:
                 raise ResumeRefused(f"{manifest} is missing or unreadable, so {self.folder} cannot be checked "
                                     f"against this run; delete the folder to start over")
-            changes = _differences(old, self.job)
+            changes = differences(old, self.job)
             if changes:
                 raise ResumeRefused(f"--resume with other inputs or settings than the run that left {self.folder}: "
                                     + "; ".join(changes) + ". Run with the same ones, or delete the folder to "

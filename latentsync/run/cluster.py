@@ -30,6 +30,7 @@ from ..core.process_state import contained
 from ..media.frame_reader import RetimedFrames, VideoFrames
 from ..media.segments import write_segment
 from ..face.blend import Blend
+from ..prepared import open_prepared
 from ..sample.sampler import WindowRunner
 from ..sample.stream import run_segments
 from .pipeline import ModelSet, UNetSpec
@@ -54,6 +55,7 @@ class WindowJob:
     crf: int
     pts: np.ndarray  # the input frames' timestamps, from the driver's face pass
     blend: Blend = Blend()  # what is pasted back (`job.streamed_blend`)
+    prepared: str | None = None  # a prepared video's folder (checked by the driver): its latents are read, not made
 
 
 def group_segments(segments: list, groups: int) -> list[list]:
@@ -97,6 +99,8 @@ def _make_worker_class(ray, device: str):
             self.runner = WindowRunner(unet, models.vae(job.vae), job.settings, job.plan, job.features, job.resolution,
                                        torch.device(job.device), dtype, torch.uint8)
             self.runner.blend = job.blend
+            if job.prepared is not None:
+                self.runner.latents = open_prepared(job.prepared)
 
         def pid(self) -> int:
             return os.getpid()

@@ -102,7 +102,9 @@ class Job:
     `device` and `dtype` default to those of the model set the job runs with (a new one: CUDA when there is
     one, in fp16 there, else the CPU in fp32). `compile_mode` compiles the UNet
     (`unet/compile.py`); `still_fps` is a still image's frame rate; `resume` continues a run that stopped with
-    the same job (`media/partial.py`); `blend` is what is pasted back (`streamed_blend`: no custom mask)."""
+    the same job (`media/partial.py`); `blend` is what is pasted back (`streamed_blend`: no custom mask);
+    `prepared` is a prepared video's folder (`prepared/`: made on the first run, its faces and latents read on
+    later ones; the output is the same), made again when `rebuild_prepared`."""
 
     video: Path
     audio: Path
@@ -122,12 +124,16 @@ class Job:
     still_fps: float = FPS.default
     resume: bool = False
     blend: Blend = Blend()
+    prepared: Path | None = None
+    rebuild_prepared: bool = False
 
     def __post_init__(self) -> None:
         for name in ("video", "audio", "out", "whisper", "vae"):
             object.__setattr__(self, name, Path(getattr(self, name)))
         if self.device is not None:
             object.__setattr__(self, "device", torch.device(self.device))
+        if self.prepared is not None:
+            object.__setattr__(self, "prepared", Path(self.prepared))
 
     def identity(self, still: bool) -> dict:
         """`job_identity` of this job's files and options (its device and dtype resolved: see

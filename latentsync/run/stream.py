@@ -16,10 +16,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..audio.features import AudioFeatures
+from ..audio.features import FPS, AudioFeatures
 from ..audio.vad import SpeechSegments
 from ..face.blend import Blend
-from ..face.detect import track_from_faces
 from ..face.types import FaceTrack
 from ..face.window_crops import faces_from_track
 from ..media.audio import load_audio
@@ -33,9 +32,11 @@ from ..sample.settings import SamplerSettings
 from ..sample.stream import plan_segments, run_segments
 from ..unet.config import max_window
 from ..unet.files import choose_config
+from ..prepared import (PreparedVideo, file_video_identity, prepare_file, prepared_identity, scan_faces,
+                        use_or_prepare, vae_identity)
 from .cluster import RayCluster, WindowJob
-from .job import FaceChoice, Job, streamed_blend
-from .pipeline import Clip, ModelSet, resolve_device, resolve_dtype, speech_and_features
+from .job import FaceChoice, Job, MemoryOptions, streamed_blend
+from .pipeline import Clip, ModelSet, UNetSpec, resolve_device, resolve_dtype, speech_and_features
 
 
 @dataclass(frozen=True)
@@ -43,12 +44,14 @@ class Hooks:
     """What a streamed run tells as it goes; each may raise to stop it. `progress(done, total)` counts UNet
     steps, `face_progress(frames)` the first pass, `on_window(done, total, crops)` the windows (with the last
     one's generated crops; None from a cluster; raising there keeps that window), `on_ready()` is called once
-    the inputs are checked and the models loaded, before the frames are read (`lipsync_video_file` only)."""
+    the inputs are checked and the models loaded, before the frames are read, and `on_prepare(done, total)` as a
+    prepared video's faces are encoded (`lipsync_video_file` only; its faces pass calls `face_progress`)."""
 
     progress: Callable[[int, int], None] | None = None
     face_progress: Callable[[int], None] | None = None
     on_window: Callable[[int, int, torch.Tensor | None], None] | None = None
     on_ready: Callable[[], None] | None = None
+    on_prepare: Callable[[int, int], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -96,13 +99,7 @@ def _face_track(frames: VideoFrames, partial: PartialOutput, face: FaceChoice, p
         frames.restore(kept["pts"], str(kept["truncated"]) or None)
         return FaceTrack(boxes=kept["boxes"], points3=kept["points3"], scores=kept["scores"], valid=kept["valid"],
                          frame_hw=frames.frame_hw, detector=str(kept["detector"]))
-    tracker = face.tracker()
-    found = []
-    for frame in frames.scan():
-        found.append(tracker.step(frame))
-        if progress is not None:
-            progress(len(found))
-    track = track_from_faces(found, frames.frame_hw, face.identity()["detector"])
+    track = scan_faces(frames, face, progress)
     partial.save_arrays("faces", pts=frames.pts, truncated=np.array(frames.truncated or ""), boxes=track.boxes,
                         points3=track.points3, scores=track.scores, valid=track.valid,
                         detector=np.array(track.detector))
@@ -110,26 +107,39 @@ def _face_track(frames: VideoFrames, partial: PartialOutput, face: FaceChoice, p
 
 
 def lipsync_stream(frames: VideoFrames, voice: Voice, models: LoadedModels, settings: SamplerSettings,
-                   face: FaceChoice, partial: PartialOutput, *, crf: int = CRF.default, hooks: Hooks = Hooks(),
-                   remote: Callable[[RemoteSegments], int] | None = None, blend: Blend = Blend()) -> dict:
+                   face: FaceChoice | PreparedVideo, partial: PartialOutput, *, crf: int = CRF.default,
+                   hooks: Hooks = Hooks(), remote: Callable[[RemoteSegments], int] | None = None,
+                   blend: Blend = Blend()) -> dict:
     """The streamed run, from loaded models and features: the first pass over `frames` finds `face` in every
-    frame (kept in `partial`), then the windows run, each written as a segment in `partial` as it finishes (those
-    already there are skipped), and the segments are joined into `partial.out` with the voice's soundtrack;
-    `partial` is removed once the output is whole. `remote(segments)` makes the segments to do elsewhere
-    (`lipsync_video_file`'s Ray cluster) instead of here and returns how many it made; `blend` is what is pasted
-    back (`job.streamed_blend`; the remote workers get it from their `WindowJob`). Returns the summary."""
+    frame (kept in `partial`; a prepared video of `frames` gives its faces and VAE latents instead), then the
+    windows run, each written as a segment in `partial` as it finishes (those already there are skipped), and the
+    segments are joined into `partial.out` with the voice's soundtrack; `partial` is removed once the output is
+    whole. `remote(segments)` makes the segments to do elsewhere (`lipsync_video_file`'s Ray cluster) instead of
+    here and returns how many it made; `blend` is what is pasted back (`job.streamed_blend`; the remote workers get
+    it from their `WindowJob`). Returns the summary."""
     blend = streamed_blend(blend)
     fps = float(voice.features.fps)
     clock = time.perf_counter()
-    track = _face_track(frames, partial, face, hooks.face_progress)
+    prepared = face if isinstance(face, PreparedVideo) else None
+    if prepared is not None:
+        if prepared.pts is None:
+            raise ValueError("the prepared video was made from IMAGE frames; a run from the video file needs one "
+                             "prepared from that file")
+        frames.restore(prepared.pts, prepared.truncated)
+    else:
+        track = _face_track(frames, partial, face, hooks.face_progress)
     seconds = {"faces": time.perf_counter() - clock}
     warnings = [note for note in (frames.orientation_warning, frames.truncated) if note]
     input_frames = len(frames)
     retime = frames.constant_rate_index(fps)
     path = frames.path
     if retime is not None:  # a variable frame rate: frames shown at the times of a constant fps clock
-        frames, track = RetimedFrames(frames, retime), track.subset(retime)
-    faces = faces_from_track(track, frames.frame_hw, models.resolution)
+        frames = RetimedFrames(frames, retime)
+        track = None if prepared is not None else track.subset(retime)
+    faces = faces_from_track(track, frames.frame_hw, models.resolution) if prepared is None else prepared.faces
+    if prepared is not None and (len(faces) != len(frames) or faces.resolution != models.resolution):
+        raise ValueError(f"the prepared video has {len(faces)} frames with {faces.resolution} px faces, but this run "
+                         f"has {len(frames)} frames and makes {models.resolution} px faces: prepare this video for it")
     plan = plan_lipsync(len(frames), voice.features, faces.valid, settings, voice.speech)
     warnings += plan.warnings  # a run that will change nothing says why
     if retime is not None:  # the output's own count: it follows the audio, not the retimed clock
@@ -141,7 +151,7 @@ def lipsync_stream(frames: VideoFrames, voice: Voice, models: LoadedModels, sett
                         "sizes")
     runner = WindowRunner(models.unet, models.vae, settings, plan, voice.features, models.resolution, models.device,
                           models.dtype, torch.uint8, hooks.progress)
-    runner.blend = blend
+    runner.blend, runner.latents = blend, prepared
     segments = plan_segments(plan, settings.window)
     done = partial.finished(segments)
 
@@ -177,6 +187,44 @@ def lipsync_stream(frames: VideoFrames, voice: Voice, models: LoadedModels, sett
             "unet_passes": {"full": stats["full_passes"], "shallow": stats["shallow_passes"]},
             "stage_seconds": {k: round(v, 3) for k, v in {**stats["seconds"], **seconds}.items()},
             "warnings": warnings}
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """A prepared video to use or make (`prepared/`): the video file and the folder, the UNet whose config gives
+    the faces' size, the VAE file and how it runs, the face to follow, a still image's fps, and whether to make
+    the folder again even if it holds one."""
+
+    video: Path
+    folder: Path
+    unet: UNetSpec
+    vae: Path
+    face: FaceChoice
+    memory: MemoryOptions = MemoryOptions()
+    still_fps: float = FPS.default
+    rebuild: bool = False
+
+
+def prepared_video(preparation: Preparation, models: ModelSet, dtype: torch.dtype | None = None,
+                   hooks: Hooks = Hooks()) -> tuple[PreparedVideo, dict]:
+    """The prepared video of `preparation` with the VAE of `models` (in `dtype`, default theirs): read from its
+    folder when it was made from this video and these settings (refused with the differences when it was made
+    from others), else made there. Returns it and {"folder", "made", "seconds"}."""
+    preparation.face.check()
+    preparation.memory.check()
+    memory, frames = preparation.memory, VideoFrames(preparation.video)
+    resolution = choose_config(preparation.unet.path, preparation.unet.config).resolution
+    vae = models.vae(preparation.vae, dtype, batch_size=memory.vae_batch, tiling=memory.vae_tiling,
+                     offload=memory.offload)
+    fps = None if frames.still else (frames.fps or preparation.still_fps)
+    identity = prepared_identity(file_video_identity(preparation.video), preparation.face.identity(), resolution,
+                                 vae_identity(vae), models.device.type, fps)
+
+    def make() -> PreparedVideo:
+        return prepare_file(frames, preparation.face, vae, preparation.folder, identity, device=models.device,
+                            hooks=(hooks.face_progress, hooks.on_prepare))
+
+    return use_or_prepare(preparation.folder, identity, make, preparation.rebuild)
 
 
 def lipsync_video_file(job: Job, models: ModelSet | None = None, *, hooks: Hooks = Hooks(),
@@ -221,6 +269,11 @@ def lipsync_video_file(job: Job, models: ModelSet | None = None, *, hooks: Hooks
                               offload=job.memory.offload)
     if hooks.on_ready is not None:
         hooks.on_ready()
+    face, prepared_note = job.face, None
+    if job.prepared is not None:  # the faces and their latents: made once for the video, then read
+        preparation = Preparation(job.video, job.prepared, job.unet, job.vae, job.face, job.memory, job.still_fps,
+                                  job.rebuild_prepared)
+        face, prepared_note = prepared_video(preparation, models, dtype, hooks)
     partial = PartialOutput(job.out, job.identity(frames.still), job.resume)
 
     def on_cluster(work: RemoteSegments) -> int:
@@ -228,13 +281,16 @@ def lipsync_video_file(job: Job, models: ModelSet | None = None, *, hooks: Hooks
                                settings=settings, plan=work.plan, features=features, faces=work.faces,
                                resolution=resolution, device=str(models.device),
                                dtype=str(dtype).removeprefix("torch."), fps=float(features.fps), crf=job.crf,
-                               pts=work.pts, blend=job.blend)
+                               pts=work.pts, blend=job.blend,
+                               prepared=None if prepared_note is None else prepared_note["folder"])
         return cluster.run(window_job, work.todo, work.keep, work.window_done)
 
-    setup = time.perf_counter() - started
+    setup = time.perf_counter() - started - (prepared_note["seconds"] if prepared_note else 0.0)  # apart: "prepare"
     loaded = LoadedModels(network, face_vae, resolution, models.device, dtype)
-    summary = lipsync_stream(frames, Voice(features, speech, job.audio), loaded, settings, job.face, partial,
+    summary = lipsync_stream(frames, Voice(features, speech, job.audio), loaded, settings, face, partial,
                              crf=job.crf, hooks=hooks, remote=None if cluster is None else on_cluster,
                              blend=job.blend)
     summary["stage_seconds"]["setup"] = round(setup, 3)
-    return {**summary, "config": config_source}
+    if prepared_note is not None:
+        summary["stage_seconds"]["prepare"] = prepared_note["seconds"]
+    return {**summary, "config": config_source, "prepared": prepared_note}

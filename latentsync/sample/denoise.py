@@ -24,7 +24,9 @@ class FaceVAE(Protocol):
     """What the sampler needs from a VAE (ComfyUI's, or `vae.DiffusersFaceVAE`).
 
     Latents are UNSCALED (the sampler applies 0.18215). An adapter may also offer `reseed(seed)`, called at
-    the start of each run, to make a posterior-sampling encoder reproducible.
+    the start of each run, to make a posterior-sampling encoder reproducible, and split its encode in two:
+    `moments(images)`, the deterministic part a prepared video stores (`prepared/`), and `sample(moments)`,
+    the latents drawn from them. Without those, `encode` is taken as deterministic and stored as it is.
     """
 
     def encode(self, images: Tensor) -> Tensor:
@@ -46,12 +48,37 @@ def from_clip(latents: Tensor) -> Tensor:
     return latents[0].transpose(0, 1)
 
 
-def encode_conditioning(vae: FaceVAE, faces: AlignedFaces, device: torch.device | str,
-                        dtype: torch.dtype = torch.float32) -> Tensor:
-    """The 9 conditioning channels `[1, 9, F, h, w]`: latent mask, masked-face latents, reference latents."""
+def vae_moments(vae: FaceVAE, images: Tensor) -> Tensor:
+    """The deterministic part of encoding `images` (see `FaceVAE`)."""
+    return vae.moments(images) if hasattr(vae, "moments") else vae.encode(images)
+
+
+def vae_sample(vae: FaceVAE, moments: Tensor) -> Tensor:
+    """Unscaled latents from `vae_moments`' output (a posterior-sampling VAE draws them here)."""
+    return vae.sample(moments) if hasattr(vae, "sample") else moments
+
+
+def face_moments(vae: FaceVAE, faces: AlignedFaces, device: torch.device | str) -> Tensor:
+    """`[2F, ...]`: `vae_moments` of the masked faces, then of the whole (reference) faces.
+
+    Each frame's two faces go to the VAE together and alone: the kernels a device runs, and so the last bits of
+    their sums, can change with what else is in a batch, and a frame's latents must not depend on which window
+    or chunk it came with (a prepared video's latents equal those a run makes itself, bit for bit)."""
     pixels = faces.pixel_values()
     masked = pixels * faces.mask
-    latents = vae.encode(torch.cat([masked, pixels]).to(device)).to(device, dtype) * LATENT_SCALE
+    pairs = [vae_moments(vae, torch.stack([masked[i], pixels[i]]).to(device)) for i in range(len(pixels))]
+    if not pairs:
+        return vae_moments(vae, torch.cat([masked, pixels]).to(device))
+    return torch.cat([torch.stack([pair[0] for pair in pairs]), torch.stack([pair[1] for pair in pairs])])
+
+
+def encode_conditioning(vae: FaceVAE, faces: AlignedFaces, device: torch.device | str,
+                        dtype: torch.dtype = torch.float32, moments: Tensor | None = None) -> Tensor:
+    """The 9 conditioning channels `[1, 9, F, h, w]`: latent mask, masked-face latents, reference latents.
+    `moments`: the faces' `face_moments` made before (a prepared video's); else they are made here."""
+    if moments is None:
+        moments = face_moments(vae, faces, device)
+    latents = vae_sample(vae, moments.to(device)).to(device, dtype) * LATENT_SCALE
     masked_latents, reference_latents = latents.chunk(2)
     frames = len(faces)
     mask = faces.latent_mask.to(device, dtype)[None].expand(frames, -1, -1, -1)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from ..core.memory import check_fits
 from .schedulers import SCHEDULERS, make_scheduler
 from .settings import AUDIO_LONGER, AUDIO_SHORTER, MAX_GUIDANCE, VAD_POLICIES, SamplerSettings
 from ..audio.vad import SpeechSegments
-from ..face.window_crops import clip_faces
+from ..face.window_crops import ClipFaces, clip_faces
 from .frame_plan import FramePlan, Window, audio_frame_count, plan_frames, plan_length
 from .progress import StepClock, StepInfo, StepProgress
 
@@ -42,6 +42,16 @@ __all__ = ["SCHEDULERS", "VAD_POLICIES", "AUDIO_LONGER", "AUDIO_SHORTER", "LATEN
            "MAX_GUIDANCE"]
 
 Progress = Callable[[int, int], None]  # or a `progress.StepProgress`, which also sees every step's latents
+
+
+class PreparedFaces(Protocol):
+    """A prepared video (`prepared.PreparedVideo`) as the sampler uses it: the input frames' alignment, and the
+    VAE moments of any of them (`denoise.face_moments` of those frames, made before)."""
+
+    faces: ClipFaces
+
+    def window_moments(self, indices: np.ndarray) -> Tensor:
+        ...
 
 
 @dataclass
@@ -147,10 +157,12 @@ class WindowRunner:
     weights, times the plan's output weight.
     `progress` is `progress(done, total)` after every UNet step; a `StepProgress` also gets `step(StepInfo)`:
     the window, the step, the time left and the window's predicted clean latents (for live previews).
+    `latents` (a `PreparedFaces`, or None) gives the windows' VAE moments made before: no face is encoded here.
     """
 
     blend: Blend = Blend()
     weights: Tensor | None = None
+    latents: "PreparedFaces | None" = None
 
     def __init__(self, unet: torch.nn.Module, vae: FaceVAE, settings: SamplerSettings, plan: FramePlan,
                  features: AudioFeatures, resolution: int, device: torch.device, dtype: torch.dtype,
@@ -193,7 +205,8 @@ class WindowRunner:
         clock = time.perf_counter()
         if hasattr(self.vae, "reseed"):
             self.vae.reseed(window_seed(settings.seed, window.start))
-        conditioning = encode_conditioning(self.vae, faces, self.device, self.dtype)
+        moments = None if self.latents is None else self.latents.window_moments(plan.source_index[indices])
+        conditioning = encode_conditioning(self.vae, faces, self.device, self.dtype, moments)
         clock = self.timed("encode", clock)
         audio = self.features.mixed_chunks(indices, plan.chunk_weight[indices]).to(self.device, self.dtype)
         latents = denoise(self.unet, make_scheduler(settings.scheduler, window.steps),
@@ -234,6 +247,18 @@ class WindowRunner:
                 "warnings": list(plan.warnings)}
 
 
+def prepared_faces(prepared: PreparedFaces, frames: Tensor, resolution: int | None) -> ClipFaces:
+    """The alignment of a prepared video, refused when it was made for other frames or another crop size."""
+    faces = prepared.faces
+    if len(faces) != len(frames) or tuple(faces.frame_hw) != tuple(frames.shape[1:3]):
+        raise ValueError(f"the prepared video has {len(faces)} frames of {tuple(faces.frame_hw)}, but these are "
+                         f"{len(frames)} of {tuple(frames.shape[1:3])}: prepare the same frames")
+    if resolution is not None and resolution != faces.resolution:
+        raise ValueError(f"the prepared video has {faces.resolution} px faces but the model makes {resolution} px "
+                         f"faces: prepare it at {resolution}")
+    return faces
+
+
 @torch.no_grad()
 def lipsync(frames: Tensor | np.ndarray, features: AudioFeatures, unet: torch.nn.Module, vae: FaceVAE,
             settings: SamplerSettings = SamplerSettings(), *,
@@ -243,14 +268,13 @@ def lipsync(frames: Tensor | np.ndarray, features: AudioFeatures, unet: torch.nn
     """Lip-sync `frames` (`[N, H, W, 3]`, float 0-1 or uint8) to `features` (taken at the video's frame times).
 
     `features.speech` gives the VAD policies their segments (`features.with_speech(segments)` attaches the VAD
-    node's). Faces come from `faces`: aligned crops of the input frames, a `FaceTrack`, or a detector (a name or
-    a `FaceDetector`; default dlib) run here; `resolution` is the crop size (default: the faces', else 256; 512
-    for LatentSync 1.6). `device` defaults to the UNet's; the latents are float32 (the models cast to their own).
-    `output` (`Output`) is the frames' dtype and what is pasted back.
-    `progress(done, total)` is called after every UNet step (total = all steps planned) and may raise to
-    cancel: the exception propagates and nothing is returned. (`sample/stream.py` runs the same windows on
-    frames decoded from a file as they are needed.)
-    """
+    node's). Faces come from `faces`: aligned crops of the input frames, a `FaceTrack`, a detector (a name or a
+    `FaceDetector`; default dlib) run here, or a prepared video of these frames (`PreparedFaces`: its alignment and
+    VAE moments are used, and nothing is encoded here); `resolution` is the crop size (default: the faces', else
+    256; 512 for LatentSync 1.6). `device` defaults to the UNet's; the latents are float32 (the models cast to their
+    own). `output` (`Output`) is the frames' dtype and what is pasted back. `progress(done, total)` is called after
+    every UNet step (total = all steps planned) and may raise to cancel: the exception propagates and nothing is
+    returned. (`sample/stream.py` runs the same windows on frames decoded from a file as they are needed.)"""
     settings.validate(max_window(getattr(unet, "config", None)))
     output_dtype = output.dtype
     if output_dtype not in (torch.float32, torch.uint8):
@@ -260,11 +284,12 @@ def lipsync(frames: Tensor | np.ndarray, features: AudioFeatures, unet: torch.nn
                          resolution or getattr(faces, "resolution", None) or 256, output_dtype, output.weights)
     blend = output.blend.check(len(frames), tuple(frames.shape[1:3]))
     clock = time.perf_counter()
-    source = clip_faces(frames, faces, resolution)
+    prepared = faces if hasattr(faces, "window_moments") else None
+    source = clip_faces(frames, faces, resolution) if prepared is None else prepared_faces(prepared, frames, resolution)
     plan = plan_lipsync(len(frames), features, source.valid, settings)
     runner = WindowRunner(unet, vae, settings, plan, features, source.resolution, _model_device(unet, device),
                           torch.float32, output_dtype, progress)
-    runner.blend = blend
+    runner.blend, runner.latents = blend, prepared
     if output.weights:
         runner.weights = torch.zeros((plan.frames, *frames.shape[1:3]), dtype=torch.float32)
 

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ..catalogue import CATALOGUE
 from ..checkpoint import CheckpointError, read_checkpoint
+from ..core.digest import weights_digest
 from ..core.options import Option
 from ..core.process_state import hushed
 
@@ -170,14 +171,34 @@ class DiffusersFaceVAE:
         self._generator = torch.Generator(device=self.device).manual_seed(int(seed))
 
     @torch.no_grad()
-    def encode(self, images: Tensor) -> Tensor:
-        out = []
+    def moments(self, images: Tensor) -> Tensor:
+        """`[B, 8, h, w]` in the VAE's dtype: the posterior's mean and log-variance of each image, `batch_size`
+        images per call (`denoise.face_moments` calls it with one frame's two faces)."""
         with self._on_device():
-            for batch in images.split(self.batch_size):
-                posterior = self.model.encode(batch.to(self.device, self.dtype)).latent_dist
-                latents = posterior.sample(generator=self._generator) if self.sample_posterior else posterior.mode()
-                out.append(latents.float())
+            return torch.cat([self.model.encode(batch.to(self.device, self.dtype)).latent_dist.parameters
+                              for batch in images.split(self.batch_size)])
+
+    @torch.no_grad()
+    def sample(self, moments: Tensor) -> Tensor:
+        """Latents from `moments`: drawn from the posterior, `batch_size` at a time, with the generator the
+        sampler reseeds per window (as the reference's `latent_dist.sample()`), or its mean."""
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        out = []
+        for batch in moments.split(self.batch_size):
+            posterior = DiagonalGaussianDistribution(batch.to(self.device, self.dtype))
+            latents = posterior.sample(generator=self._generator) if self.sample_posterior else posterior.mode()
+            out.append(latents.float())
         return torch.cat(out)
+
+    def encode(self, images: Tensor) -> Tensor:
+        return self.sample(self.moments(images))
+
+    def identity(self) -> dict:
+        """What a prepared video records of this VAE: its weights, precision, and what changes its moments."""
+        return {"kind": "diffusers", "weights": weights_digest(self.model),
+                "dtype": str(self.dtype).removeprefix("torch."), "batch": self.batch_size,
+                "tiling": bool(getattr(self.model, "use_tiling", False))}
 
     @torch.no_grad()
     def decode(self, latents: Tensor) -> Tensor:
