@@ -6,7 +6,7 @@ import torch
 from ..latentsync.audio.features import FPS
 from ..latentsync.catalogue import CATALOGUE
 from ..latentsync.core.digest import weights_digest
-from ..latentsync.prepared import frames_identity, vae_identity
+from ..latentsync.prepared import vae_identity
 from ..latentsync.face.blend import BLEND_MASK, FEATHER, GROW, Blend
 from ..latentsync.face.seam import COLOUR_MATCH
 from ..latentsync.sample.cast import CAST_VAD_POLICY, lipsync_cast
@@ -173,7 +173,8 @@ class LatentSyncSampler(LatentSyncNode):
         if prepared is not None:
             if faces is not None:
                 raise ValueError("a prepared video brings its own faces: connect faces to Prepare Video, not here")
-            check_prepared(prepared, frames_identity(images), ComfyFaceVAE(vae), vae, model.resolution)
+            # the frames themselves are checked by the library (`PreparedVideo.check_frames`)
+            check_prepared(prepared, prepared.identity["video"], ComfyFaceVAE(vae), vae, model.resolution)
             faces = prepared
         device = load_for_compute(model.patcher)
         result = lipsync(images, features.with_speech(speech), model.patcher.model, ComfyFaceVAE(vae), settings,

@@ -9,7 +9,6 @@ included), on 360x640 cuts of a shared clip with 64 px face crops.
 """
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -94,6 +93,8 @@ def test_prepared_frames_give_the_frames_of_a_run_without_them_bit_for_bit(model
                        cold.frames)
     with pytest.raises(ValueError, match="prepare the same frames"):
         lipsync(frames[:10], features, unet, vae, settings, faces=again, resolution=RESOLUTION)
+    with pytest.raises(PreparedError, match=r"another video or with other settings: video\.sha256"):
+        lipsync(frames.flip(0), features, unet, vae, settings, faces=again, resolution=RESOLUTION)
 
 
 # ------------------------------------------------------------------------------------------ lipsync --prepared

@@ -20,7 +20,8 @@ from ..face.detect import DETECTOR, FaceTrack, track_from_faces
 from ..face.window_crops import clip_faces, faces_from_track
 from ..media.frame_reader import RetimedFrames, VideoFrames
 from ..sample.denoise import FaceVAE, face_moments
-from .store import SEGMENT, PreparedError, PreparedVideo, open_prepared, prepared_identity, read_manifest, start_folder
+from .store import (SEGMENT, PreparedError, PreparedVideo, frames_identity, open_prepared, prepared_identity,
+                    read_manifest, start_folder)
 
 CHUNK = 16  # frames read, aligned and encoded at a time
 Progress = Callable[[int, int], None]  # (frames done, frames in all); may raise to stop
@@ -62,12 +63,6 @@ def encode_faces(prepared: PreparedVideo, frames: Callable[[np.ndarray], object]
                 progress(done, int(faces.valid.sum()))
         empty = torch.zeros(0)
         prepared.put(start, index, torch.cat(masked) if masked else empty, torch.cat(reference) if reference else empty)
-
-
-def frames_identity(frames: torch.Tensor) -> dict:
-    """A clip of IMAGE frames named by its content."""
-    return {"frames": int(frames.shape[0]), "size": [int(frames.shape[1]), int(frames.shape[2])],
-            "sha256": tensor_digest(frames)}
 
 
 def file_video_identity(path: str | Path) -> dict:

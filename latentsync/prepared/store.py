@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
+from ..core.digest import tensor_digest
 from ..core.options import Option
 from ..face.window_crops import ClipFaces
 from ..media.partial import differences
@@ -51,6 +52,12 @@ def prepared_identity(video: dict, face: dict, resolution: int, vae: dict, devic
     changes its moments), the device type, and the frame rate a variable-rate video is retimed to."""
     return {"format": FORMAT, "video": video, "face": face, "resolution": int(resolution), "vae": vae,
             "device": str(device), "fps": None if fps is None else round(float(fps), 6)}
+
+
+def frames_identity(frames: torch.Tensor) -> dict:
+    """A clip of IMAGE frames named by its content."""
+    return {"frames": int(frames.shape[0]), "size": [int(frames.shape[1]), int(frames.shape[2])],
+            "sha256": tensor_digest(frames)}
 
 
 def segment_name(start: int) -> str:
@@ -99,6 +106,14 @@ class PreparedVideo:
             masked.append(segment["masked"][rows[0]])
             reference.append(segment["reference"][rows[0]])
         return torch.stack(masked + reference)
+
+    def check_frames(self, frames: torch.Tensor) -> None:
+        """Refuse IMAGE frames other than those it was made from (their digest), or any when it was made from a
+        file (frames decoded elsewhere need not be the same)."""
+        if "frames" not in self.identity["video"]:
+            raise PreparedError(f"the prepared video was made from the file {self.identity['video'].get('file')}; "
+                                "for IMAGE frames prepare those frames")
+        self.check({**self.identity, "video": frames_identity(frames)})
 
     def check(self, identity: dict, where: str = "the prepared video") -> None:
         """Refuse to use it for another video or other settings, with what differs."""

@@ -53,6 +53,10 @@ class PreparedFaces(Protocol):
     def window_moments(self, indices: np.ndarray) -> Tensor:
         ...
 
+    def check_frames(self, frames: Tensor) -> None:
+        """Raise unless it was made from these frames."""
+        ...
+
 
 @dataclass
 class LipSyncResult:
@@ -253,6 +257,7 @@ def prepared_faces(prepared: PreparedFaces, frames: Tensor, resolution: int | No
     if len(faces) != len(frames) or tuple(faces.frame_hw) != tuple(frames.shape[1:3]):
         raise ValueError(f"the prepared video has {len(faces)} frames of {tuple(faces.frame_hw)}, but these are "
                          f"{len(frames)} of {tuple(frames.shape[1:3])}: prepare the same frames")
+    prepared.check_frames(frames)
     if resolution is not None and resolution != faces.resolution:
         raise ValueError(f"the prepared video has {faces.resolution} px faces but the model makes {resolution} px "
                          f"faces: prepare it at {resolution}")
