@@ -15,7 +15,7 @@ or the full-size 1.5 UNet (`--unet-version 1.5`), whisper tiny, and the real-siz
 narrow one, a quick check). Goal on the CPU with the tiny UNet and the real-size VAE: prepared <= 0.5x
 baseline.
 
-    python -m bench.prepared [--seconds S] [--out F] [--preset P] [--device cuda] [--tiny-vae]
+    python -m bench.prepared [--seconds S] [--out F] [--preset P[,P...]] [--device cuda] [--tiny-vae]
 """
 from __future__ import annotations
 
@@ -119,7 +119,8 @@ def main() -> None:
     parser.add_argument("--unet-version", choices=("tiny", "1.5"), default="tiny",
                         help="tiny: the golden config; 1.5: the full-size architecture (256 px)")
     parser.add_argument("--tiny-vae", action="store_true", help="the narrow VAE: a quick check, not a measurement")
-    parser.add_argument("--preset", default=None, help="the lipsync command's --preset (default: none)")
+    parser.add_argument("--preset", default=None, help="the lipsync command's --preset, or several: fast,quality "
+                                                       "(default: none)")
     parser.add_argument("--steps", type=int, default=None, help="the lipsync command's --steps (default: its own)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (0: torch's choice)")
@@ -127,29 +128,51 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from latentsync.media.video import read_frames
-
+    presets = args.preset.split(",") if args.preset else [None]
+    reports = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        models = write_models(folder, args)
+        models = write_models(folder, args)  # once for every preset (the full-size UNet is gigabytes)
         video = folder / "clip.mp4"
         count = write_clip(video, args.seconds, args.height)
-        voice_a, voice_b = write_voices(folder, args.seconds)
-        prepared = folder / "clip.prepared"
+        voices = write_voices(folder, args.seconds)
         (folder / "warm").mkdir()
         warm, warm_voice = folder / "warm" / "clip.mp4", write_voices(folder / "warm", 4 / 25)[0]
         write_clip(warm, 4 / 25, args.height)
-        lipsync(warm, warm_voice, folder / "warm" / "out.mp4", models, args, folder / "warm" / "prepared")  # untimed
-        runs = {"cold_voice_a": lipsync(video, voice_a, folder / "cold_a.mp4", models, args, prepared),
-                "baseline_voice_b": lipsync(video, voice_b, folder / "baseline_b.mp4", models, args, None),
-                "prepared_voice_b": lipsync(video, voice_b, folder / "prepared_b.mp4", models, args, prepared)}
-        equal = torch.equal(read_frames(folder / "baseline_b.mp4")[0], read_frames(folder / "prepared_b.mp4")[0])
-        prepared_bytes = sum(p.stat().st_size for p in prepared.rglob("*") if p.is_file())
+        for preset in presets:
+            args.preset = preset
+            lipsync(warm, warm_voice, folder / "warm" / f"{preset}.mp4", models, args,
+                    folder / "warm" / f"{preset}.prepared")  # untimed: the first calls of this preset's models
+            reports[preset or "none"] = measure(folder / f"{preset}", video, voices, models, args, count)
+    text = json.dumps(reports[presets[0] or "none"] if len(presets) == 1 else {"presets": reports}, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+
+
+def measure(folder: Path, video: Path, voices: tuple[Path, Path], models: dict, args: argparse.Namespace,
+            count: int) -> dict:
+    """The three runs of one preset (see the module's docstring), printed as lines; returns the report."""
+    from latentsync.media.video import read_frames
+
+    folder.mkdir()
+    (voice_a, voice_b), prepared = voices, folder / "clip.prepared"
+    runs = {"cold_voice_a": lipsync(video, voice_a, folder / "cold_a.mp4", models, args, prepared),
+            "baseline_voice_b": lipsync(video, voice_b, folder / "baseline_b.mp4", models, args, None),
+            "prepared_voice_b": lipsync(video, voice_b, folder / "prepared_b.mp4", models, args, prepared)}
+    equal = torch.equal(read_frames(folder / "baseline_b.mp4")[0], read_frames(folder / "prepared_b.mp4")[0])
+    prepared_bytes = sum(p.stat().st_size for p in prepared.rglob("*") if p.is_file())
     rows = {name: row(summary) for name, summary in runs.items()}
     ratio = rows["prepared_voice_b"]["wall_s"] / rows["baseline_voice_b"]["wall_s"]
     second = rows["prepared_voice_b"]["wall_s"] / rows["cold_voice_a"]["wall_s"]
     first = runs["cold_voice_a"]
-    report = {
+    for name, r in rows.items():
+        stages = "  ".join(f"{k} {r['stage_seconds'][k]:.2f}" for k in STAGES if k in r["stage_seconds"])
+        print(f"{name:17} {args.preset or 'none':9} wall {r['wall_s']:7.2f} s  rtf {r['rtf']:6.2f}  stages (s): "
+              f"{stages}")
+    print(f"prepared / baseline (voice B), {args.preset or 'no'} preset: {ratio:.3f} (goal <= 0.5: "
+          f"{'met' if ratio <= 0.5 else 'MISSED'}); outputs equal: {equal}")
+    return {
         "clip": f"{CLIP.name}: first {args.seconds:g} s ({count} frames) at {first['width']}x{first['height']}",
         "unet": args.unet_version, "resolution": first["resolution"],
         "vae": "narrow (NARROW_WIDTHS)" if args.tiny_vae else "real-size SD VAE (random weights)",
@@ -159,16 +182,6 @@ def main() -> None:
         "ratio_second_voice_vs_first": round(second, 4),
         "rtf_cold": rows["baseline_voice_b"]["rtf"], "rtf_prepared": rows["prepared_voice_b"]["rtf"],
         "rtf_first_with_prepare": rows["cold_voice_a"]["rtf"]}
-    for name, r in rows.items():
-        stages = "  ".join(f"{k} {r['stage_seconds'][k]:.2f}" for k in STAGES if k in r["stage_seconds"])
-        print(f"{name:17} wall {r['wall_s']:7.2f} s  rtf {r['rtf']:6.2f}  stages (s): {stages}")
-    print(f"prepared / baseline (voice B): {ratio:.3f} (goal <= 0.5: {'met' if ratio <= 0.5 else 'MISSED'}); "
-          f"outputs equal: {equal}")
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-
 
 if __name__ == "__main__":
     main()
