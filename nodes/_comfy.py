@@ -57,7 +57,7 @@ class _StepReporter(StepProgress):
         if self.bar is None:
             self.bar = ProgressBar(info.total)
         preview = None
-        if self.previewer is not None:
+        if self.previewer is not None and info.latents is not None:
             middle = len(info.latents) // 2  # the window's middle frame
             preview = self.previewer.decode_latent_to_preview_image("JPEG", info.latents[middle:middle + 1].float())
         self.bar.update_absolute(info.done, info.total, preview)

@@ -19,6 +19,7 @@ from sampler_fixtures import CLIP, RESOLUTION, decode_clip
 
 from latentsync.media.video import read_frames, write_video
 from latentsync.sample.frame_plan import FramePlan, Window
+from latentsync.sample.progress import StepProgress
 from latentsync.sample.sampler import SamplerSettings
 from latentsync.sample.stream import Segment, plan_segments
 
@@ -45,15 +46,15 @@ def clip_file(tmp_path_factory):
     return write_video(tmp_path_factory.mktemp("clip") / "clip.mp4", frames, 25.0, audio=shared_path(CLIP))
 
 
-def run_file(models, clip, out, cluster=None, prepared=None):
+def run_file(models, clip, out, cluster=None, prepared=None, hooks=None):
     from latentsync.face.detect import make_detector
     from latentsync.run.job import FaceChoice, Job
     from latentsync.run.pipeline import ModelSet, UNetSpec
-    from latentsync.run.stream import lipsync_video_file
+    from latentsync.run.stream import Hooks, lipsync_video_file
 
     job = Job(clip, clip, out, UNetSpec(models["unet"]), models["whisper"], models["vae"],
               FaceChoice(make_detector("dlib")), SamplerSettings(**SETTINGS), prepared=prepared)
-    return lipsync_video_file(job, ModelSet(torch.device("cpu")), cluster=cluster)
+    return lipsync_video_file(job, ModelSet(torch.device("cpu")), cluster=cluster, hooks=hooks or Hooks())
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +77,22 @@ def altered_latents(folder) -> None:
     write_manifest(folder, manifest)
 
 
+class Steps(StepProgress):
+    def __init__(self):
+        self.calls, self.infos = [], []
+
+    def __call__(self, done: int, total: int) -> None:
+        self.calls.append(done)
+
+    def step(self, info) -> None:
+        self.infos.append(info)
+
+
 def test_two_workers_make_the_single_process_output(models, clip_file, single, tmp_path):
     """With a prepared video, read by the workers: latents changed on disk change the cluster's output as they
     change a single process's (a killed worker's test checks the output without one against `single`)."""
     from latentsync.run.cluster import RayCluster
+    from latentsync.run.stream import Hooks
 
     environment = dict(os.environ)
     assert run_file(models, clip_file, tmp_path / "made.mp4", prepared=tmp_path / "p")["prepared"]["made"]
@@ -88,8 +101,14 @@ def test_two_workers_make_the_single_process_output(models, clip_file, single, t
     run_file(models, clip_file, tmp_path / "altered.mp4", prepared=tmp_path / "p")
     altered = read_frames(tmp_path / "altered.mp4")[0]
     assert not torch.equal(altered, single)
-    summary = run_file(models, clip_file, tmp_path / "cluster.mp4", RayCluster("local", workers=2), tmp_path / "p")
+    steps = Steps()
+    summary = run_file(models, clip_file, tmp_path / "cluster.mp4", RayCluster("local", workers=2), tmp_path / "p",
+                       Hooks(progress=steps))
     assert not summary["prepared"]["made"] and torch.equal(read_frames(tmp_path / "cluster.mp4")[0], altered)
+    # every UNet step of every window reached the driver's progress, window, step and time left told as here
+    assert sorted((i.window, i.step) for i in steps.infos) == [(w, s) for w in range(6) for s in (1, 2)]
+    assert steps.calls == list(range(1, 13)) and [i.done for i in steps.infos] == steps.calls
+    assert all(i.windows == 6 and i.steps == 2 and i.total == 12 and i.latents is None for i in steps.infos)
     # 6 windows of 4 frames, one a group: the cuts land in speech too (the voice starts at 0.45 s).
     assert summary["segments"] == 6 and summary["made_segments"] == 6
     assert not ray.is_initialized()  # the driver let go of the cluster
@@ -102,7 +121,7 @@ def test_a_killed_worker_is_replaced_and_the_output_is_the_same(models, clip_fil
     class KillOne(RayCluster):
         """Kills every worker process when the first segment comes back: the other worker is mid-segment."""
 
-        def run(self, job, todo, keep, on_window=None, on_workers=None):
+        def run(self, job, todo, keep, on_window=None, on_workers=None, on_step=None):
             pids, killed = [], []
 
             def note(actors):
@@ -115,7 +134,7 @@ def test_a_killed_worker_is_replaced_and_the_output_is_the_same(models, clip_fil
                     for pid in pids:
                         os.kill(pid, signal.SIGKILL)
 
-            made = super().run(job, todo, keep_then_kill, on_window, note)
+            made = super().run(job, todo, keep_then_kill, on_window, note, on_step)
             assert len(killed) == 2
             return made
 
@@ -134,12 +153,12 @@ def test_a_group_that_fails_for_good_fails_the_job_with_its_frames_and_keeps_the
     clip = shutil.copy(clip_file, tmp_path / "clip.mp4")
 
     class SpoilsTheInput(RayCluster):
-        def run(self, job, todo, keep, on_window=None, on_workers=None):
+        def run(self, job, todo, keep, on_window=None, on_workers=None, on_step=None):
             def spoil(actors):
                 ray.get([actor.pid.remote() for actor in actors])
                 (tmp_path / "clip.mp4").write_bytes(b"not a video any more" * 100)
 
-            return super().run(job, todo, keep, on_window, spoil)
+            return super().run(job, todo, keep, on_window, spoil, on_step)
 
     with pytest.raises(RuntimeError, match=r"output frames \d+-\d+ failed on a Ray worker: .*clip.mp4.*kept for "
                                            r"--resume"):
@@ -177,6 +196,7 @@ from latentsync.face.detect import make_detector
 from latentsync.run.job import FaceChoice, Job
 from latentsync.run.pipeline import ModelSet, UNetSpec
 from latentsync.run.stream import lipsync_video_file
+from latentsync.sample.progress import StepProgress
 from latentsync.sample.sampler import SamplerSettings
 clip, out, unet, whisper, vae = sys.argv[1:6]
 job = Job(clip, clip, out, UNetSpec(unet), whisper, vae, FaceChoice(make_detector("dlib")),

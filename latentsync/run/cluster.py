@@ -31,6 +31,7 @@ from ..media.frame_reader import RetimedFrames, VideoFrames
 from ..media.segments import write_segment
 from ..face.blend import Blend
 from ..prepared import open_prepared
+from ..sample.progress import StepInfo, StepProgress
 from ..sample.sampler import WindowRunner
 from ..sample.stream import run_segments
 from .pipeline import ModelSet, UNetSpec
@@ -87,7 +88,7 @@ def _make_worker_class(ray, device: str):
     class SegmentWorker:
         """Loads the models of `job` once; makes groups of its segments and returns them encoded."""
 
-        def __init__(self, job: WindowJob):
+        def __init__(self, job: WindowJob, steps=None):
             self.job = job
             dtype = getattr(torch, job.dtype)  # "float32", "float16", "bfloat16"
             models = ModelSet(torch.device(job.device), dtype)
@@ -99,6 +100,8 @@ def _make_worker_class(ray, device: str):
             self.runner = WindowRunner(unet, models.vae(job.vae), job.settings, job.plan, job.features, job.resolution,
                                        torch.device(job.device), dtype, torch.uint8)
             self.runner.blend = job.blend
+            if steps is not None:  # each UNet step told to the driver: (window, step, steps)
+                self.runner.progress = _StepsTo(steps)
             if job.prepared is not None:
                 self.runner.latents = open_prepared(job.prepared)
 
@@ -120,6 +123,23 @@ def _make_worker_class(ray, device: str):
             return made, time.perf_counter() - started
 
     return SegmentWorker
+
+
+class _StepsTo(StepProgress):
+    """A worker's steps sent to the driver through a Ray queue, a small tuple each (no latents)."""
+
+    def __init__(self, queue):
+        self.queue = queue
+
+    def step(self, info: StepInfo) -> None:
+        self.queue.put_nowait((info.window, info.step, info.steps))
+
+
+def _tell_steps(steps, on_step) -> None:
+    """Hand the steps the workers have sent so far to `on_step`."""
+    while steps is not None and steps.qsize():
+        for told in steps.get_nowait_batch(steps.qsize()):
+            on_step(*told)
 
 
 def _import_ray():
@@ -205,17 +225,19 @@ class RayCluster:
     def _disconnect(self) -> None:
         self.ray.shutdown()
 
-    def run(self, job: WindowJob, todo: list, keep, on_window=None, on_workers=None) -> int:
+    def run(self, job: WindowJob, todo: list, keep, on_window=None, on_workers=None, on_step=None) -> int:
         """Make the segments `todo` of `job` on the cluster; `keep(name, data)`
         stores each encoded segment as it arrives;
-        `on_window(segment)` after each window, `on_workers(actors)` once they exist (tests kill one). Returns
+        `on_window(segment)` after each window, `on_workers(actors)` once they exist (tests kill one),
+        `on_step(window, step, steps)` as the workers' UNet steps are told (within a fifth of a second; a group
+        made again after a worker died tells its steps again). Returns
         how many segments were made; `timings` then holds the seconds to connect and to start the workers (models
         loaded), and over all groups the workers' own seconds ("compute") and the rest of each group's round trip
         ("overhead")."""
         with contained():  # Ray sets variables (RAY_AUTH_MODE, PYTHONBREAKPOINT ...) and loggers in this process
-            return self._run(job, todo, keep, on_window, on_workers)
+            return self._run(job, todo, keep, on_window, on_workers, on_step)
 
-    def _run(self, job: WindowJob, todo: list, keep, on_window, on_workers) -> int:
+    def _run(self, job: WindowJob, todo: list, keep, on_window, on_workers, on_step) -> int:
         started = time.perf_counter()
         count = self._connect(job.device)
         ray = self.ray
@@ -224,7 +246,12 @@ class RayCluster:
         try:
             worker_class = _make_worker_class(ray, job.device)
             job_ref = ray.put(job)
-            actors = [worker_class.remote(job_ref) for _ in range(count)]
+            steps = None
+            if on_step is not None:
+                from ray.util.queue import Queue
+
+                steps = Queue(actor_options={"num_cpus": 0})
+            actors = [worker_class.remote(job_ref, steps) for _ in range(count)]
             if on_workers is not None:
                 on_workers(actors)
             try:
@@ -241,7 +268,10 @@ class RayCluster:
                     actor = idle.pop(0)
                     group = queue.pop(0)
                     pending[actor.make.remote(group)] = (actor, group, time.perf_counter())
-                ready, _ = ray.wait(list(pending), num_returns=1)
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=None if steps is None else 0.2)
+                _tell_steps(steps, on_step)
+                if not ready:
+                    continue
                 actor, group, sent = pending.pop(ready[0])
                 try:
                     results, compute = ray.get(ready[0])
@@ -259,6 +289,7 @@ class RayCluster:
                     if on_window is not None and by_name[name].window is not None:
                         on_window(by_name[name])
                 idle.append(actor)
+            _tell_steps(steps, on_step)  # the last ones, sent before their group came back
             return made
         finally:
             self._disconnect()

@@ -80,7 +80,8 @@ class LoadedModels:
 class RemoteSegments:
     """The segments `todo` of a streamed run, to be made elsewhere (a Ray cluster): the plan, the faces, the
     constant-rate view of a variable-rate video (`retime`, or None) and the input frames' timestamps (`pts`).
-    `keep(name, data)` stores an encoded segment as it arrives, `window_done(segment)` counts a window."""
+    `keep(name, data)` stores an encoded segment as it arrives, `window_done(segment)` counts a window,
+    `step_done(window, step, steps)` a UNet step made there (None: nobody asks)."""
 
     plan: object  # FramePlan
     faces: object  # ClipFaces
@@ -89,6 +90,7 @@ class RemoteSegments:
     todo: list
     keep: Callable[[str, bytes], Path]
     window_done: Callable[[object], None]
+    step_done: Callable[[int, int, int], None] | None
 
 
 def _face_track(frames: VideoFrames, partial: PartialOutput, face: FaceChoice, progress=None) -> FaceTrack:
@@ -169,8 +171,10 @@ def lipsync_stream(frames: VideoFrames, voice: Voice, models: LoadedModels, sett
     clock = time.perf_counter()
     if remote is not None:
         source = frames.frames if retime is not None else frames
+        runner.steps_done = sum(s.window.steps for s in segments if s.name in done and s.window is not None)
         made = remote(RemoteSegments(plan, faces, retime, source.pts, [s for s in segments if s.name not in done],
-                                     partial.keep_segment, window_done))
+                                     partial.keep_segment, window_done,
+                                     None if hooks.progress is None else runner.remote_step))
     else:
         with frames:
             made = run_segments(frames, faces, runner, segments, write, done, window_done)
@@ -283,7 +287,7 @@ def lipsync_video_file(job: Job, models: ModelSet | None = None, *, hooks: Hooks
                                dtype=str(dtype).removeprefix("torch."), fps=float(features.fps), crf=job.crf,
                                pts=work.pts, blend=job.blend,
                                prepared=None if prepared_note is None else prepared_note["folder"])
-        return cluster.run(window_job, work.todo, work.keep, work.window_done)
+        return cluster.run(window_job, work.todo, work.keep, work.window_done, on_step=work.step_done)
 
     setup = time.perf_counter() - started - (prepared_note["seconds"] if prepared_note else 0.0)  # apart: "prepare"
     loaded = LoadedModels(network, face_vae, resolution, models.device, dtype)

@@ -21,7 +21,7 @@ class StepInfo:
     """One UNet step of one window. `window` counts from 0 among the plan's `windows`; `step` from 1 to
     `steps` within it; `done`/`total` are the whole run's steps. `latents` is the window's predicted clean
     latents `[F, 4, h, w]` after this step (the x0 estimate, scaled as the UNet's: what ComfyUI's samplers
-    preview). `seconds_left` is None until a pace is known."""
+    preview), None for a step made on a cluster's worker. `seconds_left` is None until a pace is known."""
 
     window: int
     windows: int
@@ -29,7 +29,7 @@ class StepInfo:
     steps: int
     done: int
     total: int
-    latents: Tensor
+    latents: Tensor | None
     seconds_left: float | None = None
 
 

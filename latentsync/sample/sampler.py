@@ -201,6 +201,17 @@ class WindowRunner:
             self.progress.step(StepInfo(number, len(windows), index + 1, window.steps, self.steps_done, total,
                                         from_clip(x0), self.clock.seconds_left(self.steps_done, total)))
 
+    def remote_step(self, window: int, step: int, steps: int) -> None:
+        """A step of window number `window` made elsewhere (a cluster's worker), told as `_on_step` tells its own
+        (without the latents: the worker keeps them)."""
+        self.steps_done = min(self.steps_done + 1, self.plan.total_steps)
+        done, total = self.steps_done, self.plan.total_steps
+        if self.progress is not None:
+            self.progress(done, total)
+        if isinstance(self.progress, StepProgress):
+            self.progress.step(StepInfo(window, len(self.plan.windows), step, steps, done, total, None,
+                                        self.clock.seconds_left(done, total)))
+
     @torch.no_grad()
     def run(self, window: Window, faces: AlignedFaces, frames: Tensor) -> tuple[Tensor, Tensor]:
         """(output frames, generated crops `[n, R, R, 3]` float32 0-1) of `window`, from its aligned `faces` and
