@@ -38,7 +38,7 @@ class ComfyFaceVAE:
         return self.vae.encode(pixels)
 
     def identity(self) -> dict:
-        """What a prepared video records of this VAE (`prepared.store.vae_identity`)."""
+        """What a prepared video records of this VAE (`prepared.make.vae_identity` asks for it)."""
         return {"kind": "comfyui", "weights": weights_digest(self.vae.first_stage_model),
                 "dtype": str(getattr(self.vae, "vae_dtype", "")).removeprefix("torch.")}
 
