@@ -155,6 +155,7 @@ class ComfyServer:
     port: int = field(default_factory=free_port)
     log_path: Path | None = None
     front_end_root: Path | None = None  # another frontend's static/ folder (install_frontend); None: the pinned one
+    preview_method: str | None = None  # --preview-method (auto, latent2rgb, taesd); None: ComfyUI's default, none
     process: subprocess.Popen | None = None
 
     @property
@@ -178,6 +179,8 @@ class ComfyServer:
                "--database-url", f"sqlite:///{self.base / 'comfyui.db'}"]
         if self.front_end_root is not None:
             cmd += ["--front-end-root", str(self.front_end_root)]
+        if self.preview_method is not None:
+            cmd += ["--preview-method", self.preview_method]
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(cmd, cwd=self.comfyui, stdout=self._log, stderr=subprocess.STDOUT,
                                         env=env, start_new_session=True)

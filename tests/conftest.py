@@ -104,8 +104,9 @@ def comfyui_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def comfy_server(comfyui_dir, tmp_path_factory):
-    """A real ComfyUI 0.3.75 on a free loopback port with this pack in custom_nodes/."""
-    server = comfyui.ComfyServer(comfyui_dir, tmp_path_factory.mktemp("comfyui-base"), REPO)
+    """A real ComfyUI 0.3.75 on a free loopback port with this pack in custom_nodes/, showing TAESD previews while
+    sampling (--preview-method taesd, as users who turn previews on run it; lipsync_models writes the decoder)."""
+    server = comfyui.ComfyServer(comfyui_dir, tmp_path_factory.mktemp("comfyui-base"), REPO, preview_method="taesd")
     server.start()
     yield server
     server.stop()

@@ -128,8 +128,9 @@ def test_vad_workflow_runs_and_the_timeline_draws_the_segments(editor, comfy_ser
         """([inSpeech, inGap]) => {
              const node = window.app.graph._nodes.find(n => n.type === 'LatentSyncVAD');
              const canvas = node.widgets.find(w => w.name === 'speech_timeline').canvas;
-             const ctx = canvas.getContext('2d'), ratio = canvas.width / canvas.clientWidth;
-             const bottom = Math.round((canvas.clientHeight - 17) * ratio);
+             const ctx = canvas.getContext('2d'), ratio = window.devicePixelRatio || 1;  // as draw() scales
+             // the row above the caption, in the drawing's own size (the element may have been resized since)
+             const bottom = canvas.height - Math.round(17 * ratio);
              const at = (x, y) => Array.from(ctx.getImageData(Math.round(x * canvas.width), y, 1, 1).data);
              return [at(inSpeech, bottom), at(inGap, 1)]; }""",
         [(first[0] + first[1]) / 2 / duration, (gap[0] + gap[1]) / 2 / duration])

@@ -1,7 +1,8 @@
 """The shipped workflows as files and in the editor: every link record matches the nodes it joins and their
 schemas; in the pinned frontend and the newest one on PyPI, in the classic canvas and in Nodes 2.0, each loads
 without an error, exports what our converter makes, and no two nodes overlap, before or after a run (the room a
-run's previews and reports take: scripts/layout.py's after_run_height)."""
+run's previews and reports take: scripts/layout.py's after_run_height); and, in all four, the sampler's live
+previews and its window/step/time-left text reach the node over ComfyUI's websocket and are shown there."""
 import json
 import shutil
 
@@ -155,7 +156,8 @@ def newest_server(comfyui_dir, tmp_path_factory):
         front_end = comfyui.install_frontend()
     except Exception as error:  # noqa: BLE001 - no registry reachable: a developer machine offline
         missing(f"comfyui-frontend-package=={comfyui.NEWEST_FRONTEND} ({error})")
-    server = comfyui.ComfyServer(comfyui_dir, tmp_path_factory.mktemp("comfyui-newest"), REPO, front_end_root=front_end)
+    server = comfyui.ComfyServer(comfyui_dir, tmp_path_factory.mktemp("comfyui-newest"), REPO, front_end_root=front_end,
+                                 preview_method="auto")  # the latent-to-RGB approximation (the pinned one: TAESD)
     try:
         comfyui.install_vhs(server.dir("custom_nodes"))
     except FileNotFoundError as error:
@@ -236,3 +238,99 @@ def test_every_workflow_loads_cleanly_exports_like_our_converter_and_no_nodes_ov
         checked.append(name)
     assert len(checked) >= len(WORKFLOWS) - (front_end == "pinned"), checked
     assert problems == {}, json.dumps(problems, indent=1)
+
+
+
+# What the editor does with the sampler's websocket messages, recorded after its own handlers ran (listeners run in
+# the order they were added): each preview's node, type and size and whether the editor holds it as the node's
+# preview; each progress text and the value of the node's text widget then; and, on every DOM change, whether a step's
+# text and a preview picture are on screen (Nodes 2.0 nodes are DOM elements; the classic canvas draws the picture
+# itself and shows the text in a DOM widget over it).
+_WATCH = """async (sampler) => {
+    const { api } = await import('/scripts/api.js');
+    window.__watched = { previews: [], texts: [], dom: { text: null, picture: false } };
+    window.__sampler = sampler;
+    if (window.__watching) return;
+    window.__watching = true;
+    api.addEventListener('b_preview_with_metadata', async ({ detail }) => {
+        const held = window.app.nodePreviewImages?.[detail.displayNodeId] ?? [];
+        const entry = { node: String(detail.displayNodeId), type: detail.blob.type, held: held.length };
+        window.__watched.previews.push(entry);
+        const bitmap = await createImageBitmap(detail.blob);
+        entry.size = [bitmap.width, bitmap.height];
+    });
+    api.addEventListener('progress_text', ({ detail }) => {
+        const node = window.app.graph.getNodeById(Number(detail.nodeId));
+        const widget = node?.widgets?.find(w => w.name === '$$node-text-preview');
+        window.__watched.texts.push({ node: String(detail.nodeId), text: detail.text, shown: widget?.value ?? null });
+    });
+    new MutationObserver(() => {
+        const vue = document.querySelector(`[data-node-id="${window.__sampler}"]`);
+        const text = (vue ?? document.body).textContent.match(/window \\d+\\/\\d+, step \\d+\\/\\d+, [a-z0-9: ]*left/);
+        if (text && !window.__watched.dom.text) window.__watched.dom.text = text[0];
+        if (vue && [...vue.querySelectorAll('img')].some(i => i.src.startsWith('blob:')))
+            window.__watched.dom.picture = true;
+    }).observe(document.body, { subtree: true, childList: true, characterData: true, attributes: true });
+    }"""
+
+
+@pytest.fixture(scope="module")
+def preview_servers(comfy_server, newest_server, lipsync_models, tiny_unet_config):
+    """Both servers with the random-weight models and a 4-frame cut of the clip and its voice."""
+    from conftest import shared_path
+    from media import cut_clip, cut_voice
+    from scripts.model_files import write_lipsync_models
+
+    write_lipsync_models(newest_server.dir("models"), tiny_unet_config)
+    for server in (comfy_server, newest_server):
+        cut_clip(shared_path("media/latentsync_demo1_video.mp4"), server.dir("input") / "preview_4.mp4", 4, 720)
+        cut_voice(shared_path("media/latentsync_demo1_audio.wav"), server.dir("input") / "preview_4.wav", 4 / 25)
+    return {"pinned": comfy_server, "newest": newest_server}
+
+
+@pytest.mark.comfyui
+@pytest.mark.browser
+@pytest.mark.parametrize(("front_end", "renderer", "seed"), [("pinned", "classic", 1), ("pinned", "nodes2", 2),
+                                                             ("newest", "classic", 3), ("newest", "nodes2", 4)])
+def test_the_editor_shows_every_steps_preview_and_the_time_left_on_the_sampler(pages, preview_servers, front_end,
+                                                                               renderer, seed):
+    """latentsync_basic queued from the editor (2 steps, one window; a seed of its own, so that no run is served from
+    the cache): the pinned server previews with TAESD, the newest with the latent-to-RGB approximation."""
+    import time
+
+    page, server, vue = pages[front_end], preview_servers[front_end], renderer == "nodes2"
+    page.evaluate("async (vue) => { await window.app.extensionManager.setting.set('Comfy.VueNodes.Enabled', vue); }",
+                  vue)
+    workflow = read("latentsync_basic.json")
+    page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
+    (sampler,) = [str(n["id"]) for n in workflow["nodes"] if n["type"] == "LatentSyncSampler"]
+    page.evaluate("""(seed) => {
+        const widget = (type, name) => window.app.graph._nodes.find(n => n.type === type)
+                                           .widgets.find(w => w.name === name);
+        widget('LoadVideo', 'file').value = 'preview_4.mp4';
+        widget('LoadAudio', 'audio').value = 'preview_4.wav';
+        widget('VAELoader', 'vae_name').value = 'taesd';
+        widget('LatentSyncSampler', 'steps').value = 2;
+        widget('LatentSyncSampler', 'seed').value = seed; }""", seed)
+    page.evaluate(_WATCH, sampler)
+    before = set(server.get("/history"))
+    page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
+    deadline, new = time.monotonic() + 600, set()
+    while not new and time.monotonic() < deadline:
+        time.sleep(0.5)
+        new = set(server.get("/history")) - before
+    (prompt_id,) = new
+    entry = server.get(f"/history/{prompt_id}")[prompt_id]
+    assert entry["status"]["status_str"] == "success", entry["status"]["messages"][-1]
+    page.wait_for_function("() => window.__watched.previews.every(p => p.size)")
+    watched = page.evaluate("() => window.__watched")
+    steps = ["window 1/1, step 1/2, estimating time left", "window 1/1, step 2/2, 0:00 left"]
+    assert watched["texts"] == [{"node": sampler, "text": text, "shown": text} for text in steps]
+    previews = watched["previews"]
+    assert len(previews) == len(steps), previews
+    assert all(p["node"] == sampler and p["type"] == "image/jpeg" and p["held"] == 1 for p in previews), previews
+    assert all(p["size"][0] == p["size"][1] > 0 for p in previews), previews  # a face: square
+    if vue:
+        assert watched["dom"]["picture"], "the Nodes 2.0 sampler never showed a preview picture"
+    if not (vue and front_end == "pinned"):  # the pinned frontend's Nodes 2.0 (a beta there) draws no progress text
+        assert watched["dom"]["text"] == steps[0], watched["dom"]
