@@ -2,6 +2,7 @@
 // coloured like the face track it drives (the same colours as the letters on the keyframe preview), and the
 // mapping in words, so users see who is who before any diffusion and can correct the mapping widget.
 import { app } from "../../scripts/app.js";
+import { canvasWidget } from "./canvas_widget.js";
 
 const NODE_TYPES = ["LatentSyncAssignFaces", "LatentSyncDiarize"];
 const WIDGET_NAME = "speaker_timeline";
@@ -51,20 +52,8 @@ function draw(canvas, data) {
 }
 
 function timelineWidget(node) {
-  let widget = node.widgets?.find((w) => w.name === WIDGET_NAME);
-  if (widget) return widget;
-  const canvas = document.createElement("canvas");
-  canvas.className = "latentsync-speaker-timeline";
-  canvas.style.width = "100%";
-  canvas.style.height = "100%";
-  widget = node.addDOMWidget(WIDGET_NAME, "latentsync_speakers", canvas, {
-    serialize: false, // display only: keeps widgets_values and API prompts unchanged
-    hideOnZoom: false,
-    getMinHeight: () => 80,
-  });
-  widget.canvas = canvas;
-  widget.data = null;
-  new ResizeObserver(() => draw(canvas, widget.data)).observe(canvas);
+  const widget = canvasWidget(node, WIDGET_NAME, "latentsync_speakers", 80, draw);
+  widget.canvas.className = "latentsync-speaker-timeline";
   return widget;
 }
 
@@ -85,6 +74,7 @@ app.registerExtension({
       if (!data) return;
       const widget = timelineWidget(this);
       widget.data = data;
+      widget.box.style.minHeight = `${Math.max(80, 40 + 20 * data.speakers.length)}px`; // a lane per speaker
       draw(widget.canvas, data);
       widget.canvas.dataset.speakers = JSON.stringify(data.speakers.map((s) => [s.name, s.faces]));
       widget.canvas.dataset.mapping = data.mapping;

@@ -1,6 +1,7 @@
 // Speech timeline for the "Voice Activity Detection (LatentSync)" node: after the node runs, draws the
 // waveform with the detected speech segments highlighted, so users see what the VAD gate will do.
 import { app } from "../../scripts/app.js";
+import { canvasWidget } from "./canvas_widget.js";
 
 const NODE_TYPE = "LatentSyncVAD";
 const WIDGET_NAME = "speech_timeline";
@@ -55,21 +56,9 @@ function draw(canvas, data) {
 }
 
 function timelineWidget(node) {
-  let widget = node.widgets?.find((w) => w.name === WIDGET_NAME);
-  if (widget) return widget;
-  const canvas = document.createElement("canvas");
-  canvas.className = "latentsync-vad-timeline";
-  canvas.style.width = "100%";
-  canvas.style.height = "100%";
-  canvas.dataset.segments = "";
-  widget = node.addDOMWidget(WIDGET_NAME, "latentsync_timeline", canvas, {
-    serialize: false, // not a parameter: keeps widgets_values and API prompts unchanged
-    hideOnZoom: false,
-    getMinHeight: () => 110,
-  });
-  widget.canvas = canvas;
-  widget.data = null;
-  new ResizeObserver(() => draw(canvas, widget.data)).observe(canvas);
+  const widget = canvasWidget(node, WIDGET_NAME, "latentsync_timeline", 110, draw);
+  widget.canvas.className = "latentsync-vad-timeline";
+  widget.canvas.dataset.segments ??= "";
   return widget;
 }
 

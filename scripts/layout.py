@@ -4,7 +4,8 @@ canvas and Nodes 2.0, on the pinned frontend and the newest), before and after a
 Node sizes are measured in the real editor (Chromium, Playwright) in the four modes; each node gets the largest
 of its four sizes plus the room its run output takes (`after_run_height`: video and image previews, reports). Nodes
 are stacked in their group, groups in columns by role (inputs, voice, faces, model, sampler, scores, output).
-tests/test_browser.py checks the result in all four modes, with the same after-run room.
+tests/test_workflow_layout.py checks the result in all four modes, with the same after-run room, and after
+real runs of the workflows that run on random weights, with their real outputs.
 
     python -m scripts.layout                    # every workflow
     python -m scripts.layout latentsync_basic   # only the named ones
@@ -21,11 +22,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "workflows"
 
-# Height (graph units) a node gains once it has run: a video or image preview below its widgets, a report.
-PREVIEW, REPORT = 320, 100
+# Height (graph units) a node gains once it has run: a video or image preview below its widgets, a report. A video
+# player is as tall as a portrait (9:16) clip at the node's width, with its controls: measured after real runs of
+# the demo clip (tests/test_workflow_layout.py), 472 units on the classic canvas and 574 in the pinned Nodes 2.0.
+PREVIEW, REPORT, VIDEO = 320, 100, 600
 AFTER_RUN = {
-    "VHS_LoadVideo": 320,  # the chosen file's player
-    "SaveVideo": PREVIEW, "VHS_VideoCombine": PREVIEW, "SaveImage": PREVIEW, "PreviewImage": PREVIEW,
+    "VHS_LoadVideo": VIDEO,  # the chosen file's player
+    "SaveVideo": VIDEO, "VHS_VideoCombine": VIDEO, "SaveImage": PREVIEW, "PreviewImage": PREVIEW,
     "LatentSyncDetectFaces": PREVIEW + REPORT, "LatentSyncSyncNetScore": PREVIEW + REPORT,
     "LatentSyncAssignFaces": PREVIEW + REPORT, "LatentSyncVAD": PREVIEW + REPORT,
     "LatentSyncWhisperEncode": REPORT, "LatentSyncUNetLoader": REPORT, "LatentSyncSampler": REPORT,

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import REPO, comfyui, missing
 from scripts import layout
+from test_workflows import poc_models  # noqa: F401  (a fixture: the SyncNet and upscaler files the runs need)
 
 WORKFLOWS = sorted(p.name for p in (REPO / "workflows").glob("*.json"))
 
@@ -334,3 +335,105 @@ def test_the_editor_shows_every_steps_preview_and_the_time_left_on_the_sampler(p
         assert watched["dom"]["picture"], "the Nodes 2.0 sampler never showed a preview picture"
     if not (vue and front_end == "pinned"):  # the pinned frontend's Nodes 2.0 (a beta there) draws no progress text
         assert watched["dom"]["text"] == steps[0], watched["dom"]
+
+
+
+# The workflows run for real once, on the pinned server; between them they cover every node type whose run output
+# takes room (reports, previews, timelines, score plots, videos). VideoHelperSuite's: tests/test_vhs.py. Each runs
+# on the shortest input it needs: 4 frames, the 24-frame cut where SyncNet needs speech, 16 frames of two people.
+RUN = {"vad_preview.json": None, "latentsync_basic.json": "4", "latentsync_poc_vad_ab.json": None,
+       "latentsync_long_video.json": "4", "latentsync_upscale.json": "4", "latentsync_two_speakers.json": None}
+TWO_FRAMES, TWO_SCRIPT = 16, ((1, 0.0, 0.3), (2, 0.34, 0.64))
+
+
+def _files(output) -> list[tuple[str, str, str]]:
+    """(type, subfolder, filename) of every file a node's UI output names."""
+    if isinstance(output, dict):
+        if "filename" in output and "type" in output:
+            return [(output["type"], output.get("subfolder", ""), output["filename"])]
+        return [f for value in output.values() for f in _files(value)]
+    if isinstance(output, list):
+        return [f for value in output for f in _files(value)]
+    return []
+
+
+@pytest.fixture(scope="module")
+def real_runs(comfy_server, newest_server, object_info, preview_servers, poc_models):  # noqa: F811
+    """{workflow: {node id: UI output}} from real runs of RUN on the pinned server (2 steps, TAESD: the CPU-friendly
+    values of tests/test_workflows.py), with every file they name copied to the newest server too. The editors
+    load the workflows' own input names (their previews), so both servers have them."""
+    from conftest import write_lipsync_inputs
+    from media import write_clip
+    from test_workflows import cpu_friendly, failure, load_prompt, use_inputs
+    from two_people import stems, two_person_frames, write_wav
+
+    for server in (comfy_server, newest_server):
+        write_lipsync_inputs(server)
+        write_clip(server.dir("input") / "latentsync_two_people.mp4", two_person_frames(TWO_FRAMES), 25)
+        for number, samples in stems(TWO_FRAMES / 25, TWO_SCRIPT).items():
+            write_wav(server.dir("input") / f"latentsync_speaker_{number}.wav", samples)
+    runs = {}
+    for name, inputs in RUN.items():
+        prompt = cpu_friendly(load_prompt(name, object_info))
+        if inputs == "4":
+            prompt = use_inputs(prompt, ("preview_4.mp4", "preview_4.wav"))
+        history = comfy_server.run(prompt, timeout=1200)
+        assert history["status"]["status_str"] == "success", f"{name}: {failure(history)}"
+        runs[name] = history["outputs"]
+        for kind, sub, filename in _files(history["outputs"]):
+            target = newest_server.dir(kind) / sub / filename
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(comfy_server.dir(kind) / sub / filename, target)
+    return runs
+
+
+_REPLAY = """async (outputs) => {
+    const { api } = await import('/scripts/api.js');
+    for (const [node, output] of Object.entries(outputs))
+        api.dispatchCustomEvent('executed', { node, display_node: node, output, prompt_id: 'run' }); }"""
+
+
+# Every picture and video on the page has loaded (a video: its size is known).
+_LOADED = """() => [...document.querySelectorAll('video')].every(v => v.readyState >= 1)
+                 && [...document.images].every(i => i.complete)"""
+
+
+@pytest.mark.comfyui
+@pytest.mark.browser
+@pytest.mark.parametrize("front_end", ["pinned", "newest"])
+@pytest.mark.parametrize("renderer", ["classic", "nodes2"])
+def test_after_a_real_run_no_nodes_overlap_and_none_keeps_growing(pages, real_runs, front_end, renderer):
+    """Each real run's outputs reach the editor as ComfyUI sends them (an `executed` message per node, through the
+    frontend's own handler): reports, previews, timelines, plots and videos take their real room. A node whose
+    drawing feeds its own size (the VAD timeline once did, in the pinned Nodes 2.0) never settles, and fails."""
+    page, vue = pages[front_end], renderer == "nodes2"
+    page.evaluate("async (vue) => { await window.app.extensionManager.setting.set('Comfy.VueNodes.Enabled', vue); }",
+                  vue)
+    problems = {}
+    for name, outputs in real_runs.items():
+        page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", read(name))
+        page.evaluate(_REPLAY, outputs)
+        measured, heights = settled(page, vue)
+        if measured is None:
+            problems[name] = {"still growing after 15 s (graph units, 0.5 s apart)": heights}
+        elif overlapping(measured["rects"]):
+            problems[name] = {"overlap after the run": overlapping(measured["rects"])}
+    assert problems == {}, json.dumps(problems, indent=1)
+
+
+def settled(page, vue: bool, timeout: float = 15.0) -> tuple[dict | None, dict]:
+    """The node rectangles once every picture and video has loaded and two measurements 0.5 s apart give every
+    node the same height in graph units; (None, the last two measurements' differing heights) if that never
+    comes (the classic canvas makes a video's player when it first draws the node: measuring draws it)."""
+    import time
+
+    deadline, last = time.monotonic() + timeout, None
+    while True:
+        measured = page.evaluate(_RECTS, vue)
+        heights = {k: (r[4], round(r[3] / measured["scale"])) for k, r in measured["rects"].items()}
+        if heights == last and page.evaluate(_LOADED):
+            return measured, {}
+        if time.monotonic() > deadline:
+            return None, {k: [last.get(k), h] for k, h in heights.items() if last and last.get(k) != h}
+        last = heights
+        page.wait_for_timeout(500)
