@@ -35,7 +35,6 @@ const FONT = "12px monospace";
 const LINE_HEIGHT = 16; // px, set on the element so the height needed is exact
 const PADDING = 4; // px on every side, inside the element (border-box)
 const MARGIN = 4; // px the DOM widget leaves around the element
-const MAX_WIDTH = 560; // a new report widens the node up to this, so its lines need not wrap
 
 let measure;
 function textWidth(text) {
@@ -75,15 +74,14 @@ function reportWidget(node) {
   return widget;
 }
 
-// Shows `report` ({text, data}) on the node and grows the node so that every line is visible.
+// Shows `report` ({text, data}) on the node and makes the node tall enough for every row. Its width stays: a node
+// that widened after a run would cover its neighbour in a laid-out graph, so long lines wrap instead.
 function show(node, report) {
   const widget = reportWidget(node);
   widget.element.textContent = report.text;
   widget.element.dataset.report = JSON.stringify(report.data ?? null);
-  const longest = Math.max(...report.text.split("\n").map(textWidth));
-  const width = Math.max(node.size[0], Math.min(MAX_WIDTH, Math.ceil(longest) + 2 * (MARGIN + PADDING) + 2));
-  const size = node.computeSize?.([width, node.size[1]]) ?? [width, node.size[1]];
-  node.setSize?.([width, Math.max(node.size[1], size[1])]);
+  const size = node.computeSize?.([node.size[0], node.size[1]]) ?? node.size;
+  node.setSize?.([node.size[0], Math.max(node.size[1], size[1])]);
   node.setDirtyCanvas?.(true, true);
 }
 
