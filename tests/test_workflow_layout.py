@@ -5,11 +5,13 @@ run's previews and reports take: scripts/layout.py's after_run_height); and, in 
 previews and its window/step/time-left text reach the node over ComfyUI's websocket and are shown there."""
 import json
 import shutil
+import time
 
 import pytest
 
 from conftest import REPO, comfyui, missing
 from scripts import layout
+from test_browser import needs_vhs
 from test_workflows import poc_models  # noqa: F401  (a fixture: the SyncNet and upscaler files the runs need)
 
 WORKFLOWS = sorted(p.name for p in (REPO / "workflows").glob("*.json"))
@@ -297,8 +299,6 @@ def test_the_editor_shows_every_steps_preview_and_the_time_left_on_the_sampler(p
                                                                                renderer, seed):
     """latentsync_basic queued from the editor (2 steps, one window; a seed of its own, so that no run is served from
     the cache): the pinned server previews with TAESD, the newest with the latent-to-RGB approximation."""
-    import time
-
     page, server, vue = pages[front_end], preview_servers[front_end], renderer == "nodes2"
     page.evaluate("async (vue) => { await window.app.extensionManager.setting.set('Comfy.VueNodes.Enabled', vue); }",
                   vue)
@@ -402,10 +402,6 @@ def real_runs(comfy_server, newest_server, object_info, preview_servers, poc_mod
     return runs
 
 
-def needs_vhs(name: str) -> bool:
-    return any(n["type"].startswith("VHS_") for n in read(name)["nodes"])
-
-
 _REPLAY = """async (outputs) => {
     const { api } = await import('/scripts/api.js');
     for (const [node, output] of Object.entries(outputs))
@@ -448,8 +444,6 @@ def settled(page, vue: bool, timeout: float = 15.0) -> tuple[dict | None, dict]:
     """The node rectangles once every picture and video has loaded and two measurements 0.5 s apart give every
     node the same height in graph units; (None, the last two measurements' differing heights) if that never
     comes (the classic canvas makes a video's player when it first draws the node: measuring draws it)."""
-    import time
-
     deadline, last = time.monotonic() + timeout, None
     while True:
         measured = page.evaluate(_RECTS, vue)
